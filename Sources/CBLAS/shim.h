@@ -1,0 +1,2 @@
+// OpenBLAS's CBLAS interface (Debian: libopenblas-dev; pkg-config `openblas` adds its include path).
+#include <cblas.h>

@@ -1,0 +1,128 @@
+import ArgumentParser
+import CodedComputing
+import Foundation
+
+/// `nercc bench`: benchmarks (measurements, not tests).
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks of the system's parts.",
+        subcommands: [BenchCodingCommand.self]
+    )
+}
+
+/// `nercc bench coding`: encode and decode cost per batch against a plain GEMM of the same shape.
+struct BenchCodingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coding",
+        abstract: "Time encode and decode per batch for every scheme beside a plain GEMM of the same shape.",
+        discussion: """
+            For each (N, K, d), encode is E·X (N×K by K×d) and decode is building D_F for a random set of \
+            N − S received workers (S = ⌊N/4⌋, or all K for uncoded) plus D_F·Y (K×|F| by |F|×d). The GEMM \
+            column is cblas_dgemm of the encode shape in the same run; "share" is the scheme's achieved \
+            GFLOP/s (2·N·K·d flops for encode, 2·K·|F|·d for decode) over the GEMM's. Times are medians.
+            """
+    )
+
+    @Option(help: "Repetitions per measurement (the median is reported).")
+    var repetitions: Int = 200
+
+    @Option(help: "Shapes as N:K:d, comma-separated.")
+    var shapes: String = "40:10:784,200:50:784,200:50:3072"
+
+    @Option(help: "Also write the Markdown table to this file.")
+    var output: String?
+
+    func validate() throws {
+        guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
+        _ = try parsedShapes()
+    }
+
+    func parsedShapes() throws -> [(n: Int, k: Int, d: Int)] {
+        try shapes.split(separator: ",").map { item in
+            let parts = item.split(separator: ":").compactMap { Int($0) }
+            guard parts.count == 3, parts.allSatisfy({ $0 >= 1 }), parts[0] >= parts[1] else {
+                throw ValidationError("--shapes: '\(item)' is not N:K:d with N ≥ K ≥ 1 and d ≥ 1")
+            }
+            return (parts[0], parts[1], parts[2])
+        }
+    }
+
+    func run() async throws {
+        var rows: [[String]] = []
+        var rng = SeededGenerator(seed: 7)
+        for shape in try parsedShapes() {
+            let (n, k, d) = shape
+            let x = Matrix(rows: k, columns: d, elements: (0..<(k * d)).map { _ in rng.nextGaussian() })
+            let plain = Matrix(rows: n, columns: k, elements: (0..<(n * k)).map { _ in rng.nextGaussian() })
+            var out = Matrix(rows: n, columns: d)
+            let gemmSeconds = Self.median(repetitions) { plain.multiply(by: x, into: &out) }
+            let gemmRate = 2 * Double(n * k * d) / gemmSeconds / 1e9
+            rows.append([
+                "\(n)×\(k)×\(d)", "GEMM (N×K·K×d)", Self.micro(gemmSeconds), "—", String(format: "%.2f", gemmRate), "—",
+                "100%", "—",
+            ])
+            for config in Self.configurations(n: n, k: k) {
+                guard let code = try? LinearCode(config) else { continue }
+                let stragglers = config.kind == .uncoded ? 0 : (config.kind == .lcc ? min(n / 4, n - k) : n / 4)
+                var pick = SeededGenerator(seed: 11)
+                var received = Array((0..<code.workers).shuffled(using: &pick).prefix(code.workers - stragglers))
+                if !code.canDecode(received: received) { received = Array(0..<code.workers) }
+                let y = Matrix(
+                    rows: received.count, columns: d,
+                    elements: (0..<(received.count * d)).map { _ in rng.nextGaussian() })
+                var coded = Matrix(rows: code.workers, columns: d)
+                let encodeSeconds = Self.median(repetitions) { code.encodingMatrix.multiply(by: x, into: &coded) }
+                let decodeSeconds = Self.median(repetitions) { _ = try? code.decode(y, received: received) }
+                let encodeRate = 2 * Double(code.workers * k * d) / encodeSeconds / 1e9
+                let decodeRate = 2 * Double(k * received.count * d) / decodeSeconds / 1e9
+                rows.append([
+                    "\(n)×\(k)×\(d)", config.kind.rawValue + (code.workers != n ? " (N=\(code.workers))" : ""),
+                    Self.micro(encodeSeconds), Self.micro(decodeSeconds), String(format: "%.2f", encodeRate),
+                    String(format: "%.2f", decodeRate), String(format: "%.0f%%", 100 * encodeRate / gemmRate),
+                    String(format: "%.0f%%", 100 * decodeRate / gemmRate),
+                ])
+            }
+        }
+        let header = [
+            "N×K×d", "scheme", "encode µs", "decode µs", "encode GFLOP/s", "decode GFLOP/s", "encode share",
+            "decode share",
+        ]
+        let table = TextTable.markdown(header: header, rows: rows)
+        print(table)
+        if let output {
+            do {
+                try (table + "\n").write(toFile: output, atomically: true, encoding: .utf8)
+            } catch {
+                throw CommandError("cannot write '\(output)': \(error.localizedDescription)")
+            }
+        }
+    }
+
+    static func configurations(n: Int, k: Int) -> [SchemeConfiguration] {
+        [
+            .init(kind: .uncoded, workers: k, batchSize: k),
+            .init(kind: .replication, workers: (n / k) * k, batchSize: k),
+            .init(kind: .parity, workers: k + (k + 3) / 4, batchSize: k, groupSize: 4),
+            .init(kind: .lcc, workers: n, batchSize: k),
+            .init(kind: .bacc, workers: n, batchSize: k),
+            .init(kind: .nercc, workers: n, batchSize: k, lambdaEncoder: 1e-6, lambdaDecoder: 1e-4),
+            .init(kind: .nerccAgnostic, workers: n, batchSize: k),
+        ]
+    }
+
+    static func median(_ repetitions: Int, _ body: () -> Void) -> Double {
+        body()  // warm-up
+        var samples: [Double] = []
+        samples.reserveCapacity(repetitions)
+        let clock = ContinuousClock()
+        for _ in 0..<repetitions {
+            let elapsed = clock.measure(body)
+            samples.append(Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds))
+        }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    static func micro(_ seconds: Double) -> String { String(format: "%.1f", seconds * 1e6) }
+}
