@@ -4,7 +4,10 @@ import PackageDescription
 // Module graph (dependency direction is the architecture):
 //
 //   CBLAS (system: OpenBLAS) ──▶ CodedComputing (pure numerics: points, splines, schemes)
+//   CBLAS ──▶ NeuralInference (pure: tensors, layers, safetensors, model descriptions)
 //   NumPyFormat (pure: .npy bytes ⇄ arrays)
+//   Messaging (transport protocol and message types; no I/O)
+//   CRabbitMQ (C: rabbitmq-c 0.11 + shim) ──▶ RabbitMQMessaging (the only importer of CRabbitMQ)
 //   all of the above + ArgumentParser ──▶ NerccCommands ──▶ nercc (executable)
 let strict: [SwiftSetting] = [
     .unsafeFlags(["-warnings-as-errors"])
@@ -19,7 +22,8 @@ let package = Package(
         .library(name: "NumPyFormat", targets: ["NumPyFormat"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -37,10 +41,49 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "NeuralInference",
+            dependencies: ["CBLAS"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Messaging",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ServingMessages",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CRabbitMQ",
+            linkerSettings: [.linkedLibrary("rabbitmq")]
+        ),
+        .target(
+            name: "ServingPipeline",
+            dependencies: [
+                "CodedComputing", "NeuralInference", "Messaging", "ServingMessages",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RabbitMQMessaging",
+            dependencies: [
+                "CRabbitMQ", "Messaging",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "NerccCommands",
             dependencies: [
                 "CodedComputing",
                 "NumPyFormat",
+                "NeuralInference",
+                "Messaging",
+                "ServingMessages",
+                "ServingPipeline",
+                "RabbitMQMessaging",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -54,6 +97,36 @@ let package = Package(
             name: "CodedComputingTests",
             dependencies: ["CodedComputing"],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NeuralInferenceTests",
+            dependencies: ["NeuralInference", "NumPyFormat"],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RabbitMQMessagingTests",
+            dependencies: [
+                "RabbitMQMessaging", "Messaging",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ServingPipelineTests",
+            dependencies: [
+                "ServingPipeline", "ServingMessages", "Messaging", "CodedComputing",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "CodedComputing", "Messaging", "RabbitMQMessaging", "ServingMessages", "NeuralInference", "NumPyFormat",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,17 +1,62 @@
 #!/usr/bin/env bash
-# Sets up everything and runs the main job: installs what is missing, builds in release mode and
-# runs the offline coding demonstration (every scheme on the same batch and straggler sets).
+# The main job: installs what is missing, builds nercc in release mode, starts a private RabbitMQ
+# node, an encoder, a decoder and eight workers (two of them injected as stragglers), submits the
+# MNIST test images, and prints accuracy and latency. The system keeps running so that you can
+# watch it in the management UI; `ops/quickstart.sh stop` stops it.
 #
-#   ops/quickstart.sh [extra options for `nercc code demo`]
+#   ops/quickstart.sh [--scheme S] [--workers N] [--batch K] [--stragglers S] [--count C]
+#   ops/quickstart.sh stop
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$NERCC_ROOT"
-nercc_install_packages
 
+if [ "${1:-}" = "stop" ]; then
+    source ops/services.sh
+    nercc_stop_all
+    ops/broker/stop.sh
+    exit 0
+fi
+
+scheme=nercc n=12 k=4 s=3 count=1000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --scheme) scheme=$2; shift 2 ;;
+        --workers) n=$2; shift 2 ;;
+        --batch) k=$2; shift 2 ;;
+        --stragglers) s=$2; shift 2 ;;
+        --count) count=$2; shift 2 ;;
+        *) echo "unknown option '$1'; see the header of $0" >&2; exit 2 ;;
+    esac
+done
+
+nercc_install_packages
 echo "==> building nercc (release)"
 swift build -c release --product nercc 2>&1 | grep -v '^\[' || true
 swift build -c release --product nercc >/dev/null
-bin="$(swift build -c release --show-bin-path)/nercc"
+NERCC_BIN="$(swift build -c release --show-bin-path)/nercc"
+export NERCC_BIN
 
-echo "==> nercc code demo $*"
-"$bin" code demo "$@"
+echo "==> private RabbitMQ node"
+ops/broker/start.sh >/dev/null
+source ops/broker/env.sh
+source ops/services.sh
+nercc_stop_all
+
+echo "==> starting the encoder ($scheme, N=$n, K=$k, S=$s), the decoder and 8 workers (2 stragglers)"
+# Stragglers: half their tasks delayed by a heavy-tailed (Pareto) time of at least 100 ms.
+nercc_start_system nercc "$scheme" "$n" "$k" "$s" 8 2 \
+    --straggler-probability 0.5 --straggler-delay-ms 100 --straggler-distribution pareto
+
+echo "==> submitting $count MNIST test images (one query per request)"
+"$NERCC_BIN" submit --model mnist-mlp --count "$count" --quiet --timeout 120 --log-level warning
+
+cat <<MSG
+
+The system is still running. Watch it in the RabbitMQ management UI:
+  $NERCC_MGMT_URL  (user guest, password guest)
+  Queues: nercc.requests.mnist-mlp, nercc.tasks.mnist-mlp (8 consumers, prefetch 1),
+          nercc.results.0 (the decoder, single active consumer), nercc.dead-letter
+Submit more:  $NERCC_BIN submit --count 200
+Logs:         $NERCC_SERVICES_DIR/*.log
+Stop it all:  ops/quickstart.sh stop
+MSG

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, a warnings-as-errors build, the unit and
-# fixture tests, and a smoke run of the command-line tool. Installs what is missing first.
+# fixture tests, the live-broker tests against a private RabbitMQ node that this script starts,
+# the schema and deployment checks, and a smoke run of the command-line tool. Installs what is
+# missing first.
 #
 #   ops/test.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$NERCC_ROOT"
 nercc_install_packages
+nercc_install_python_tools
 
 echo "==> swift format lint --strict"
 swift format lint --strict --recursive Package.swift Sources Tests
@@ -14,21 +17,35 @@ swift format lint --strict --recursive Package.swift Sources Tests
 echo "==> swift build (warnings are errors)"
 swift build --build-tests 2>&1 | grep -v '^\[' || true
 swift build --build-tests >/dev/null
+NERCC_BINARY="$(swift build --show-bin-path)/nercc"
+export NERCC_BINARY
 
-echo "==> swift test"
+echo "==> private RabbitMQ node"
+ops/broker/start.sh
+# shellcheck source=broker/env.sh
+source ops/broker/env.sh
+trap 'ops/broker/stop.sh >/dev/null 2>&1 || true' EXIT
+
+echo "==> swift test (unit, fixtures, live broker)"
 mkdir -p .build
 set +e
-swift test 2>&1 | tee .build/test.log | grep -v -E '^(◇|􀟈) .* started\.$'
+swift test --skip-build 2>&1 | tee .build/test.log | grep -v -E '^(◇|􀟈) .* started\.$'
 status=${PIPESTATUS[0]}
 set -e
 echo "==> summary"
+skipped=$(grep -c -E '^(➜|􀙟) Test .* skipped' .build/test.log || true)
 grep -E '^(✔|✘|􁁛|􀢄) Test run with' .build/test.log || echo "no Swift Testing summary was printed"
 if [ "$status" -ne 0 ]; then
     echo "tests failed (exit $status); failures:" >&2
     grep -E '(✘|􀢄)' .build/test.log | head -50 >&2 || true
     exit "$status"
 fi
+if [ "$skipped" -ne 0 ]; then
+    echo "error: $skipped tests were skipped; every suite must run here:" >&2
+    grep -E '^(➜|􀙟) Test .* skipped' .build/test.log | head -20 >&2
+    exit 1
+fi
 
 echo "==> smoke: nercc code demo"
-swift run -q nercc code demo --trials 5 >/dev/null
+"$NERCC_BINARY" code demo --trials 5 >/dev/null
 echo "all checks passed"

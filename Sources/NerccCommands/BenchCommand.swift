@@ -7,7 +7,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks of the system's parts.",
-        subcommands: [BenchCodingCommand.self]
+        subcommands: [BenchCodingCommand.self, BenchModelCommand.self]
     )
 }
 
@@ -125,4 +125,46 @@ struct BenchCodingCommand: AsyncParsableCommand {
     }
 
     static func micro(_ seconds: Double) -> String { String(format: "%.1f", seconds * 1e6) }
+}
+
+/// `nercc bench model`: forward-pass latency of a model of the native runtime.
+struct BenchModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Time the native runtime's forward pass on batches of the shipped test images.")
+
+    @Option(help: "The model description.")
+    var model: String = "models/mnist-mlp/model.json"
+
+    @Option(help: "Queries (.npy, 2-D) to run the model on.")
+    var input: String = "data/mnist/test-images.npy"
+
+    @Option(help: "Batch sizes, comma-separated.")
+    var batches: String = "1,8,64"
+
+    @Option(help: "Repetitions per batch size (the median is reported).")
+    var repetitions: Int = 2_000
+
+    func run() async throws {
+        let loaded = try loadModels([model])[0]
+        let queries = try MatrixFiles.read(input)
+        guard queries.columns == loaded.inputSize else {
+            throw CommandError("'\(input)' has \(queries.columns) columns; the model takes \(loaded.inputSize)")
+        }
+        var rows: [[String]] = []
+        for text in batches.split(separator: ",") {
+            guard let batch = Int(text), batch >= 1, batch <= queries.rows else {
+                throw CommandError("--batches: '\(text)' is not a batch size in 1...\(queries.rows)")
+            }
+            let flat = (0..<batch).flatMap { queries.row($0).map { Float($0) } }
+            let seconds = BenchCodingCommand.median(repetitions) {
+                _ = try? loaded.predict(flatInputs: flat, count: batch)
+            }
+            rows.append([
+                "\(batch)", String(format: "%.1f", seconds * 1e6),
+                String(format: "%.2f", seconds * 1e6 / Double(batch)),
+            ])
+        }
+        print(TextTable.markdown(header: ["batch", "µs per batch", "µs per query"], rows: rows))
+    }
 }

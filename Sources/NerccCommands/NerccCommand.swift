@@ -7,11 +7,14 @@ public struct NerccCommand: AsyncParsableCommand {
         commandName: "nercc",
         abstract: "Straggler-resilient prediction serving with nested-regression coded computing.",
         discussion: """
-            `nercc code` runs the coding mathematics offline on NumPy files; `nercc bench` measures it.
+            Services: `nercc encoder`, `nercc worker` (scale horizontally) and `nercc decoder` talk through \
+            RabbitMQ; `nercc submit` is the client. `nercc code` runs the coding mathematics offline on NumPy \
+            files; `nercc bench` measures it. Every service flag also reads an environment variable NERCC_….
             """,
         version: "0.1.0",
         subcommands: [
-            CodeCommand.self, BenchCommand.self,
+            EncoderCommand.self, WorkerCommand.self, DecoderCommand.self, SubmitCommand.self, CodeCommand.self,
+            BenchCommand.self,
         ]
     )
 

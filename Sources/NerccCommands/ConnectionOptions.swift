@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Messaging
+import RabbitMQMessaging
+import ServingPipeline
+
+/// Broker connection and topology options shared by every service and the client.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Broker URL, amqp:// or amqps:// (env NERCC_AMQP_URL).")
+    var url: String = Environment.string("NERCC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+    @Option(help: "Heartbeat interval in seconds, > 0 (env NERCC_HEARTBEAT).")
+    var heartbeat: Int = Environment.int("NERCC_HEARTBEAT", 20)
+
+    @Option(
+        help: "Keep retrying the first connection for this many seconds, 0 = fail at once (env NERCC_CONNECT_RETRY).")
+    var connectRetry: Int = Environment.int("NERCC_CONNECT_RETRY", 30)
+
+    @Option(help: "PEM file of CA certificates for amqps://; empty: the system's (env NERCC_TLS_CA).")
+    var tlsCa: String = Environment.string("NERCC_TLS_CA", "")
+
+    @Option(help: "PEM client certificate for mutual TLS (env NERCC_TLS_CERT).")
+    var tlsCert: String = Environment.string("NERCC_TLS_CERT", "")
+
+    @Option(help: "PEM private key of the client certificate (env NERCC_TLS_KEY).")
+    var tlsKey: String = Environment.string("NERCC_TLS_KEY", "")
+
+    @Flag(help: "Do not verify the broker's certificate (testing only; env NERCC_TLS_INSECURE).")
+    var tlsInsecure: Bool = Environment.bool("NERCC_TLS_INSECURE")
+
+    @Option(help: "Prefix of every exchange and queue name (env NERCC_TOPOLOGY_PREFIX).")
+    var topologyPrefix: String = Environment.string("NERCC_TOPOLOGY_PREFIX", "nercc")
+
+    @Option(help: "Number of decoder shards (env NERCC_SHARDS).")
+    var shards: Int = Environment.int("NERCC_SHARDS", 1)
+
+    @Option(help: "Deliveries of a message before it is dead-lettered as poison (env NERCC_DELIVERY_LIMIT).")
+    var deliveryLimit: Int = Environment.int("NERCC_DELIVERY_LIMIT", 5)
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env NERCC_LOG_LEVEL).")
+    var logLevel: String = Environment.string("NERCC_LOG_LEVEL", "info")
+
+    func validate() throws {
+        guard heartbeat > 0 else { throw ValidationError("--heartbeat must be > 0 seconds, got \(heartbeat)") }
+        guard connectRetry >= 0 else { throw ValidationError("--connect-retry must be ≥ 0, got \(connectRetry)") }
+        guard shards >= 1 else { throw ValidationError("--shards must be ≥ 1, got \(shards)") }
+        guard deliveryLimit >= 1 else { throw ValidationError("--delivery-limit must be ≥ 1, got \(deliveryLimit)") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError(
+                "--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard !topologyPrefix.isEmpty, !topologyPrefix.contains(" ") else {
+            throw ValidationError("--topology-prefix must be a non-empty name without spaces")
+        }
+        try Environment.validateNumbers([
+            "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT",
+        ])
+    }
+
+    var topology: ServingTopology {
+        var t = ServingTopology()
+        let p = topologyPrefix
+        t.requestsExchange = "\(p).requests"
+        t.requestsQueuePrefix = "\(p).requests"
+        t.unroutedExchange = "\(p).requests.unrouted"
+        t.unroutedQueue = "\(p).requests.unrouted"
+        t.tasksExchange = "\(p).tasks"
+        t.tasksQueuePrefix = "\(p).tasks"
+        t.resultsExchange = "\(p).results"
+        t.resultsQueuePrefix = "\(p).results"
+        t.predictionsExchange = "\(p).predictions"
+        t.deadExchange = "\(p).dead"
+        t.deadLetterQueue = "\(p).dead-letter"
+        t.shards = shards
+        t.deliveryLimit = Int64(deliveryLimit)
+        return t
+    }
+
+    func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        return logger
+    }
+
+    /// Connects, retrying for `--connect-retry` seconds; errors become one-line command errors.
+    func connect(name: String, logger: Logger) async throws -> RabbitMQTransport {
+        let configuration: RabbitMQConfiguration
+        do {
+            configuration = try RabbitMQConfiguration(
+                url: url, connectionName: name, heartbeat: heartbeat,
+                tls: .init(
+                    caCertificatePath: tlsCa.isEmpty ? nil : tlsCa, verifyPeer: !tlsInsecure,
+                    verifyHostname: !tlsInsecure, clientCertificatePath: tlsCert.isEmpty ? nil : tlsCert,
+                    clientKeyPath: tlsKey.isEmpty ? nil : tlsKey))
+        } catch {
+            throw CommandError(error.message)
+        }
+        let transport = RabbitMQTransport(configuration: configuration, logger: logger)
+        do {
+            try await transport.connect(retryingFor: connectRetry > 0 ? .seconds(connectRetry) : nil)
+        } catch {
+            throw CommandError(error.message)
+        }
+        return transport
+    }
+}
+
+/// Runs a service until SIGTERM or SIGINT, then lets it drain and closes the connection.
+enum ServiceRunner {
+    static func run(transport: RabbitMQTransport, logger: Logger, _ body: @Sendable (StopSignal) async throws -> Void)
+        async throws
+    {
+        let stop = StopSignal()
+        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                logger.notice("signal \(sig): draining")
+                stop.stop()
+            }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        do {
+            try await body(stop)
+        } catch let error as MessagingError {
+            await transport.close()
+            throw CommandError(error.message)
+        } catch let error as ServingError {
+            await transport.close()
+            throw CommandError(error.message)
+        }
+        await transport.close()
+    }
+
+    /// A name that identifies this process in the management UI: `<role>@<host>:<pid>`.
+    static func processName(_ role: String) -> String {
+        "\(role)@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+}

@@ -1,0 +1,214 @@
+import ArgumentParser
+import CodedComputing
+import Foundation
+import Logging
+import ServingPipeline
+
+/// Loads the model descriptions named on the command line.
+func loadModels(_ paths: [String]) throws -> [NativeModel] {
+    guard !paths.isEmpty else { throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODELS)") }
+    return try paths.map { path in
+        do { return try NativeModel(descriptionPath: path) } catch { throw CommandError("\(error)") }
+    }
+}
+
+/// `nercc encoder`.
+struct EncoderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encoder",
+        abstract: "Batch incoming requests, encode each batch and publish its manifest and coded tasks.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(
+        name: .customLong("model"),
+        help: "A model description to serve (repeatable; env NERCC_MODELS, comma-separated).")
+    var models: [String] = Environment.list("NERCC_MODELS")
+
+    @Option(help: "Scheme: uncoded, replication, parity, lcc, bacc, nercc, nercc-ag (env NERCC_SCHEME).")
+    var scheme: String = Environment.string("NERCC_SCHEME", "nercc")
+
+    @Option(name: .long, help: "N, coded tasks per batch (env NERCC_WORKERS).")
+    var workers: Int = Environment.int("NERCC_WORKERS", 12)
+
+    @Option(name: .long, help: "K, queries per batch (env NERCC_BATCH).")
+    var batch: Int = Environment.int("NERCC_BATCH", 4)
+
+    @Option(help: "S, stragglers the coded schemes do not wait for: decode after N − S results (env NERCC_STRAGGLERS).")
+    var stragglers: Int = Environment.int("NERCC_STRAGGLERS", 3)
+
+    @Option(name: .customLong("lambda-enc"), help: "λ_enc for nercc (env NERCC_LAMBDA_ENC).")
+    var lambdaEncoder: Double = Environment.double("NERCC_LAMBDA_ENC", 0)
+
+    @Option(name: .customLong("lambda-dec"), help: "λ_dec for nercc (env NERCC_LAMBDA_DEC).")
+    var lambdaDecoder: Double = Environment.double("NERCC_LAMBDA_DEC", 0)
+
+    @Option(help: "r for replication; 0: N / K (env NERCC_REPLICAS).")
+    var replicas: Int = Environment.int("NERCC_REPLICAS", 0)
+
+    @Option(help: "G for parity; 0: the smallest G with N = K + ⌈K/G⌉ (env NERCC_GROUP).")
+    var group: Int = Environment.int("NERCC_GROUP", 0)
+
+    @Option(help: "Longest wait of a partial batch, ms (env NERCC_BATCH_WAIT_MS).")
+    var batchWaitMs: Int = Environment.int("NERCC_BATCH_WAIT_MS", 10)
+
+    @Option(help: "How long the decoder waits for a batch's results, ms (env NERCC_DEADLINE_MS).")
+    var deadlineMs: Int = Environment.int("NERCC_DEADLINE_MS", 5_000)
+
+    @Option(help: "Requests held at once (env NERCC_PREFETCH).")
+    var prefetch: Int = Environment.int("NERCC_PREFETCH", 256)
+
+    @Option(help: "Largest accepted request body in bytes (env NERCC_MAX_REQUEST_BYTES).")
+    var maxRequestBytes: Int = Environment.int("NERCC_MAX_REQUEST_BYTES", 16 << 20)
+
+    func validate() throws {
+        guard batchWaitMs >= 0 else { throw ValidationError("--batch-wait-ms must be ≥ 0") }
+        guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
+        guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
+        guard maxRequestBytes >= 1 else { throw ValidationError("--max-request-bytes must be ≥ 1") }
+        try Environment.validateNumbers([
+            "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC",
+            "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS", "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP",
+        ])
+    }
+
+    func run() async throws {
+        let logger = connection.logger("nercc.encoder")
+        var kind = SchemeKind.nercc
+        try CommandError.wrapping("--scheme") { kind = try SchemeKind.parse(scheme) }
+        let config = EncoderConfiguration(
+            scheme: SchemeConfiguration(
+                kind: kind, workers: workers, batchSize: batch, lambdaEncoder: lambdaEncoder,
+                lambdaDecoder: lambdaDecoder, replicas: replicas > 0 ? replicas : nil,
+                groupSize: group > 0 ? group : nil),
+            stragglers: stragglers, maximumBatchWaitMilliseconds: Int64(batchWaitMs),
+            deadlineMilliseconds: Int64(deadlineMs), prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
+            consumerTag: ServiceRunner.processName("encoder"))
+        let loaded = try loadModels(models)
+        let name = ServiceRunner.processName("encoder")
+        let transport = try await connection.connect(name: name, logger: logger)
+        let service: EncoderService
+        do {
+            service = try EncoderService(
+                transport: transport, configuration: config, topology: connection.topology, models: loaded,
+                logger: logger)
+        } catch {
+            await transport.close()
+            throw CommandError(error.message)
+        }
+        logger.info(
+            "encoder serving",
+            metadata: [
+                "models": "\(loaded.map(\.name))", "scheme": "\(kind.rawValue)", "N": "\(workers)", "K": "\(batch)",
+            ])
+        try await ServiceRunner.run(transport: transport, logger: logger) { stop in try await service.run(stop: stop) }
+    }
+}
+
+/// `nercc worker`.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a model on coded tasks and reply with the results (stateless; scale horizontally).")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "The model description to run (env NERCC_MODEL).")
+    var model: String = Environment.string("NERCC_MODEL", "")
+
+    @Option(help: "Tasks held at once (env NERCC_PREFETCH).")
+    var prefetch: Int = Environment.int("NERCC_PREFETCH", 1)
+
+    @Option(help: "Worker identity in results and the management UI (env NERCC_WORKER_ID).")
+    var workerId: String = Environment.string("NERCC_WORKER_ID", ServiceRunner.processName("worker"))
+
+    @Option(help: "Testing aid: probability that a task is delayed (env NERCC_STRAGGLER_PROBABILITY).")
+    var stragglerProbability: Double = Environment.double("NERCC_STRAGGLER_PROBABILITY", 0)
+
+    @Option(help: "Testing aid: delay of a delayed task in ms; the minimum for pareto (env NERCC_STRAGGLER_DELAY_MS).")
+    var stragglerDelayMs: Double = Environment.double("NERCC_STRAGGLER_DELAY_MS", 0)
+
+    @Option(help: "Testing aid: fixed or pareto (heavy-tailed) delays (env NERCC_STRAGGLER_DISTRIBUTION).")
+    var stragglerDistribution: String = Environment.string("NERCC_STRAGGLER_DISTRIBUTION", "fixed")
+
+    @Option(help: "Testing aid: shape α of pareto delays (env NERCC_STRAGGLER_PARETO_SHAPE).")
+    var stragglerParetoShape: Double = Environment.double("NERCC_STRAGGLER_PARETO_SHAPE", 1.5)
+
+    @Flag(help: "Testing aid: never reply; hold the tasks taken (env NERCC_NEVER_REPLY).")
+    var neverReply: Bool = Environment.bool("NERCC_NEVER_REPLY")
+
+    @Option(help: "Seed of the straggler draws (env NERCC_SEED).")
+    var seed: UInt64 = UInt64(Environment.int("NERCC_SEED", 1))
+
+    func validate() throws {
+        guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
+        guard (0...1).contains(stragglerProbability) else {
+            throw ValidationError("--straggler-probability must be in 0...1, got \(stragglerProbability)")
+        }
+        guard stragglerDelayMs >= 0 else { throw ValidationError("--straggler-delay-ms must be ≥ 0") }
+        guard ["fixed", "pareto"].contains(stragglerDistribution) else {
+            throw ValidationError("--straggler-distribution must be fixed or pareto, got '\(stragglerDistribution)'")
+        }
+        guard stragglerParetoShape > 0 else { throw ValidationError("--straggler-pareto-shape must be > 0") }
+        try Environment.validateNumbers([
+            "NERCC_PREFETCH", "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
+        ])
+    }
+
+    func run() async throws {
+        let logger = connection.logger("nercc.worker")
+        guard !model.isEmpty else { throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODEL)") }
+        let loaded = try loadModels([model])[0]
+        let delay: StragglerInjection.Delay =
+            stragglerDistribution == "pareto"
+            ? .pareto(minimumMilliseconds: stragglerDelayMs, shape: stragglerParetoShape)
+            : .fixed(milliseconds: stragglerDelayMs)
+        let injection = StragglerInjection(probability: stragglerProbability, delay: delay, neverReply: neverReply)
+        if injection.isActive {
+            logger.warning("straggler injection is on (testing aid)", metadata: ["injection": "\(injection)"])
+        }
+        let transport = try await connection.connect(name: "worker \(workerId)", logger: logger)
+        let service = WorkerService(
+            transport: transport,
+            configuration: WorkerConfiguration(
+                prefetch: UInt16(prefetch), workerID: workerId, stragglers: injection, seed: seed),
+            topology: connection.topology, model: loaded, logger: logger)
+        logger.info("worker serving", metadata: ["model": "\(loaded.name)", "id": "\(workerId)"])
+        try await ServiceRunner.run(transport: transport, logger: logger) { stop in try await service.run(stop: stop) }
+    }
+}
+
+/// `nercc decoder`.
+struct DecoderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decoder",
+        abstract: "Reconstruct each batch's predictions from the first results and publish them.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "The shard this decoder serves, 0 ≤ shard < --shards (env NERCC_SHARD).")
+    var shard: Int = Environment.int("NERCC_SHARD", 0)
+
+    @Option(help: "Messages held at once: manifests and results of open batches (env NERCC_PREFETCH).")
+    var prefetch: Int = Environment.int("NERCC_PREFETCH", 4_000)
+
+    func validate() throws {
+        guard shard >= 0, shard < connection.shards else {
+            throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
+        }
+        guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
+        try Environment.validateNumbers(["NERCC_SHARD", "NERCC_PREFETCH"])
+    }
+
+    func run() async throws {
+        let logger = connection.logger("nercc.decoder")
+        let name = ServiceRunner.processName("decoder")
+        let transport = try await connection.connect(name: name, logger: logger)
+        let service = DecoderService(
+            transport: transport,
+            configuration: DecoderConfiguration(shard: shard, prefetch: UInt16(prefetch), consumerTag: name),
+            topology: connection.topology, logger: logger)
+        logger.info("decoder serving", metadata: ["shard": "\(shard)"])
+        try await ServiceRunner.run(transport: transport, logger: logger) { stop in try await service.run(stop: stop) }
+    }
+}

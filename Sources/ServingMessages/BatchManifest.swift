@@ -1,0 +1,130 @@
+/// The encoder's description of one batch, sent to the decoder shard before the batch's tasks
+/// (JSON body, AMQP `type` = ``WireFormat/MessageType/manifest``).
+///
+/// It says which request and query each of the K slots holds, how the batch was coded, how many
+/// results to wait for, and by when.
+public struct BatchManifest: Codable, Sendable, Equatable {
+    /// The coding scheme and its parameters, as the encoder used them.
+    public struct Scheme: Codable, Sendable, Equatable {
+        /// Scheme name (`uncoded`, `replication`, `parity`, `lcc`, `bacc`, `nercc`, `nercc-ag`).
+        public var name: String
+        /// N.
+        public var workers: Int
+        /// K.
+        public var batchSize: Int
+        /// λ_enc (nercc).
+        public var lambdaEncoder: Double
+        /// λ_dec (nercc).
+        public var lambdaDecoder: Double
+        /// r (replication).
+        public var replicas: Int?
+        /// G (parity).
+        public var groupSize: Int?
+
+        /// Creates a scheme description.
+        public init(
+            name: String, workers: Int, batchSize: Int, lambdaEncoder: Double = 0, lambdaDecoder: Double = 0,
+            replicas: Int? = nil, groupSize: Int? = nil
+        ) {
+            self.name = name
+            self.workers = workers
+            self.batchSize = batchSize
+            self.lambdaEncoder = lambdaEncoder
+            self.lambdaDecoder = lambdaDecoder
+            self.replicas = replicas
+            self.groupSize = groupSize
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, workers, replicas
+            case batchSize = "batch_size"
+            case lambdaEncoder = "lambda_enc"
+            case lambdaDecoder = "lambda_dec"
+            case groupSize = "group_size"
+        }
+    }
+
+    /// One of the K slots of the batch.
+    public struct Member: Codable, Sendable, Equatable {
+        /// The request the query came from.
+        public var requestID: String
+        /// The query's index within its request.
+        public var index: Int
+        /// How many queries the request has in all.
+        public var requestQueries: Int
+        /// Where to send the request's predictions, if the client asked.
+        public var replyTo: String?
+        /// The correlation id to answer with.
+        public var correlationID: String?
+        /// True for slots that repeat the last query to fill a partial batch; never answered.
+        public var padding: Bool
+
+        /// Creates a member.
+        public init(
+            requestID: String, index: Int, requestQueries: Int, replyTo: String? = nil, correlationID: String? = nil,
+            padding: Bool = false
+        ) {
+            self.requestID = requestID
+            self.index = index
+            self.requestQueries = requestQueries
+            self.replyTo = replyTo
+            self.correlationID = correlationID
+            self.padding = padding
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case index, padding
+            case requestID = "request_id"
+            case requestQueries = "request_queries"
+            case replyTo = "reply_to"
+            case correlationID = "correlation_id"
+        }
+    }
+
+    /// Wire-format major version.
+    public var version: Int
+    /// The batch id (deterministic: derived from the members).
+    public var batchID: String
+    /// The model.
+    public var model: String
+    /// How the batch was coded.
+    public var scheme: Scheme
+    /// Results the decoder waits for before decoding (N − S for the coded schemes).
+    public var waitFor: Int
+    /// When the encoder created the batch, ms since the Unix epoch.
+    public var createdMilliseconds: Int64
+    /// When the decoder stops waiting, ms since the Unix epoch.
+    public var deadlineMilliseconds: Int64
+    /// Output size m of the model (elements per result).
+    public var outputSize: Int
+    /// The model's class labels, when it names them.
+    public var labels: [String]?
+    /// The K slots, in order of the data points α_0..α_{K−1}.
+    public var members: [Member]
+
+    /// Creates a manifest.
+    public init(
+        version: Int = WireFormat.version, batchID: String, model: String, scheme: Scheme, waitFor: Int,
+        createdMilliseconds: Int64, deadlineMilliseconds: Int64, outputSize: Int, labels: [String]?, members: [Member]
+    ) {
+        self.version = version
+        self.batchID = batchID
+        self.model = model
+        self.scheme = scheme
+        self.waitFor = waitFor
+        self.createdMilliseconds = createdMilliseconds
+        self.deadlineMilliseconds = deadlineMilliseconds
+        self.outputSize = outputSize
+        self.labels = labels
+        self.members = members
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, model, scheme, members, labels
+        case batchID = "batch_id"
+        case waitFor = "wait_for"
+        case createdMilliseconds = "created_ms"
+        case deadlineMilliseconds = "deadline_ms"
+        case outputSize = "output_size"
+    }
+}

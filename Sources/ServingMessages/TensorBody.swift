@@ -1,0 +1,99 @@
+/// The binary tensor body of tasks and results: little-endian IEEE-754 float32 values in C order,
+/// with the shape (without the batch dimension) in the `x-nercc-shape` header as comma-separated
+/// integers, e.g. `"784"` or `"1,28,28"`.
+public enum TensorBody {
+    /// Encodes values as little-endian float32.
+    public static func encode(_ values: [Float]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(values.count * 4)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
+        return out
+    }
+
+    /// Encodes float64 values as little-endian float32.
+    public static func encode(_ values: [Double]) -> [UInt8] {
+        encode(values.map { Float($0) })
+    }
+
+    /// Decodes little-endian float32 values.
+    ///
+    /// - Throws: ``WireFormatError`` when the body's length does not match the shape or a value is
+    ///   not finite.
+    public static func decode(_ body: [UInt8], shape: [Int]) throws(WireFormatError) -> [Float] {
+        let count = shape.reduce(1, *)
+        guard body.count == count * 4 else {
+            throw WireFormatError(
+                .wrongShape,
+                "the tensor body has \(body.count) bytes but shape \(shapeHeader(shape)) of float32 needs \(count * 4)")
+        }
+        let values = body.withUnsafeBytes { raw in
+            (0..<count).map {
+                Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+            }
+        }
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            throw WireFormatError(.nonFinite, "tensor element \(bad) is \(values[bad])")
+        }
+        return values
+    }
+
+    /// The `x-nercc-shape` header value for a shape.
+    public static func shapeHeader(_ shape: [Int]) -> String {
+        shape.map(String.init).joined(separator: ",")
+    }
+
+    /// Parses an `x-nercc-shape` header value.
+    public static func parseShape(_ header: String) throws(WireFormatError) -> [Int] {
+        var dims: [Int] = []
+        for part in header.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let first = part.first, first != "0", part.allSatisfy({ $0.isASCII && $0.isNumber }),
+                let d = Int(part), d >= 1
+            else {
+                throw WireFormatError(.badHeader, "x-nercc-shape '\(header)' is not a list of positive integers")
+            }
+            dims.append(d)
+        }
+        guard !dims.isEmpty else { throw WireFormatError(.badHeader, "x-nercc-shape is empty") }
+        return dims
+    }
+}
+
+/// A message that does not follow the wire format, with a stable code and a message naming the
+/// problem. The codes double as the `x-nercc-error-code` of dead-lettered messages.
+public struct WireFormatError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Stable codes.
+    public enum Code: String, Sendable, Equatable {
+        /// The body is not valid JSON or not the expected object.
+        case malformedJSON = "malformed-json"
+        /// The version is not one this service speaks.
+        case unsupportedVersion = "unsupported-version"
+        /// The model is not served here.
+        case unknownModel = "unknown-model"
+        /// A query or tensor has the wrong size.
+        case wrongShape = "wrong-shape"
+        /// A value is NaN or infinite.
+        case nonFinite = "non-finite"
+        /// The body exceeds the size limit.
+        case oversize = "oversize"
+        /// A required header is missing or malformed.
+        case badHeader = "bad-header"
+        /// The request has no queries, or too many; or a manifest is inconsistent.
+        case badRequest = "bad-request"
+        /// The results of a batch could not be decoded into finite predictions.
+        case decodeFailed = "decode-failed"
+    }
+
+    /// The code.
+    public let code: Code
+    /// The message.
+    public let message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// `"<code>: <message>"`.
+    public var description: String { "\(code.rawValue): \(message)" }
+}

@@ -1,0 +1,70 @@
+/// Constants of the nercc wire format (see `schemas/README.md`).
+///
+/// Versioning rule: every message carries the major version in the `x-nercc-version` header (and
+/// JSON bodies in their `version` field). Within a major version, changes are additive only —
+/// new optional fields and headers, which readers ignore when they do not know them. Anything
+/// else is a new major version; services dead-letter messages of a version they do not speak,
+/// with the reason `unsupported-version`.
+public enum WireFormat {
+    /// The wire format's major version.
+    public static let version = 1
+
+    /// Content type of JSON bodies (requests, manifests, predictions, error records).
+    public static let jsonContentType = "application/json"
+    /// Content type of binary tensor bodies: little-endian float32, C order, shape in `x-nercc-shape`.
+    public static let tensorContentType = "application/x-nercc-tensor"
+
+    /// AMQP `type` property values, which tell messages sharing a queue apart.
+    public enum MessageType {
+        /// An inference request.
+        public static let request = "nercc.request"
+        /// A batch manifest, from the encoder to the decoder.
+        public static let manifest = "nercc.manifest"
+        /// A coded task, from the encoder to the workers.
+        public static let task = "nercc.task"
+        /// A worker's result for one coded task.
+        public static let result = "nercc.result"
+        /// Predictions for (part of) a request.
+        public static let prediction = "nercc.prediction"
+        /// An error record answering a request that could not be served.
+        public static let error = "nercc.error"
+    }
+
+    /// Header names.
+    public enum Header {
+        /// Major version of the wire format (integer).
+        public static let version = "x-nercc-version"
+        /// Batch identifier (string).
+        public static let batchID = "x-nercc-batch-id"
+        /// Index n of the coded task / worker point β_n (integer).
+        public static let codedIndex = "x-nercc-coded-index"
+        /// N, coded tasks per batch (integer).
+        public static let workers = "x-nercc-workers"
+        /// K, queries per batch (integer).
+        public static let batchSize = "x-nercc-batch-size"
+        /// Scheme name (string).
+        public static let scheme = "x-nercc-scheme"
+        /// Model name (string).
+        public static let model = "x-nercc-model"
+        /// Deadline, milliseconds since the Unix epoch (integer).
+        public static let deadline = "x-nercc-deadline-ms"
+        /// Tensor shape of a binary body, without the batch dimension, e.g. `"784"` or `"1,28,28"`.
+        public static let shape = "x-nercc-shape"
+        /// Which worker produced a result (string).
+        public static let worker = "x-nercc-worker"
+        /// Time the worker spent computing, in microseconds (integer).
+        public static let computeMicroseconds = "x-nercc-compute-us"
+        /// Stable error code of a dead-lettered message (string).
+        public static let errorCode = "x-nercc-error-code"
+        /// Human-readable reason of a dead-lettered message (string).
+        public static let errorReason = "x-nercc-error-reason"
+        /// The service that dead-lettered a message (string).
+        public static let rejectedBy = "x-nercc-rejected-by"
+        /// Exchange, routing key and queue the dead-lettered message came from (strings).
+        public static let originalExchange = "x-nercc-original-exchange"
+        /// See ``originalExchange``.
+        public static let originalRoutingKey = "x-nercc-original-routing-key"
+        /// See ``originalExchange``.
+        public static let originalQueue = "x-nercc-original-queue"
+    }
+}

@@ -1,0 +1,207 @@
+import Messaging
+import ServingMessages
+
+/// The decoder's per-batch bookkeeping as a pure state machine: it collects a batch's manifest and
+/// results, says when to decode (enough results, or the deadline), and tells late and duplicate
+/// results apart. The decoder service performs the actions it returns.
+///
+/// States of a batch: *collecting* (manifest and/or results arriving) → *decoding* (a
+/// ``Action/decode(_:)`` was returned; waiting for ``finished(batchID:now:)``) → *finished*
+/// (remembered for `retentionMilliseconds` so that late results are recognised, then forgotten).
+/// A batch that reaches its deadline without a decodable set of results returns
+/// ``Action/timeOut(_:)`` instead.
+public struct BatchAssembler: Sendable {
+    /// One result of a coded task.
+    public struct Result: Sendable, Equatable {
+        /// The coded index n.
+        public var index: Int
+        /// The model output for coded query n.
+        public var values: [Float]
+        /// The delivery to acknowledge.
+        public var tag: DeliveryTag
+
+        /// Creates a result.
+        public init(index: Int, values: [Float], tag: DeliveryTag) {
+            self.index = index
+            self.values = values
+            self.tag = tag
+        }
+    }
+
+    /// Work for the decoder service.
+    public struct Job: Sendable, Equatable {
+        /// The batch's manifest.
+        public var manifest: BatchManifest
+        /// The results to decode from, in arrival order.
+        public var results: [Result]
+        /// True when decoding at the deadline with fewer than `manifest.waitFor` results.
+        public var degraded: Bool
+        /// Every delivery of the batch (manifest and results) to acknowledge once the output is confirmed.
+        public var tags: [DeliveryTag]
+    }
+
+    /// What the service must do.
+    public enum Action: Sendable, Equatable {
+        /// Decode, publish the predictions, then ack the job's tags and call ``finished(batchID:now:)``.
+        case decode(Job)
+        /// The deadline passed and the results cannot be decoded: answer with a timeout record, then
+        /// ack the tags and call ``finished(batchID:now:)``.
+        case timeOut(Job)
+        /// Acknowledge at once: late, duplicate or orphaned messages.
+        case ack([DeliveryTag])
+    }
+
+    /// Counters for metrics.
+    public struct Counters: Sendable, Equatable {
+        /// Results that arrived after their batch was decoded: the stragglers the code did not wait for.
+        public var late = 0
+        /// Results whose coded index had already arrived for the batch (redeliveries).
+        public var duplicate = 0
+        /// Results dropped because no manifest arrived in time.
+        public var orphaned = 0
+        /// Batches decoded with every result the scheme waits for.
+        public var decoded = 0
+        /// Batches decoded at the deadline from fewer results.
+        public var degraded = 0
+        /// Batches that timed out.
+        public var timedOut = 0
+    }
+
+    private enum State {
+        case collecting(manifest: BatchManifest?, manifestTag: DeliveryTag?, results: [Result], firstSeen: Int64)
+        case decoding
+        case finished(until: Int64)
+    }
+
+    /// Decides whether a set of coded indices can be decoded at all for a manifest (ignoring how
+    /// many the manifest waits for).
+    public typealias Decodability = @Sendable (BatchManifest, [Int]) -> Bool
+
+    private var batches: [String: State] = [:]
+    private let decodable: Decodability
+    /// How long finished batches are remembered.
+    public let retentionMilliseconds: Int64
+    /// How long results may wait for their manifest.
+    public let orphanTimeoutMilliseconds: Int64
+    /// The counters.
+    public private(set) var counters = Counters()
+
+    /// Creates an assembler.
+    public init(
+        retentionMilliseconds: Int64 = 600_000, orphanTimeoutMilliseconds: Int64 = 60_000,
+        decodable: @escaping Decodability
+    ) {
+        self.decodable = decodable
+        self.retentionMilliseconds = retentionMilliseconds
+        self.orphanTimeoutMilliseconds = orphanTimeoutMilliseconds
+    }
+
+    /// Batches not yet finished.
+    public var openBatches: Int {
+        batches.values.filter { if case .finished = $0 { false } else { true } }.count
+    }
+
+    /// A manifest arrived.
+    public mutating func receive(manifest: BatchManifest, tag: DeliveryTag, now: Int64) -> [Action] {
+        switch batches[manifest.batchID] {
+        case .none:
+            batches[manifest.batchID] = .collecting(manifest: manifest, manifestTag: tag, results: [], firstSeen: now)
+        case .collecting(let existing?, let existingTag, let results, let seen):
+            // A redelivered manifest: keep the first, ack this copy.
+            _ = existing
+            batches[manifest.batchID] = .collecting(
+                manifest: existing, manifestTag: existingTag, results: results, firstSeen: seen)
+            return [.ack([tag])]
+        case .collecting(nil, _, let results, let seen):
+            batches[manifest.batchID] = .collecting(
+                manifest: manifest, manifestTag: tag, results: results, firstSeen: seen)
+        case .decoding, .finished:
+            return [.ack([tag])]
+        }
+        return evaluate(manifest.batchID, now: now, atDeadline: false)
+    }
+
+    /// A worker's result arrived.
+    public mutating func receive(result: Result, batchID: String, now: Int64) -> [Action] {
+        switch batches[batchID] {
+        case .none:
+            batches[batchID] = .collecting(manifest: nil, manifestTag: nil, results: [result], firstSeen: now)
+            return []
+        case .collecting(let manifest, let manifestTag, var results, let seen):
+            if results.contains(where: { $0.index == result.index }) {
+                counters.duplicate += 1
+                return [.ack([result.tag])]
+            }
+            results.append(result)
+            batches[batchID] = .collecting(
+                manifest: manifest, manifestTag: manifestTag, results: results, firstSeen: seen)
+            return evaluate(batchID, now: now, atDeadline: false)
+        case .decoding, .finished:
+            counters.late += 1
+            return [.ack([result.tag])]
+        }
+    }
+
+    /// Time passed: decode or time out batches at their deadline, drop orphans, forget old batches.
+    public mutating func tick(now: Int64) -> [Action] {
+        var actions: [Action] = []
+        for (id, state) in batches {
+            switch state {
+            case .collecting(let manifest?, _, _, _) where now >= manifest.deadlineMilliseconds:
+                actions += evaluate(id, now: now, atDeadline: true)
+            case .collecting(nil, _, let results, let seen) where now - seen >= orphanTimeoutMilliseconds:
+                counters.orphaned += results.count
+                batches[id] = .finished(until: now + retentionMilliseconds)
+                actions.append(.ack(results.map(\.tag)))
+            case .finished(let until) where now >= until:
+                batches[id] = nil
+            default:
+                break
+            }
+        }
+        return actions
+    }
+
+    /// The earliest time at which ``tick(now:)`` has something to do.
+    public var nextDeadline: Int64? {
+        batches.values.compactMap { state -> Int64? in
+            switch state {
+            case .collecting(let manifest?, _, _, _): manifest.deadlineMilliseconds
+            case .collecting(nil, _, _, let seen): seen + orphanTimeoutMilliseconds
+            case .finished(let until): until
+            case .decoding: nil
+            }
+        }.min()
+    }
+
+    /// The service has published (and acknowledged) the outcome of a batch.
+    public mutating func finished(batchID: String, now: Int64) {
+        batches[batchID] = .finished(until: now + retentionMilliseconds)
+    }
+
+    /// The service could not publish a batch's outcome (connection lost): forget it, so the
+    /// redelivered manifest and results assemble it again.
+    public mutating func abandoned(batchID: String) {
+        batches[batchID] = nil
+    }
+
+    private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool) -> [Action] {
+        guard case .collecting(let manifest?, let manifestTag, let results, _) = batches[id] else { return [] }
+        let indices = results.map(\.index)
+        let tags = (manifestTag.map { [$0] } ?? []) + results.map(\.tag)
+        let enough = results.count >= manifest.waitFor && decodable(manifest, indices)
+        if enough {
+            batches[id] = .decoding
+            counters.decoded += 1
+            return [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
+        }
+        guard atDeadline else { return [] }
+        batches[id] = .decoding
+        if !results.isEmpty && decodable(manifest, indices) {
+            counters.degraded += 1
+            return [.decode(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
+        }
+        counters.timedOut += 1
+        return [.timeOut(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
+    }
+}

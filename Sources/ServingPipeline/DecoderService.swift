@@ -1,0 +1,345 @@
+import CodedComputing
+import Foundation
+import Logging
+import Messaging
+import ServingMessages
+
+/// Settings of a decoder.
+public struct DecoderConfiguration: Sendable {
+    /// The shard this decoder serves.
+    public var shard: Int
+    /// Deliveries the decoder may hold (manifests and results of open batches).
+    public var prefetch: UInt16
+    /// Consumer tag shown in the management UI.
+    public var consumerTag: String
+
+    /// Creates a configuration.
+    public init(shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder") {
+        self.shard = shard
+        self.prefetch = prefetch
+        self.consumerTag = consumerTag
+    }
+}
+
+/// Linear codes by configuration, built once each (the decoding matrices still depend on who replied).
+final class CodeCache: @unchecked Sendable {
+    // Guarded by `lock`.
+    private let lock = NSLock()
+    private var codes: [SchemeConfiguration: LinearCode] = [:]
+
+    func code(for scheme: BatchManifest.Scheme) throws -> LinearCode {
+        guard let kind = SchemeKind(rawValue: scheme.name) else {
+            throw CodingSchemeError(.unknownScheme, "unknown scheme '\(scheme.name)' in a manifest")
+        }
+        let config = SchemeConfiguration(
+            kind: kind, workers: scheme.workers, batchSize: scheme.batchSize, lambdaEncoder: scheme.lambdaEncoder,
+            lambdaDecoder: scheme.lambdaDecoder, replicas: scheme.replicas, groupSize: scheme.groupSize)
+        if let code = lock.withLock({ codes[config] }) { return code }
+        let code = try LinearCode(config)
+        lock.withLock { codes[config] = code }
+        return code
+    }
+}
+
+/// The decoder service: collects each batch's manifest and results from its shard queue, decodes
+/// as soon as it holds the results the scheme waits for (or at the deadline with what it has,
+/// marked degraded; or answers with a timeout record), publishes the predictions to the output
+/// exchange and each request's `reply_to`, waits for the confirms, then acknowledges every message
+/// of the batch. Late and duplicate results are acknowledged, counted and never decoded twice.
+public final class DecoderService: Sendable {
+    let transport: any MessageTransport
+    let configuration: DecoderConfiguration
+    let topology: ServingTopology
+    let clock: MillisecondClock
+    let logger: Logger
+    let metrics: ServiceMetrics
+    let codes = CodeCache()
+
+    /// Creates a decoder.
+    public init(
+        transport: any MessageTransport, configuration: DecoderConfiguration, topology: ServingTopology,
+        clock: MillisecondClock = .system, logger: Logger, metrics: ServiceMetrics = ServiceMetrics()
+    ) {
+        self.transport = transport
+        self.configuration = configuration
+        self.topology = topology
+        self.clock = clock
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    private enum Event: Sendable {
+        case delivery(Delivery)
+        case tick
+        case done(batchID: String, tags: [DeliveryTag], ok: Bool)
+        case consumerEnded((any Error)?)
+    }
+
+    /// Declares the topology and serves until `stop` fires; then it stops consuming, finishes the
+    /// batches it is publishing, and returns (open batches stay unacknowledged for a standby).
+    public func run(stop: StopSignal = StopSignal()) async throws {
+        try await transport.declare(topology.decoder())
+        let queue = topology.resultsQueue(shard: configuration.shard)
+        let tag = "\(configuration.consumerTag) shard \(configuration.shard)"
+        let stream = try await transport.consume(queue: queue, prefetch: configuration.prefetch, consumerTag: tag)
+        let rejection = MessageRejection(transport: transport, topology: topology, service: "decoder")
+        let codes = self.codes
+        var assembler = BatchAssembler { manifest, indices in
+            guard let code = try? codes.code(for: manifest.scheme) else { return false }
+            return code.canDecode(received: indices)
+        }
+        let (events, sink) = AsyncStream<Event>.makeStream()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await d in stream { sink.yield(.delivery(d)) }
+                    sink.yield(.consumerEnded(nil))
+                } catch {
+                    sink.yield(.consumerEnded(error))
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(5))
+                    sink.yield(.tick)
+                }
+            }
+            group.addTask {
+                await stop.wait()
+                try? await self.transport.cancel(consumerTag: tag)
+            }
+            var consuming = true
+            var inFlight = 0
+            for await event in events {
+                var actions: [BatchAssembler.Action] = []
+                let now = clock.now()
+                switch event {
+                case .delivery(let delivery):
+                    actions = await accept(delivery, assembler: &assembler, rejection: rejection, now: now)
+                case .tick:
+                    actions = assembler.tick(now: now)
+                case .done(let batchID, let tags, let ok):
+                    inFlight -= 1
+                    if ok {
+                        for t in tags { try? await transport.ack(t) }
+                        assembler.finished(batchID: batchID, now: now)
+                    } else {
+                        assembler.abandoned(batchID: batchID)
+                    }
+                case .consumerEnded(let error):
+                    consuming = false
+                    if let error { logger.error("the results consumer ended", metadata: ["error": "\(error)"]) }
+                }
+                for action in actions {
+                    switch action {
+                    case .ack(let tags):
+                        for t in tags { try? await transport.ack(t) }
+                    case .decode(let job), .timeOut(let job):
+                        inFlight += 1
+                        let timedOut = if case .timeOut = action { true } else { false }
+                        group.addTask {
+                            let ok = await self.complete(job, timedOut: timedOut)
+                            sink.yield(.done(batchID: job.manifest.batchID, tags: job.tags, ok: ok))
+                        }
+                    }
+                }
+                publishCounters(assembler.counters)
+                if !consuming && inFlight == 0 { break }
+            }
+            group.cancelAll()
+        }
+        logger.info("decoder drained")
+    }
+
+    private func publishCounters(_ c: BatchAssembler.Counters) {
+        for (name, value) in [
+            ("results_late", c.late), ("results_duplicate", c.duplicate), ("results_orphaned", c.orphaned),
+            ("batches_decoded", c.decoded), ("batches_degraded", c.degraded), ("batches_timed_out", c.timedOut),
+        ] {
+            let delta = Double(value) - metrics.value(name)
+            if delta != 0 { metrics.increment(name, by: delta) }
+        }
+    }
+
+    private func accept(
+        _ delivery: Delivery, assembler: inout BatchAssembler, rejection: MessageRejection, now: Int64
+    ) async -> [BatchAssembler.Action] {
+        let headers = delivery.properties.headers
+        if let v = headers[WireFormat.Header.version]?.intValue, v != Int64(WireFormat.version) {
+            try? await rejection.reject(
+                delivery, code: WireFormatError.Code.unsupportedVersion.rawValue,
+                reason: "wire-format version \(v) is not supported", requestID: nil)
+            return []
+        }
+        switch delivery.properties.type {
+        case WireFormat.MessageType.manifest:
+            let manifest: BatchManifest
+            do {
+                manifest = try JSONDecoder().decode(BatchManifest.self, from: Data(delivery.body))
+            } catch {
+                try? await rejection.reject(
+                    delivery, code: WireFormatError.Code.malformedJSON.rawValue, reason: "bad manifest: \(error)",
+                    requestID: nil)
+                return []
+            }
+            if let problem = Self.problem(with: manifest, codes: codes) {
+                try? await rejection.reject(
+                    delivery, code: problem.code.rawValue, reason: problem.message, requestID: nil)
+                return []
+            }
+            return assembler.receive(manifest: manifest, tag: delivery.tag, now: now)
+        case WireFormat.MessageType.result:
+            guard let batchID = headers[WireFormat.Header.batchID]?.stringValue ?? delivery.properties.correlationID,
+                let index = headers[WireFormat.Header.codedIndex]?.intValue, index >= 0
+            else {
+                try? await rejection.reject(
+                    delivery, code: WireFormatError.Code.badHeader.rawValue,
+                    reason:
+                        "a result needs \(WireFormat.Header.batchID) (or correlation_id) and a non-negative \(WireFormat.Header.codedIndex)",
+                    requestID: nil)
+                return []
+            }
+            do {
+                var shape = [delivery.body.count / 4]
+                if let header = headers[WireFormat.Header.shape]?.stringValue {
+                    shape = try TensorBody.parseShape(header)
+                }
+                let values = try TensorBody.decode(delivery.body, shape: shape)
+                return assembler.receive(
+                    result: .init(index: Int(index), values: values, tag: delivery.tag), batchID: batchID, now: now)
+            } catch {
+                try? await rejection.reject(delivery, code: error.code.rawValue, reason: error.message, requestID: nil)
+                return []
+            }
+        default:
+            try? await rejection.reject(
+                delivery, code: WireFormatError.Code.badHeader.rawValue,
+                reason: "unexpected message type '\(delivery.properties.type ?? "none")' on a results queue",
+                requestID: nil)
+            return []
+        }
+    }
+
+    /// What is wrong with a manifest, if anything: version, scheme, members.
+    static func problem(with manifest: BatchManifest, codes: CodeCache) -> WireFormatError? {
+        guard manifest.version == WireFormat.version else {
+            return WireFormatError(.unsupportedVersion, "manifest version \(manifest.version) is not supported")
+        }
+        do {
+            _ = try codes.code(for: manifest.scheme)
+        } catch {
+            return WireFormatError(.badRequest, "the manifest's scheme is invalid: \(error)")
+        }
+        guard manifest.members.count == manifest.scheme.batchSize else {
+            return WireFormatError(
+                .badRequest, "the manifest has \(manifest.members.count) members for K = \(manifest.scheme.batchSize)")
+        }
+        guard manifest.outputSize >= 1, manifest.waitFor >= 1 else {
+            return WireFormatError(.badRequest, "the manifest needs output_size ≥ 1 and wait_for ≥ 1")
+        }
+        return nil
+    }
+
+    /// Decodes (or times out) a batch and publishes its outcome; true when every publish was confirmed.
+    private func complete(_ job: BatchAssembler.Job, timedOut: Bool) async -> Bool {
+        let manifest = job.manifest
+        var messages: [OutgoingMessage] = []
+        let requests = Dictionary(grouping: manifest.members.enumerated().filter { !$0.element.padding }) {
+            $0.element.requestID
+        }
+        // Results of the wrong size cannot be decoded with the others; they are left out (and counted).
+        let usable = job.results.filter { $0.values.count == manifest.outputSize }
+        if usable.count < job.results.count {
+            metrics.increment("results_malformed", by: Double(job.results.count - usable.count))
+            logger.warning(
+                "results of the wrong size left out",
+                metadata: ["batch": "\(manifest.batchID)", "count": "\(job.results.count - usable.count)"])
+        }
+        var failure: ErrorRecord? = nil
+        var estimates = Matrix(rows: 0, columns: 0)
+        if timedOut {
+            failure = ErrorRecord(
+                requestID: nil, code: "timeout",
+                message:
+                    "batch \(manifest.batchID) received \(job.results.count) of the \(manifest.waitFor) results it waits for by its deadline, and cannot decode from them"
+            )
+        } else {
+            do {
+                let code = try codes.code(for: manifest.scheme)
+                let y = Matrix(
+                    rows: usable.count, columns: manifest.outputSize, float32Elements: usable.flatMap(\.values))
+                estimates = try code.decode(y, received: usable.map(\.index))
+                if !estimates.elements.allSatisfy({ Float($0).isFinite }) {
+                    throw WireFormatError(
+                        .decodeFailed,
+                        "the decoded predictions are not finite (the scheme is numerically unstable here)")
+                }
+            } catch {
+                logger.error("decoding failed", metadata: ["batch": "\(manifest.batchID)", "error": "\(error)"])
+                failure = ErrorRecord(
+                    requestID: nil, code: WireFormatError.Code.decodeFailed.rawValue,
+                    message: "batch \(manifest.batchID) could not be decoded from \(usable.count) results: \(error)")
+            }
+        }
+        for (requestID, members) in requests {
+            let first = members[0].element
+            if var record = failure {
+                record.requestID = requestID
+                messages += outputs(
+                    body: record, type: WireFormat.MessageType.error, requestID: requestID, member: first,
+                    manifest: manifest)
+                continue
+            }
+            let predictions = members.map { slot, member in
+                let row = estimates.row(slot).map { Float($0) }
+                let best = row.indices.max { row[$0] < row[$1] } ?? 0
+                return PredictionRecord.Prediction(
+                    index: member.index, outputs: row, predictedClass: best,
+                    label: manifest.labels.flatMap { best < $0.count ? $0[best] : nil })
+            }
+            let record = PredictionRecord(
+                requestID: requestID, model: manifest.model, batchID: manifest.batchID,
+                status: job.degraded ? .degraded : .ok, scheme: manifest.scheme.name, received: usable.count,
+                needed: manifest.waitFor, requestQueries: first.requestQueries,
+                predictions: predictions.sorted { $0.index < $1.index })
+            messages += outputs(
+                body: record, type: WireFormat.MessageType.prediction, requestID: requestID, member: first,
+                manifest: manifest)
+        }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for m in messages { group.addTask { try await self.transport.publish(m) } }
+                try await group.waitForAll()
+            }
+            metrics.observe("end_to_end", seconds: Double(clock.now() - manifest.createdMilliseconds) / 1000)
+            return true
+        } catch {
+            logger.error(
+                "publishing predictions failed", metadata: ["batch": "\(manifest.batchID)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    private func outputs<T: Encodable>(
+        body: T, type: String, requestID: String, member: BatchManifest.Member, manifest: BatchManifest
+    ) -> [OutgoingMessage] {
+        let data = JSONBody.encode(body)
+        let suffix = type == WireFormat.MessageType.error ? "/error" : ""
+        let properties = MessageProperties(
+            contentType: WireFormat.jsonContentType, messageID: "\(requestID)/\(manifest.batchID)\(suffix)",
+            correlationID: member.correlationID ?? requestID, timestamp: UInt64(clock.now() / 1000), type: type,
+            headers: [
+                WireFormat.Header.version: .int(Int64(WireFormat.version)),
+                WireFormat.Header.batchID: .string(manifest.batchID), WireFormat.Header.model: .string(manifest.model),
+            ])
+        var out = [
+            OutgoingMessage(
+                exchange: topology.predictionsExchange, routingKey: "\(manifest.model).\(requestID)",
+                properties: properties, body: data)
+        ]
+        if let replyTo = member.replyTo, !replyTo.isEmpty {
+            out.append(OutgoingMessage(exchange: "", routingKey: replyTo, properties: properties, body: data))
+        }
+        return out
+    }
+}

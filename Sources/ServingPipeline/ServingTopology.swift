@@ -1,0 +1,144 @@
+import Messaging
+
+/// The names and arguments of every exchange and queue of the system (DESIGN §3.2), with each
+/// service's share of the topology. Every name is configurable; the defaults are what the shipped
+/// `ops/rabbitmq/definitions.json` declares.
+public struct ServingTopology: Sendable, Equatable {
+    /// Direct exchange where clients publish requests (routing key = model name).
+    public var requestsExchange = "nercc.requests"
+    /// Prefix of the per-model request queues (`<prefix>.<model>`).
+    public var requestsQueuePrefix = "nercc.requests"
+    /// Alternate exchange of the requests exchange: requests for a model no queue is bound for
+    /// land in its queue, where the encoder dead-letters them as `unknown-model`.
+    public var unroutedExchange = "nercc.requests.unrouted"
+    /// The queue of unroutable requests.
+    public var unroutedQueue = "nercc.requests.unrouted"
+    /// Direct exchange of coded tasks (routing key = model name).
+    public var tasksExchange = "nercc.tasks"
+    /// Prefix of the per-model task queues (`<prefix>.<model>`).
+    public var tasksQueuePrefix = "nercc.tasks"
+    /// Direct exchange of manifests (routing key = shard number).
+    public var resultsExchange = "nercc.results"
+    /// Prefix of the decoder shard queues (`<prefix>.<shard>`); results arrive by `reply_to`.
+    public var resultsQueuePrefix = "nercc.results"
+    /// Number of decoder shards.
+    public var shards = 1
+    /// Topic exchange of predictions (routing key `<model>.<request id>`).
+    public var predictionsExchange = "nercc.predictions"
+    /// Fanout exchange of rejected and poison messages.
+    public var deadExchange = "nercc.dead"
+    /// The queue that keeps them.
+    public var deadLetterQueue = "nercc.dead-letter"
+    /// Deliveries of a task or request before it is dead-lettered as poison.
+    public var deliveryLimit: Int64 = 5
+
+    /// The defaults.
+    public init() {}
+
+    /// The request queue of a model.
+    public func requestsQueue(model: String) -> String { "\(requestsQueuePrefix).\(model)" }
+    /// The task queue of a model.
+    public func tasksQueue(model: String) -> String { "\(tasksQueuePrefix).\(model)" }
+    /// The queue of a decoder shard.
+    public func resultsQueue(shard: Int) -> String { "\(resultsQueuePrefix).\(shard)" }
+
+    /// The shard of a batch: a stable hash of its id (FNV-1a), so every message of a batch reaches
+    /// the same decoder whatever the broker does.
+    public func shard(of batchID: String) -> Int {
+        Int(StableHash.fnv1a(batchID) % UInt64(max(shards, 1)))
+    }
+
+    private func quorum(_ name: String, extra: [String: HeaderValue] = [:]) -> Topology.Queue {
+        var arguments: [String: HeaderValue] = [
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": .string(deadExchange),
+            "x-delivery-limit": .int(deliveryLimit),
+        ]
+        arguments.merge(extra) { $1 }
+        return Topology.Queue(name: name, arguments: arguments)
+    }
+
+    private var deadLetters: Topology {
+        Topology(
+            exchanges: [.init(name: deadExchange, type: "fanout")],
+            queues: [.init(name: deadLetterQueue, arguments: ["x-queue-type": "quorum"])],
+            bindings: [.init(queue: deadLetterQueue, exchange: deadExchange, routingKey: "")])
+    }
+
+    private func shardQueues() -> Topology {
+        Topology(
+            exchanges: [.init(name: resultsExchange, type: "direct")],
+            queues: (0..<shards).map { quorum(resultsQueue(shard: $0), extra: ["x-single-active-consumer": true]) },
+            bindings: (0..<shards).map {
+                .init(queue: resultsQueue(shard: $0), exchange: resultsExchange, routingKey: "\($0)")
+            })
+    }
+
+    private func taskQueue(model: String) -> Topology {
+        Topology(
+            exchanges: [.init(name: tasksExchange, type: "direct")],
+            queues: [quorum(tasksQueue(model: model))],
+            bindings: [.init(queue: tasksQueue(model: model), exchange: tasksExchange, routingKey: model)])
+    }
+
+    /// What an encoder for these models declares: request queues (its input), task queues and
+    /// decoder shards (its outputs), and the dead letters.
+    public func encoder(models: [String]) -> Topology {
+        var t = deadLetters.merged(with: shardQueues())
+        t = t.merged(
+            with: Topology(
+                exchanges: [
+                    .init(name: unroutedExchange, type: "fanout"),
+                    .init(
+                        name: requestsExchange, type: "direct",
+                        arguments: ["alternate-exchange": .string(unroutedExchange)]),
+                ],
+                queues: [quorum(unroutedQueue)],
+                bindings: [.init(queue: unroutedQueue, exchange: unroutedExchange, routingKey: "")]))
+        for model in models {
+            t = t.merged(with: taskQueue(model: model))
+            t = t.merged(
+                with: Topology(
+                    queues: [quorum(requestsQueue(model: model))],
+                    bindings: [.init(queue: requestsQueue(model: model), exchange: requestsExchange, routingKey: model)]
+                ))
+        }
+        return t
+    }
+
+    /// What a worker declares: its model's task queue and the dead letters.
+    public func worker(model: String) -> Topology {
+        deadLetters.merged(with: taskQueue(model: model))
+    }
+
+    /// What a decoder declares: the shard queues, the predictions exchange and the dead letters.
+    public func decoder() -> Topology {
+        deadLetters.merged(with: shardQueues()).merged(
+            with: Topology(exchanges: [.init(name: predictionsExchange, type: "topic")]))
+    }
+}
+
+/// Stable 64-bit hashes (the standard library's `Hasher` is seeded per process).
+public enum StableHash {
+    /// FNV-1a over the UTF-8 bytes.
+    public static func fnv1a(_ text: String, seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+        var h = seed
+        for b in text.utf8 {
+            h ^= UInt64(b)
+            h &*= 0x100_0000_01b3
+        }
+        return h
+    }
+
+    /// A 128-bit identifier as 32 hex digits: two FNV-1a hashes with different seeds.
+    public static func identifier(_ text: String) -> String {
+        let a = fnv1a(text)
+        let b = fnv1a(text, seed: 0x8422_2325_cbf2_9ce4 ^ 0x9E37_79B9_7F4A_7C15)
+        return hex(a) + hex(b)
+    }
+
+    private static func hex(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

@@ -1,0 +1,257 @@
+import CodedComputing
+import Foundation
+import Messaging
+import NeuralInference
+import NumPyFormat
+import RabbitMQMessaging
+import ServingMessages
+import Testing
+
+/// The serving system end to end: real `nercc` processes on a real RabbitMQ broker (started by
+/// ops/test.sh, which sets NERCC_AMQP_URL, NERCC_MGMT_URL and NERCC_BINARY), serving the shipped
+/// MNIST model.
+@Suite(
+    .serialized, .enabled(if: LiveSystem.isAvailable, "needs NERCC_AMQP_URL and NERCC_BINARY (ops/test.sh sets them)"))
+struct LivePipelineTests {
+    static let model = try! Model.load(descriptionPath: LiveSystem.modelPath)
+    static let images: [[Float]] = {
+        let url = LiveSystem.root.appendingPathComponent("data/mnist/test-images.npy")
+        let array = try! NumPyArray(npyBytes: [UInt8](Data(contentsOf: url)))
+        return (0..<64).map { r in array.values[(r * 784)..<((r + 1) * 784)].map { Float($0) } }
+    }()
+
+    /// Starts a decoder, an encoder and workers; waits until they all consume.
+    static func system(
+        prefix: String, scheme: [String], workers: [[String]], waitForWorkers: Int? = nil
+    ) async throws -> [ServiceProcess] {
+        var services = [
+            try ServiceProcess(["decoder"], prefix: prefix, name: "decoder"),
+            try ServiceProcess(["encoder", "--model", LiveSystem.modelPath] + scheme, prefix: prefix, name: "encoder"),
+        ]
+        for (i, extra) in workers.enumerated() {
+            services.append(
+                try ServiceProcess(
+                    ["worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-w\(i)"] + extra,
+                    prefix: prefix,
+                    name: "worker\(i)"))
+        }
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).results.0", 1), "the decoder did not start")
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).requests.mnist-mlp", 1), "the encoder did not start")
+        #expect(
+            try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", waitForWorkers ?? workers.count),
+            "the workers did not start")
+        return services
+    }
+
+    @Test func uncodedPredictionsEqualTheLocalModelExactly() async throws {
+        let prefix = LiveSystem.prefix()
+        let services = try await Self.system(
+            prefix: prefix, scheme: ["--scheme", "uncoded", "--workers", "4", "--batch", "4", "--stragglers", "0"],
+            workers: [[], []])
+        let client = try await TestClient.connect(prefix: prefix)
+        for i in 0..<10 { try await client.send(queries: [Self.images[i]], id: "r\(i)") }
+        try await client.send(queries: Array(Self.images[10..<16]), id: "multi")
+        let replies = try await client.collect { TestClient.answered($0) >= 16 }
+        let records = TestClient.predictions(replies)
+        #expect(TestClient.answered(replies) == 16)
+        for record in records {
+            #expect(record.status == .ok)
+            for p in record.predictions {
+                let image = record.requestID == "multi" ? 10 + p.index : Int(record.requestID.dropFirst())!
+                let local = try Self.model.predict(flatRows: Self.images[image], count: 1)
+                #expect(p.outputs == local, "request \(record.requestID) query \(p.index)")
+            }
+        }
+        await client.transport.close()
+        _ = services
+    }
+
+    @Test func nerccPredictionsEqualTheLocalDecodeOfTheSameBatch() async throws {
+        let prefix = LiveSystem.prefix()
+        // S = 0: the decoder waits for all N results, so the decoding matrix is known.
+        let services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "10", "--batch", "4", "--stragglers", "0", "--batch-wait-ms", "200",
+            ],
+            workers: [[], [], []])
+        let client = try await TestClient.connect(prefix: prefix)
+        let queries = Array(Self.images[0..<4])
+        try await client.send(queries: queries, id: "batch")
+        let replies = try await client.collect { TestClient.answered($0) >= 4 }
+        let record = try #require(TestClient.predictions(replies).first)
+        let code = try LinearCode(SchemeConfiguration(kind: .nercc, workers: 10, batchSize: 4))
+        let coded = try code.encode(Matrix(rows: 4, columns: 784, float32Elements: queries.flatMap { $0 }))
+        let outputs = try Self.model.predict(flatRows: coded.elements.map { Float($0) }, count: 10)
+        let expected = try code.decode(Matrix(rows: 10, columns: 10, float32Elements: outputs), received: Array(0..<10))
+        for p in record.predictions {
+            for j in 0..<10 {
+                #expect(abs(Double(p.outputs[j]) - expected[p.index, j]) <= 1e-3, "query \(p.index) output \(j)")
+            }
+        }
+        // And the coded estimate agrees with the uncoded model on most of these queries.
+        let exact = try queries.map { try Self.model.predict(flatRows: $0, count: 1) }
+        let agree = record.predictions.filter { p in
+            p.predictedClass == exact[p.index].indices.max { exact[p.index][$0] < exact[p.index][$1] }
+        }
+        #expect(agree.count >= 3)
+        await client.transport.close()
+        _ = services
+    }
+
+    @Test func aWorkerThatNeverRepliesDoesNotStopACodedBatch() async throws {
+        let prefix = LiveSystem.prefix()
+        let services = try await Self.system(
+            prefix: prefix, scheme: ["--scheme", "bacc", "--workers", "8", "--batch", "4", "--stragglers", "2"],
+            workers: [["--never-reply"], [], []])
+        let client = try await TestClient.connect(prefix: prefix)
+        for i in 0..<12 { try await client.send(queries: [Self.images[i]], id: "r\(i)") }
+        let replies = try await client.collect { TestClient.answered($0) >= 12 }
+        #expect(TestClient.answered(replies) == 12)
+        // The silent worker holds one task (prefetch 1) and never answers it; every batch still
+        // decodes from the N − S results it waits for, before its deadline.
+        for record in TestClient.predictions(replies) {
+            #expect(
+                record.status == .ok && record.received == 6,
+                "\(record.requestID): \(record.status) from \(record.received)")
+        }
+        let held = try await LiveSystem.eventually {
+            (try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
+        }
+        #expect(held, "the silent worker should hold its task unacknowledged")
+        await client.transport.close()
+        _ = services
+    }
+
+    @Test func killingAWorkerMidTaskLosesNothing() async throws {
+        let prefix = LiveSystem.prefix()
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "uncoded", "--workers", "2", "--batch", "2", "--stragglers", "0", "--deadline-ms", "60000",
+            ],
+            workers: [["--straggler-probability", "1", "--straggler-delay-ms", "30000"]])
+        let client = try await TestClient.connect(prefix: prefix)
+        for i in 0..<4 { try await client.send(queries: [Self.images[i]], id: "r\(i)") }
+        let holding = try await LiveSystem.eventually {
+            (try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
+        }
+        #expect(holding, "the slow worker never took a task")
+        services[2].signal(SIGKILL)
+        #expect(try await services[2].waitForExit(10) != nil)
+        services.append(
+            try ServiceProcess(["worker", "--model", LiveSystem.modelPath], prefix: prefix, name: "replacement"))
+        let replies = try await client.collect { TestClient.answered($0) >= 4 }
+        #expect(TestClient.answered(replies) == 4)
+        let dead = try await LiveSystem.queue("\(prefix).dead-letter")["messages"] as? Int ?? 0
+        #expect(dead == 0)
+        await client.transport.close()
+    }
+
+    @Test func aDuplicatedResultIsDecodedOnce() async throws {
+        let prefix = LiveSystem.prefix()
+        let decoder = try ServiceProcess(["decoder"], prefix: prefix, name: "decoder")
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).results.0", 1))
+        let client = try await TestClient.connect(prefix: prefix)
+        let batchID = "dup-\(prefix)"
+        let manifest = BatchManifest(
+            batchID: batchID, model: "m", scheme: .init(name: "bacc", workers: 4, batchSize: 2), waitFor: 3,
+            createdMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
+            deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, outputSize: 2, labels: nil,
+            members: [
+                .init(requestID: "a", index: 0, requestQueries: 2, replyTo: client.replyQueue),
+                .init(requestID: "a", index: 1, requestQueries: 2, replyTo: client.replyQueue),
+            ])
+        try await client.transport.publish(
+            OutgoingMessage(
+                exchange: "\(prefix).results", routingKey: "0",
+                properties: MessageProperties(
+                    contentType: WireFormat.jsonContentType, messageID: "\(batchID)/manifest",
+                    type: WireFormat.MessageType.manifest, headers: [WireFormat.Header.version: 1]),
+                body: Array(try JSONEncoder().encode(manifest))))
+        func result(_ n: Int) -> OutgoingMessage {
+            OutgoingMessage(
+                exchange: "", routingKey: "\(prefix).results.0",
+                properties: MessageProperties(
+                    contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)/result",
+                    correlationID: batchID,
+                    type: WireFormat.MessageType.result,
+                    headers: [
+                        WireFormat.Header.version: 1, WireFormat.Header.batchID: .string(batchID),
+                        WireFormat.Header.codedIndex: .int(Int64(n)), WireFormat.Header.shape: "2",
+                    ]),
+                body: TensorBody.encode([Float(n), 1]))
+        }
+        // Worker 1's result twice (a redelivery), then two more: the decoder needs three distinct ones.
+        for n in [1, 1, 0, 3, 2] { try await client.transport.publish(result(n)) }
+        let replies = try await client.collect(seconds: 5) { _ in false }
+        let records = TestClient.predictions(replies)
+        #expect(records.count == 1, "expected exactly one prediction for the batch, got \(records.count)")
+        #expect(records.first?.received == 3)
+        #expect(
+            try await LiveSystem.eventually(10) {
+                (try await LiveSystem.queue("\(prefix).results.0")["messages"] as? Int ?? -1) == 0
+            }, "the duplicate and the late result were not acknowledged")
+        await client.transport.close()
+        _ = decoder
+    }
+
+    @Test func aMalformedRequestIsDeadLetteredAndAnswered() async throws {
+        let prefix = LiveSystem.prefix()
+        let services = try await Self.system(
+            prefix: prefix, scheme: ["--scheme", "nercc", "--workers", "6", "--batch", "2", "--stragglers", "1"],
+            workers: [[]])
+        let client = try await TestClient.connect(prefix: prefix)
+        try await client.send(Array("{\"version\": 1, \"model\": ".utf8), id: "broken")
+        try await client.send(
+            Array("{\"version\": 1, \"model\": \"mnist-mlp\", \"queries\": [[1, 2]]}".utf8), id: "short")
+        try await client.send(
+            Array("{\"version\": 1, \"model\": \"other\", \"queries\": [[1]]}".utf8), id: "unknown", model: "other")
+        let replies = try await client.collect { $0.count >= 3 }
+        let errors = replies.compactMap { try? JSONDecoder().decode(ErrorRecord.self, from: Data($0.body)) }
+        #expect(Set(errors.map(\.code)) == ["malformed-json", "wrong-shape", "unknown-model"])
+        #expect(Set(replies.compactMap(\.properties.correlationID)) == ["broken", "short", "unknown"])
+        let dead = try await client.transport.consume(queue: "\(prefix).dead-letter", prefetch: 10, consumerTag: "dead")
+        var reasons: [String: String] = [:]
+        for try await d in dead {
+            reasons[d.properties.messageID ?? "?"] = d.properties.headers[WireFormat.Header.errorCode]?.stringValue
+            try await client.transport.ack(d.tag)
+            if reasons.count == 3 { break }
+        }
+        #expect(reasons == ["broken": "malformed-json", "short": "wrong-shape", "unknown": "unknown-model"])
+        await client.transport.close()
+        _ = services
+    }
+
+    @Test func sigtermDrainsAWorkerWithoutRedeliveries() async throws {
+        let prefix = LiveSystem.prefix()
+        let services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "uncoded", "--workers", "1", "--batch", "1", "--stragglers", "0", "--deadline-ms", "60000",
+            ],
+            workers: [["--straggler-probability", "1", "--straggler-delay-ms", "5000"]])
+        let client = try await TestClient.connect(prefix: prefix)
+        try await client.send(queries: [Self.images[0]], id: "slow")
+        #expect(
+            try await LiveSystem.eventually {
+                (try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
+            })
+        services[2].signal(SIGTERM)
+        let status = try await services[2].waitForExit(15)
+        #expect(status == 0, "the worker did not drain and exit cleanly: \(services[2].output.suffix(800))")
+        let replies = try await client.collect(seconds: 20) { TestClient.answered($0) >= 1 }
+        #expect(TestClient.answered(replies) == 1)
+        // Management statistics lag by a few seconds: wait for the task's ack to show.
+        var stats: [String: Any] = [:]
+        let settled = try await LiveSystem.eventually(20) {
+            stats = try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")
+            let acks = (stats["message_stats"] as? [String: Any])?["ack"] as? Int ?? 0
+            return acks >= 1 && (stats["messages"] as? Int ?? -1) == 0
+        }
+        #expect(settled, "the task was not acknowledged: \(stats)")
+        let redelivered = (stats["message_stats"] as? [String: Any])?["redeliver"] as? Int ?? 0
+        #expect(redelivered == 0)
+        await client.transport.close()
+    }
+}

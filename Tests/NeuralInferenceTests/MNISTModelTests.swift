@@ -1,0 +1,66 @@
+import Foundation
+import NeuralInference
+import NumPyFormat
+import Testing
+
+/// The committed MNIST MLP (`models/mnist-mlp`, trained by `ops/models/train_mnist_mlp.py`) against
+/// the numpy references that script wrote, and against the committed test split.
+@Suite struct MNISTModelTests {
+    static let descriptionPath = Repository.path("models/mnist-mlp/model.json")
+
+    struct Reference: Decodable {
+        struct Case: Decodable {
+            let input: [Float]
+            let label: Int
+            let logits: [Double]
+        }
+        let model: String
+        let cases: [Case]
+    }
+
+    @Test func loadsWithTheDeclaredShapesAndLabels() throws {
+        let model = try Model.load(descriptionPath: Self.descriptionPath)
+        #expect(model.name == "mnist-mlp")
+        #expect(model.inputShape == [784])
+        #expect(model.outputShape == [10])
+        #expect(model.inputSize == 784)
+        #expect(model.outputSize == 10)
+        #expect(model.outputKind == .logits)
+        #expect(model.labels == (0..<10).map(String.init))
+        #expect(model.layers.count == 5)
+    }
+
+    @Test func reproducesTheNumPyReferenceLogitsWithin1e4() throws {
+        let model = try Model.load(descriptionPath: Self.descriptionPath)
+        let reference = try JSONDecoder().decode(
+            Reference.self, from: Data(Repository.bytes("models/mnist-mlp/reference.json")))
+        #expect(reference.model == model.name)
+        #expect(reference.cases.count == 8)
+        let inputs = reference.cases.flatMap(\.input)
+        let outputs = try model.predict(flatRows: inputs, count: reference.cases.count)
+        for (index, testCase) in reference.cases.enumerated() {
+            let logits = outputs[(index * 10)..<((index + 1) * 10)]
+            let worst = zip(logits, testCase.logits).map { abs(Double($0) - $1) }.max() ?? .infinity
+            #expect(worst <= 1e-4, "case \(index): max |Swift − numpy| = \(worst)")
+        }
+    }
+
+    @Test func classifiesTheTestSplitWithTheRecordedAccuracy() throws {
+        let model = try Model.load(descriptionPath: Self.descriptionPath)
+        let images = try NumPyArray(npyBytes: Repository.bytes("data/mnist/test-images.npy"))
+        let labels = try NumPyArray(npyBytes: Repository.bytes("data/mnist/test-labels.npy"))
+        let count = try #require(images.shape.first)
+        #expect(images.shape == [count, 784])
+        #expect(labels.shape == [count])
+
+        let outputs = try model.predict(flatRows: images.values.map(Float.init), count: count)
+        let correct = (0..<count).filter { argmax(outputs[($0 * 10)..<(($0 + 1) * 10)]) == Int(labels.values[$0]) }
+        let accuracy = Double(correct.count) / Double(count)
+
+        let description = try ModelDescription(
+            jsonBytes: Repository.bytes("models/mnist-mlp/model.json"), source: Self.descriptionPath)
+        let recorded = try #require(description.training?["test_accuracy"]?.doubleValue)
+        #expect(abs(accuracy - recorded) <= 0.002, "accuracy \(accuracy), recorded \(recorded)")
+        #expect(accuracy >= 0.93)
+    }
+}

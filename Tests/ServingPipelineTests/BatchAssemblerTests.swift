@@ -1,0 +1,109 @@
+import Messaging
+import ServingMessages
+import ServingPipeline
+import Testing
+
+@Suite struct BatchAssemblerTests {
+    static func manifest(id: String = "b1", waitFor: Int = 3, deadline: Int64 = 1_000) -> BatchManifest {
+        BatchManifest(
+            batchID: id, model: "m", scheme: .init(name: "bacc", workers: 5, batchSize: 2), waitFor: waitFor,
+            createdMilliseconds: 0, deadlineMilliseconds: deadline, outputSize: 1, labels: nil,
+            members: [
+                .init(requestID: "r", index: 0, requestQueries: 2), .init(requestID: "r", index: 1, requestQueries: 2),
+            ])
+    }
+
+    static func tag(_ v: UInt64) -> DeliveryTag { DeliveryTag(generation: 1, value: v) }
+
+    static func result(_ index: Int, tag: UInt64) -> BatchAssembler.Result {
+        .init(index: index, values: [Float(index)], tag: Self.tag(tag))
+    }
+
+    static func assembler() -> BatchAssembler {
+        BatchAssembler(retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200) { _, indices in !indices.isEmpty }
+    }
+
+    @Test func decodesOnceTheScheduledNumberOfResultsArrive() throws {
+        var a = Self.assembler()
+        #expect(a.receive(manifest: Self.manifest(), tag: Self.tag(1), now: 0).isEmpty)
+        #expect(a.receive(result: Self.result(4, tag: 2), batchID: "b1", now: 1).isEmpty)
+        #expect(a.receive(result: Self.result(0, tag: 3), batchID: "b1", now: 2).isEmpty)
+        let actions = a.receive(result: Self.result(2, tag: 4), batchID: "b1", now: 3)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action, got \(actions)")
+            return
+        }
+        #expect(job.results.map(\.index) == [4, 0, 2])
+        #expect(!job.degraded)
+        #expect(Set(job.tags.map(\.value)) == [1, 2, 3, 4])
+        #expect(a.counters.decoded == 1)
+    }
+
+    @Test func lateAndDuplicateResultsAreAckedCountedAndNotDecodedAgain() {
+        var a = Self.assembler()
+        _ = a.receive(manifest: Self.manifest(waitFor: 1), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 1)
+        #expect(a.receive(result: Self.result(1, tag: 3), batchID: "b1", now: 2) == [.ack([Self.tag(3)])])
+        a.finished(batchID: "b1", now: 3)
+        #expect(a.receive(result: Self.result(0, tag: 4), batchID: "b1", now: 4) == [.ack([Self.tag(4)])])
+        #expect(a.counters.late == 2)
+        #expect(a.counters.decoded == 1)
+    }
+
+    @Test func duplicatesWhileCollectingAreAckedAndIgnored() {
+        var a = Self.assembler()
+        _ = a.receive(manifest: Self.manifest(), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(3, tag: 2), batchID: "b1", now: 1)
+        #expect(a.receive(result: Self.result(3, tag: 5), batchID: "b1", now: 2) == [.ack([Self.tag(5)])])
+        #expect(a.counters.duplicate == 1)
+    }
+
+    @Test func resultsBeforeTheManifestAreKept() throws {
+        var a = Self.assembler()
+        _ = a.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 0)
+        _ = a.receive(result: Self.result(1, tag: 3), batchID: "b1", now: 0)
+        _ = a.receive(result: Self.result(2, tag: 4), batchID: "b1", now: 0)
+        let actions = a.receive(manifest: Self.manifest(), tag: Self.tag(1), now: 1)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(job.results.count == 3)
+    }
+
+    @Test func decodesDegradedAtTheDeadlineWithWhatItHas() throws {
+        var a = Self.assembler()
+        _ = a.receive(manifest: Self.manifest(deadline: 100), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(1, tag: 2), batchID: "b1", now: 1)
+        #expect(a.tick(now: 99).isEmpty)
+        let actions = a.tick(now: 100)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(job.degraded)
+        #expect(a.counters.degraded == 1)
+    }
+
+    @Test func timesOutWhenNothingDecodableArrived() throws {
+        var a = Self.assembler()
+        _ = a.receive(manifest: Self.manifest(deadline: 100), tag: Self.tag(1), now: 0)
+        let actions = a.tick(now: 150)
+        guard case .timeOut(let job) = try #require(actions.first) else {
+            Issue.record("expected a time-out action")
+            return
+        }
+        #expect(job.tags == [Self.tag(1)])
+        #expect(a.counters.timedOut == 1)
+    }
+
+    @Test func orphanedResultsAreAckedAfterTheirTimeoutAndFinishedBatchesForgotten() {
+        var a = Self.assembler()
+        _ = a.receive(result: Self.result(0, tag: 9), batchID: "ghost", now: 0)
+        #expect(a.tick(now: 199).isEmpty)
+        #expect(a.tick(now: 200) == [.ack([Self.tag(9)])])
+        #expect(a.counters.orphaned == 1)
+        _ = a.tick(now: 701)
+        #expect(a.nextDeadline == nil)
+    }
+}

@@ -1,0 +1,158 @@
+import CodedComputing
+import Foundation
+import Logging
+import Messaging
+import ServingMessages
+import ServingPipeline
+import Testing
+
+/// A linear model y = W x: coded schemes reconstruct it exactly when no worker straggles.
+struct LinearModel: InferenceModel {
+    let name = "linear"
+    let inputShape = [3]
+    let outputShape = [2]
+    let labels: [String]? = ["first", "second"]
+    let weights: [[Float]] = [[1, -2, 0.5], [0.25, 1, -1]]
+
+    func predict(flatInputs: [Float], count: Int) throws -> [Float] {
+        (0..<count).flatMap { r in
+            weights.map { row in zip(row, flatInputs[(r * 3)..<(r * 3 + 3)]).reduce(0) { $0 + $1.0 * $1.1 } }
+        }
+    }
+}
+
+/// The services' message handling on the in-process transport (the live-broker suite proves the
+/// same against RabbitMQ).
+@Suite struct InMemoryPipelineTests {
+    static func services(
+        _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal
+    ) throws -> [@Sendable () async throws -> Void] {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let topology = ServingTopology()
+        let encoder = try EncoderService(
+            transport: transport,
+            configuration: EncoderConfiguration(scheme: scheme, stragglers: 0, maximumBatchWaitMilliseconds: 5),
+            topology: topology, models: [LinearModel()], logger: logger)
+        let decoder = DecoderService(
+            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger)
+        var runs: [@Sendable () async throws -> Void] = [
+            { try await encoder.run(stop: stop) }, { try await decoder.run(stop: stop) },
+        ]
+        for i in 0..<workers {
+            let worker = WorkerService(
+                transport: transport, configuration: WorkerConfiguration(workerID: "w\(i)"), topology: topology,
+                model: LinearModel(), logger: logger)
+            runs.append { try await worker.run(stop: stop) }
+        }
+        return runs
+    }
+
+    static func collect(
+        _ stream: AsyncThrowingStream<Delivery, any Error>, on transport: InMemoryTransport,
+        until done: ([Delivery]) -> Bool
+    ) async throws -> [Delivery] {
+        var got: [Delivery] = []
+        for try await d in stream {
+            try await transport.ack(d.tag)
+            got.append(d)
+            if done(got) { break }
+        }
+        return got
+    }
+
+    @Test(arguments: [SchemeKind.uncoded, .nercc, .bacc, .replication])
+    func predictionsMatchTheModel(kind: SchemeKind) async throws {
+        let transport = InMemoryTransport()
+        let k = 4
+        let n = kind == .uncoded ? 4 : 8
+        let scheme = SchemeConfiguration(kind: kind, workers: n, batchSize: k)
+        let stop = StopSignal()
+        let runs = try Self.services(transport, scheme: scheme, workers: n, stop: stop)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            try await Task.sleep(for: .milliseconds(50))
+            try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
+            let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
+            let queries: [[Float]] = (0..<6).map { i in [Float(i), 1 - Float(i) / 2, 0.1 * Float(i * i)] }
+            let doubles = queries.map { $0.map(Double.init) }
+            let request = InferenceRequest(requestID: "req-1", model: "linear", queries: doubles)
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: "nercc.requests", routingKey: "linear",
+                    properties: MessageProperties(contentType: "application/json", replyTo: "reply"),
+                    body: Array(try JSONEncoder().encode(request))))
+            let deliveries = try await Self.collect(replies, on: transport) { got in
+                got.compactMap { try? JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
+                    .reduce(0) { $0 + $1.predictions.count } >= 6
+            }
+            let records = deliveries.map { try! JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
+            let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
+            #expect(predictions.map(\.index) == Array(0..<6))
+            // What the coding library computes for the same batches ([q0..q3], [q4, q5, q5, q5]):
+            // exact for uncoded and replication, the scheme's own approximation for the others.
+            let code = try LinearCode(scheme)
+            let model = LinearModel()
+            var expected: [[Double]] = []
+            for batch in [[0, 1, 2, 3], [4, 5, 5, 5]] {
+                let x = Matrix(rows: k, columns: 3, float32Elements: batch.flatMap { queries[$0] })
+                let coded = try code.encode(x)
+                let results = try model.predict(flatInputs: coded.elements.map { Float($0) }, count: n)
+                let y = Matrix(rows: n, columns: 2, float32Elements: results)
+                let estimates = try code.decode(y, received: Array(0..<n))
+                expected += (0..<k).map { estimates.row($0) }
+            }
+            let exact = try model.predict(flatInputs: queries.flatMap { $0 }, count: 6)
+            for p in predictions {
+                for j in 0..<2 {
+                    #expect(abs(Double(p.outputs[j]) - expected[p.index][j]) <= 1e-4, "query \(p.index) output \(j)")
+                    if kind == .uncoded || kind == .replication {
+                        #expect(p.outputs[j] == exact[p.index * 2 + j])
+                    }
+                }
+            }
+            #expect(records.allSatisfy { $0.status == .ok && $0.requestID == "req-1" })
+            stop.stop()
+            try await group.waitForAll()
+        }
+        #expect(transport.unackedCount == 0)
+    }
+
+    @Test(arguments: [
+        ("{\"version\": 1, \"model\": \"linear\", \"queries\": [[1, 2]]}", "wrong-shape"),
+        ("{\"version\": 1, \"model\": \"nope\", \"queries\": [[1, 2, 3]]}", "unknown-model"),
+        ("{\"version\": 7, \"model\": \"linear\", \"queries\": [[1, 2, 3]]}", "unsupported-version"),
+        ("{\"version\": 1, \"model\": \"linear\", \"queries\": [[1, 2, 1e39]]}", "non-finite"),
+        ("{\"version\": 1, \"model\": \"linear\", \"queries\": []}", "bad-request"),
+        ("not json at all", "malformed-json"),
+    ])
+    func badRequestsAreDeadLetteredWithAReasonAndAnswered(body: String, code: String) async throws {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        let runs = try Self.services(
+            transport, scheme: SchemeConfiguration(kind: .bacc, workers: 5, batchSize: 2), workers: 0, stop: stop)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            try await Task.sleep(for: .milliseconds(50))
+            try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
+            let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: "nercc.requests", routingKey: "linear",
+                    properties: MessageProperties(messageID: "bad-1", correlationID: "c-1", replyTo: "reply"),
+                    body: Array(body.utf8)))
+            let reply = try await Self.collect(replies, on: transport) { !$0.isEmpty }[0]
+            let record = try JSONDecoder().decode(ErrorRecord.self, from: Data(reply.body))
+            #expect(record.code == code)
+            #expect(!record.message.isEmpty)
+            #expect(reply.properties.correlationID == "c-1")
+            let dead = transport.readyMessages(in: "nercc.dead-letter")
+            #expect(dead.count == 1)
+            #expect(dead.first?.properties.headers["x-nercc-error-code"] == .string(code))
+            #expect(dead.first?.body == Array(body.utf8))
+            stop.stop()
+            try await group.waitForAll()
+        }
+        #expect(transport.unackedCount == 0)
+    }
+}

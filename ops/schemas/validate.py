@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Validates nercc wire-format messages against the JSON Schemas in schemas/.
+
+  python3 ops/schemas/validate.py [-v]
+      Checks that every schemas/*.schema.json is a valid draft 2020-12 schema, that every example
+      schemas/examples/<schema>.json passes its schema and the cross-field checks, and that every
+      deliberately invalid example schemas/examples/invalid/<schema>--<what>.json is rejected.
+      -v also prints why each invalid example was rejected.
+
+  python3 ops/schemas/validate.py --emitted DIR_OR_FILE [...]
+      Validates captured messages: files named <schema>@<anything>.json (e.g. prediction@1.json,
+      coded-task@3.json). JSON messages (request, batch-manifest, prediction, error-record) are
+      their body; binary messages (coded-task, worker-result) are an envelope
+      {"properties": {...}, "headers": {...}, "body_bytes": <int>, "body_base64": <optional>}.
+
+Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
+envelope body length = 4 x product(x-nercc-shape), deterministic message ids, manifest members =
+K and the batch id rule, prediction class = argmax of its outputs, and a few more.
+
+Exit status: 0 all good, 1 a problem was found (each is listed with file and JSON path),
+2 usage error or jsonschema missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+
+try:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+except ImportError:
+    print(
+        "validate.py needs the Python package 'jsonschema' (4.x, draft 2020-12 support):\n"
+        "    python3 -m pip install 'jsonschema>=4'\n"
+        "or on Debian/Ubuntu: apt-get install python3-jsonschema",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO / "schemas"
+EXAMPLES = SCHEMAS / "examples"
+INVALID = EXAMPLES / "invalid"
+
+# The wire-format messages; each must have a valid example and at least one invalid one.
+WIRE_SCHEMAS = ["request", "batch-manifest", "prediction", "error-record", "coded-task", "worker-result"]
+ENVELOPE_SCHEMAS = {"coded-task", "worker-result"}
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def json_path(path) -> str:
+    """'$.headers["x-nercc-shape"]', '$.queries[0][2]'."""
+    out = "$"
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}"
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def short(value, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def schema_errors(validator: Draft202012Validator, instance) -> list[str]:
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [f"{json_path(e.absolute_path)}: {shorten_message(e)}" for e in errors]
+
+
+def shorten_message(error) -> str:
+    # jsonschema quotes the whole instance; keep long arrays and objects out of the report.
+    message = error.message
+    if isinstance(error.instance, (list, dict)) and len(message) > 200:
+        message = f"{short(error.instance)} fails '{error.validator}': {error.validator_value!r}"
+    return message
+
+
+# --- the deterministic batch id (ServingPipeline/ServingTopology.swift, StableHash) --------------
+
+_MASK = (1 << 64) - 1
+
+
+def fnv1a(text: str, seed: int = 0xCBF29CE484222325) -> int:
+    h = seed
+    for byte in text.encode("utf-8"):
+        h ^= byte
+        h = (h * 0x100000001B3) & _MASK
+    return h
+
+
+def stable_identifier(text: str) -> str:
+    """32 hex digits: FNV-1a with two seeds, as StableHash.identifier."""
+    return f"{fnv1a(text):016x}{fnv1a(text, 0x84222325CBF29CE4 ^ 0x9E3779B97F4A7C15):016x}"
+
+
+def batch_id_of(members: list[dict]) -> str:
+    key = "|".join(f"{m['request_id']}#{m['index']}#{'true' if m['padding'] else 'false'}" for m in members)
+    return stable_identifier(key)
+
+
+# --- cross-field checks (run only on messages that pass their schema) ------------------------
+
+
+def check_request(msg: dict) -> list[str]:
+    sizes = {len(q) for q in msg["queries"]}
+    if len(sizes) > 1:
+        return [f"$.queries: queries have different lengths {sorted(sizes)}; every query has the model's input size"]
+    return []
+
+
+def check_batch_manifest(msg: dict) -> list[str]:
+    problems = []
+    scheme, members = msg["scheme"], msg["members"]
+    n, k = scheme["workers"], scheme["batch_size"]
+    if len(members) != k:
+        problems.append(f"$.members: {len(members)} members for K = scheme.batch_size = {k}")
+    if n < k:
+        problems.append(f"$.scheme.workers: N = {n} < K = {k}")
+    if scheme["name"] == "uncoded" and n != k:
+        problems.append(f"$.scheme.workers: uncoded needs N = K, got N = {n}, K = {k}")
+    if scheme["name"] == "replication" and n != scheme["replicas"] * k:
+        problems.append(f"$.scheme.workers: replication needs N = r*K = {scheme['replicas'] * k}, got {n}")
+    if scheme["name"] == "parity" and n != k + -(-k // scheme["group_size"]):
+        problems.append(f"$.scheme.workers: parity needs N = K + ceil(K/G) = {k + -(-k // scheme['group_size'])}, got {n}")
+    if msg["wait_for"] > n:
+        problems.append(f"$.wait_for: {msg['wait_for']} > N = {n}")
+    if msg["deadline_ms"] < msg["created_ms"]:
+        problems.append("$.deadline_ms: earlier than created_ms")
+    for i, m in enumerate(members):
+        if m["index"] >= m["request_queries"]:
+            problems.append(f"$.members[{i}].index: {m['index']} >= request_queries {m['request_queries']}")
+    flags = [m["padding"] for m in members]
+    if all(flags):
+        problems.append("$.members: every slot is padding")
+    elif True in flags and not all(flags[flags.index(True):]):
+        problems.append("$.members: padding slots must come last")
+    expected = batch_id_of(members)
+    if msg["batch_id"] != expected:
+        problems.append(f"$.batch_id: {msg['batch_id']} is not the batch id of these members ({expected})")
+    return problems
+
+
+def check_prediction(msg: dict) -> list[str]:
+    problems = []
+    preds = msg["predictions"]
+    indices = [p["index"] for p in preds]
+    if len(set(indices)) != len(indices):
+        problems.append("$.predictions: an index appears more than once")
+    if indices != sorted(indices):
+        problems.append("$.predictions: not sorted by index")
+    if len(preds) > msg["request_queries"]:
+        problems.append(f"$.predictions: {len(preds)} predictions for a request of {msg['request_queries']} queries")
+    sizes = {len(p["outputs"]) for p in preds}
+    if len(sizes) > 1:
+        problems.append(f"$.predictions: outputs have different lengths {sorted(sizes)}")
+    for i, p in enumerate(preds):
+        if p["index"] >= msg["request_queries"]:
+            problems.append(f"$.predictions[{i}].index: {p['index']} >= request_queries {msg['request_queries']}")
+        outputs = p["outputs"]
+        best = max(range(len(outputs)), key=lambda j: (outputs[j], -j))  # the first largest
+        if p["class"] != best:
+            problems.append(f"$.predictions[{i}].class: {p['class']} is not the argmax of the outputs ({best})")
+    if msg["status"] == "ok" and msg["received"] < msg["needed"]:
+        problems.append(f"$.received: status ok with {msg['received']} < needed {msg['needed']} results")
+    if msg["status"] == "degraded" and msg["received"] >= msg["needed"]:
+        problems.append(f"$.received: status degraded with {msg['received']} >= needed {msg['needed']} results")
+    return problems
+
+
+def check_envelope(msg: dict, result: bool) -> list[str]:
+    problems = []
+    props, headers = msg["properties"], msg["headers"]
+    shape = [int(d) for d in headers["x-nercc-shape"].split(",")]
+    expected = 4 * math.prod(shape)
+    if msg["body_bytes"] != expected:
+        problems.append(
+            f"$.body_bytes: {msg['body_bytes']} bytes, but shape {headers['x-nercc-shape']} of float32 needs {expected}")
+    batch, index = props["correlation_id"], headers["x-nercc-coded-index"]
+    if headers["x-nercc-batch-id"] != batch:
+        problems.append(f'$.headers["x-nercc-batch-id"]: {headers["x-nercc-batch-id"]} differs from correlation_id {batch}')
+    message_id = f"{batch}/{index}/result" if result else f"{batch}/{index}"
+    if props["message_id"] != message_id:
+        problems.append(f"$.properties.message_id: {props['message_id']} is not {message_id}")
+    if not result and index >= headers["x-nercc-workers"]:
+        problems.append(f'$.headers["x-nercc-coded-index"]: {index} >= N = {headers["x-nercc-workers"]}')
+    if "body_base64" in msg:
+        try:
+            body = base64.b64decode(msg["body_base64"], validate=True)
+        except (binascii.Error, ValueError) as error:
+            return problems + [f"$.body_base64: not base64 ({error})"]
+        if len(body) != msg["body_bytes"]:
+            problems.append(f"$.body_base64: decodes to {len(body)} bytes, body_bytes says {msg['body_bytes']}")
+        elif len(body) % 4 == 0:
+            values = struct.unpack(f"<{len(body) // 4}f", body)
+            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if bad is not None:
+                problems.append(f"$.body_base64: float32 element {bad} is {values[bad]} (not finite)")
+    return problems
+
+
+CHECKS = {
+    "request": check_request,
+    "batch-manifest": check_batch_manifest,
+    "prediction": check_prediction,
+    "error-record": lambda msg: [],
+    "coded-task": lambda msg: check_envelope(msg, result=False),
+    "worker-result": lambda msg: check_envelope(msg, result=True),
+}
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+def load_schemas(problems: list[str]) -> dict[str, Draft202012Validator]:
+    validators = {}
+    for path in sorted(SCHEMAS.glob("*.schema.json")):
+        name = path.name[: -len(".schema.json")]
+        rel = path.relative_to(REPO)
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            problems.append(f"{rel}: not JSON: {error}")
+            continue
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as error:
+            problems.append(f"{rel}: not a valid draft 2020-12 schema: {json_path(error.absolute_path)}: {error.message}")
+            continue
+        if schema.get("$schema") != DRAFT:
+            problems.append(f"{rel}: $schema should be {DRAFT}")
+        if schema.get("$id") != f"urn:nercc:schema:{name}:1":
+            problems.append(f"{rel}: $id should be urn:nercc:schema:{name}:1, is {schema.get('$id')}")
+        validators[name] = Draft202012Validator(schema)
+        for i, example in enumerate(schema.get("examples", [])):
+            for error in schema_errors(validators[name], example):
+                problems.append(f"{rel}: examples[{i}]: {error}")
+    for name in WIRE_SCHEMAS:
+        if name not in validators:
+            problems.append(f"schemas/{name}.schema.json: missing or unusable")
+    return validators
+
+
+def read_json(path: Path, problems: list[str]):
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), True
+    except (OSError, ValueError) as error:
+        problems.append(f"{display(path)}: not JSON: {error}")
+        return None, False
+
+
+def display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def validate(name: str, validator: Draft202012Validator, message) -> list[str]:
+    errors = schema_errors(validator, message)
+    if errors or name not in CHECKS:
+        return errors
+    return CHECKS[name](message)
+
+
+def run_examples(verbose: bool) -> int:
+    problems: list[str] = []
+    validators = load_schemas(problems)
+    passed = rejected = 0
+    covered_valid, covered_invalid = set(), set()
+    for path in sorted(EXAMPLES.glob("*.json")):
+        name = path.stem
+        if name not in validators:
+            problems.append(f"{display(path)}: no schema named '{name}' (schemas/{name}.schema.json)")
+            continue
+        message, ok = read_json(path, problems)
+        if not ok:
+            continue
+        covered_valid.add(name)
+        errors = validate(name, validators[name], message)
+        if errors:
+            problems += [f"{display(path)}: {e}" for e in errors]
+        else:
+            passed += 1
+    for path in sorted(INVALID.glob("*.json")):
+        name, sep, _ = path.stem.partition("--")
+        if not sep:
+            problems.append(f"{display(path)}: invalid examples are named <schema>--<what>.json")
+            continue
+        if name not in validators:
+            problems.append(f"{display(path)}: no schema named '{name}'")
+            continue
+        message, ok = read_json(path, problems)
+        if not ok:
+            continue
+        covered_invalid.add(name)
+        errors = validate(name, validators[name], message)
+        if errors:
+            rejected += 1
+            if verbose:
+                print(f"rejected as expected: {display(path)}: " + "; ".join(errors))
+        else:
+            problems.append(f"{display(path)}: passes schema '{name}' and the cross-field checks but must be rejected")
+    for name in WIRE_SCHEMAS:
+        if name in validators and name not in covered_valid:
+            problems.append(f"schemas/examples/{name}.json: missing (every message has an example)")
+        if name in validators and name not in covered_invalid:
+            problems.append(f"schemas/examples/invalid/{name}--*.json: missing (every message has an invalid example)")
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print(f"schemas: {len(validators)} schemas valid (draft 2020-12)")
+    print(f"schemas: {passed} valid examples passed, {rejected} invalid examples rejected")
+    if problems:
+        print(f"schemas: FAILED with {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_emitted(paths: list[str]) -> int:
+    problems: list[str] = []
+    validators = load_schemas(problems)
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix == ".json" and f.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(f"{raw}: no such file or directory")
+    counts: dict[str, int] = {}
+    valid = invalid = 0
+    for path in files:
+        name, sep, _ = path.name.partition("@")
+        if not sep:
+            problems.append(f"{display(path)}: captured messages are named <schema>@<anything>.json")
+            invalid += 1
+            continue
+        if name not in validators:
+            problems.append(f"{display(path)}: no schema named '{name}' (known: {', '.join(sorted(validators))})")
+            invalid += 1
+            continue
+        message, ok = read_json(path, problems)
+        if not ok:
+            invalid += 1
+            continue
+        errors = validate(name, validators[name], message)
+        if errors:
+            invalid += 1
+            problems += [f"{display(path)}: {e}" for e in errors]
+        else:
+            valid += 1
+            counts[name] = counts.get(name, 0) + 1
+    if not files and not problems:
+        problems.append("no <schema>@<anything>.json files found in " + ", ".join(paths))
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    by_schema = ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
+    print(f"emitted: {valid} messages valid, {invalid} invalid (valid by schema: {by_schema})")
+    if problems:
+        print(f"emitted: FAILED with {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--emitted", nargs="+", metavar="DIR_OR_FILE",
+                        help="validate captured messages named <schema>@<anything>.json")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say why each invalid example was rejected")
+    args = parser.parse_args()
+    if args.emitted:
+        return run_emitted(args.emitted)
+    return run_examples(args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
