@@ -153,15 +153,112 @@ public struct SmoothingSpline: Sendable {
 
     /// The P×n matrix W with u(z_p) = Σ_i W[p, i] y_i, columns in the order of `knots`.
     ///
-    /// The smoother is linear in the data, so W is the spline fitted to the identity (one
-    /// factorisation, n right-hand sides: O(n²) to build, then O(P·n) to evaluate).
+    /// The smoother is linear in the data. Writing the spline at the points as u = A·g + C·γ (A and
+    /// C have at most two non-zeros per row), with g = y − nλ·Q·γ and γ = M⁻¹·Qᵀ·y,
+    ///
+    ///     W = A + (M⁻¹·Bᵀ)ᵀ·Qᵀ,    B = C − nλ·A·Q,
+    ///
+    /// so one banded factorisation of M and P right-hand sides give W in O(P·n), instead of fitting
+    /// the n columns of the identity (O(n²)).
     ///
     /// - Throws: the same errors as ``init(knots:values:lambda:)``.
     public static func weights(knots: [Double], lambda: Double, at points: [Double]) throws(CodingSchemeError)
         -> Matrix
     {
+        guard lambda.isFinite, lambda >= 0 else {
+            throw CodingSchemeError(
+                .invalidParameter, "the smoothing parameter λ must be finite and ≥ 0, got \(lambda)")
+        }
         try InterpolationNodes.checkFinite(points)
-        return try SmoothingSpline(knots: knots, values: .identity(knots.count), lambda: lambda).evaluate(at: points)
+        let order = try InterpolationNodes.ascendingOrder(knots)
+        let t = order.map { knots[$0] }
+        let n = t.count
+        let count = points.count
+        // A (values) and C (second derivatives) at the points, in sorted-knot indices.
+        var a = Matrix(rows: count, columns: n)
+        var c = Matrix(rows: count, columns: n)
+        for (p, z) in points.enumerated() {
+            if n == 1 {
+                a[p, 0] = 1
+                continue
+            }
+            if z <= t[0] || z >= t[n - 1] {
+                let left = z <= t[0]
+                let i = left ? 0 : n - 2
+                let h = t[i + 1] - t[i]
+                let dz = z - (left ? t[0] : t[n - 1])
+                if left {
+                    a[p, 0] = 1 - dz / h
+                    a[p, 1] = dz / h
+                    c[p, 1] = -h * dz / 6
+                } else {
+                    a[p, n - 1] = 1 + dz / h
+                    a[p, n - 2] = -dz / h
+                    c[p, n - 2] = h * dz / 6
+                }
+                continue
+            }
+            let i = Self.interval(containing: z, in: t)
+            let h = t[i + 1] - t[i]
+            let dl = z - t[i]
+            let dr = t[i + 1] - z
+            let curvature = dl * dr / 6
+            a[p, i] = dr / h
+            a[p, i + 1] = dl / h
+            c[p, i] = -curvature * (1 + dr / h)
+            c[p, i + 1] = -curvature * (1 + dl / h)
+        }
+        var w = a
+        if n >= 3 {
+            let alpha = Double(n) * lambda
+            let interior = n - 2
+            let h = (0..<(n - 1)).map { t[$0 + 1] - t[$0] }
+            let qa = (0..<interior).map { 1 / h[$0] }
+            let qc = (0..<interior).map { 1 / h[$0 + 1] }
+            let qb = (0..<interior).map { -qa[$0] - qc[$0] }
+            // Q[i, j] for rows i = j, j+1, j+2 of column j.
+            func q(_ i: Int, _ j: Int) -> Double {
+                switch i - j {
+                case 0: qa[j]
+                case 1: qb[j]
+                case 2: qc[j]
+                default: 0
+                }
+            }
+            var band = PentadiagonalMatrix(size: interior)
+            for j in 0..<interior {
+                band.diagonal[j] = (h[j] + h[j + 1]) / 3 + alpha * (qa[j] * qa[j] + qb[j] * qb[j] + qc[j] * qc[j])
+                if j + 1 < interior { band.first[j] = h[j + 1] / 6 + alpha * (qb[j] * qa[j + 1] + qc[j] * qb[j + 1]) }
+                if j + 2 < interior { band.second[j] = alpha * qc[j] * qa[j + 2] }
+            }
+            // Bᵀ (interior × P): C's interior columns minus nλ·(A·Q)ᵀ.
+            var bt = Matrix(rows: interior, columns: count)
+            for p in 0..<count {
+                for i in 0..<n {
+                    let ai = a[p, i]
+                    let ci = c[p, i]
+                    if ci != 0 && i >= 1 && i <= interior { bt[i - 1, p] += ci }
+                    if ai != 0 && alpha > 0 {
+                        for j in max(0, i - 2)...min(interior - 1, i) { bt[j, p] -= alpha * ai * q(i, j) }
+                    }
+                }
+            }
+            let z = band.factorised().solveRefined(bt, original: band)
+            // W = A + (Q·Z)ᵀ.
+            for p in 0..<count {
+                for i in 0..<n {
+                    var s = 0.0
+                    for j in max(0, i - 2)...min(interior - 1, i) { s += q(i, j) * z[j, p] }
+                    w[p, i] += s
+                }
+            }
+        }
+        // Back to the caller's knot order.
+        var out = Matrix(rows: count, columns: n)
+        for p in 0..<count {
+            for (sorted, original) in order.enumerated() { out[p, original] = w[p, sorted] }
+        }
+        return out
     }
 
     /// The index i with knots[i] ≤ z < knots[i+1], for z strictly inside the hull.

@@ -144,18 +144,7 @@ struct SubmitCommand: AsyncParsableCommand {
         while open > 0 && clock.now < deadline {
             let delivery: Delivery?
             do {
-                delivery = try await withThrowingTaskGroup(of: Delivery?.self) { group in
-                    nonisolated(unsafe) var it = iterator
-                    group.addTask { try await it.next() }
-                    group.addTask {
-                        try await Task.sleep(until: deadline, clock: .continuous)
-                        return nil
-                    }
-                    let first = try await group.next()!
-                    group.cancelAll()
-                    iterator = it
-                    return first
-                }
+                delivery = try await iterator.next(before: deadline)
             } catch {
                 throw CommandError("the reply queue failed: \(error)")
             }

@@ -107,10 +107,14 @@ public struct BatchAssembler: Sendable {
         case .none:
             batches[manifest.batchID] = .collecting(manifest: manifest, manifestTag: tag, results: [], firstSeen: now)
         case .collecting(let existing?, let existingTag, let results, let seen):
-            // A redelivered manifest: keep the first, ack this copy.
-            _ = existing
-            batches[manifest.batchID] = .collecting(
-                manifest: existing, manifestTag: existingTag, results: results, firstSeen: seen)
+            // A redelivered manifest. After a reconnect the broker redelivers what the lost
+            // connection held, and only the new tag can still be acknowledged: keep that one.
+            if let old = existingTag, old.generation < tag.generation {
+                batches[manifest.batchID] = .collecting(
+                    manifest: existing, manifestTag: tag, results: results, firstSeen: seen)
+                return []
+            }
+            counters.duplicate += 1
             return [.ack([tag])]
         case .collecting(nil, _, let results, let seen):
             batches[manifest.batchID] = .collecting(
@@ -128,7 +132,14 @@ public struct BatchAssembler: Sendable {
             batches[batchID] = .collecting(manifest: nil, manifestTag: nil, results: [result], firstSeen: now)
             return []
         case .collecting(let manifest, let manifestTag, var results, let seen):
-            if results.contains(where: { $0.index == result.index }) {
+            if let i = results.firstIndex(where: { $0.index == result.index }) {
+                // Redelivered after a reconnect: the stored copy's tag is stale, so hold the new one.
+                if results[i].tag.generation < result.tag.generation {
+                    results[i] = result
+                    batches[batchID] = .collecting(
+                        manifest: manifest, manifestTag: manifestTag, results: results, firstSeen: seen)
+                    return []
+                }
                 counters.duplicate += 1
                 return [.ack([result.tag])]
             }

@@ -141,18 +141,7 @@ struct TestClient {
         var iterator = replies.makeAsyncIterator()
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
         while !done(got) {
-            let next: Delivery? = try await withThrowingTaskGroup(of: Delivery?.self) { group in
-                nonisolated(unsafe) var it = iterator
-                group.addTask { try await it.next() }
-                group.addTask {
-                    try await Task.sleep(until: deadline, clock: .continuous)
-                    return nil
-                }
-                let first = try await group.next()!
-                group.cancelAll()
-                iterator = it
-                return first
-            }
+            let next = try await iterator.next(before: deadline)
             guard let next else { break }
             try await transport.ack(next.tag)
             got.append(next)

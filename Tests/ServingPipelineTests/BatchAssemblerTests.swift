@@ -106,4 +106,24 @@ import Testing
         _ = a.tick(now: 701)
         #expect(a.nextDeadline == nil)
     }
+
+    @Test func aResultRedeliveredAfterAReconnectReplacesTheStaleCopy() throws {
+        var a = Self.assembler()
+        _ = a.receive(manifest: Self.manifest(), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 1)
+        // The connection was lost: generation 2 redelivers the manifest and result 0.
+        let fresh = DeliveryTag(generation: 2, value: 1)
+        #expect(a.receive(manifest: Self.manifest(), tag: fresh, now: 2).isEmpty)
+        let again = BatchAssembler.Result(index: 0, values: [0], tag: DeliveryTag(generation: 2, value: 2))
+        #expect(a.receive(result: again, batchID: "b1", now: 3).isEmpty)
+        _ = a.receive(result: Self.result(1, tag: 3), batchID: "b1", now: 4)
+        let actions = a.receive(result: Self.result(2, tag: 4), batchID: "b1", now: 5)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(job.tags.contains(fresh) && job.tags.contains(again.tag))
+        #expect(!job.tags.contains(Self.tag(1)) && !job.tags.contains(Self.tag(2)))
+        #expect(a.counters.duplicate == 0)
+    }
 }

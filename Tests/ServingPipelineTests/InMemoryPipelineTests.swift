@@ -156,3 +156,50 @@ struct LinearModel: InferenceModel {
         #expect(transport.unackedCount == 0)
     }
 }
+
+/// No service crashes on a malformed message: tasks and results that do not follow the wire format
+/// are dead-lettered with a reason, and the services keep serving.
+@Suite struct MalformedMessageTests {
+    @Test(arguments: [
+        ("nercc.tasks", "linear", nil as String?, [String: HeaderValue](), [UInt8]([1, 2, 3]), "bad-header"),
+        ("nercc.tasks", "linear", nil, ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0], [UInt8](), "bad-header"),
+        (
+            "nercc.tasks", "linear", "reply", ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0], [UInt8]([0, 0]),
+            "wrong-shape"
+        ),
+        (
+            "nercc.tasks", "linear", "reply",
+            ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-version": 9], [UInt8](), "unsupported-version"
+        ),
+        ("", "nercc.results.0", nil, [String: HeaderValue](), [UInt8]([9]), "bad-header"),
+    ])
+    func malformedTasksAndResultsAreDeadLettered(
+        exchange: String, routingKey: String, replyTo: String?, headers: [String: HeaderValue], body: [UInt8],
+        code: String
+    ) async throws {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        let runs = try InMemoryPipelineTests.services(
+            transport, scheme: SchemeConfiguration(kind: .bacc, workers: 4, batchSize: 2), workers: 1, stop: stop)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            try await Task.sleep(for: .milliseconds(50))
+            let type = exchange.isEmpty ? WireFormat.MessageType.result : WireFormat.MessageType.task
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: exchange, routingKey: routingKey,
+                    properties: MessageProperties(replyTo: replyTo, type: type, headers: headers), body: body))
+            var dead: [(properties: MessageProperties, body: [UInt8])] = []
+            for _ in 0..<100 where dead.isEmpty {
+                try await Task.sleep(for: .milliseconds(10))
+                dead = transport.readyMessages(in: "nercc.dead-letter")
+            }
+            #expect(dead.count == 1)
+            #expect(dead.first?.properties.headers["x-nercc-error-code"] == .string(code))
+            #expect(dead.first?.body == body)
+            stop.stop()
+            try await group.waitForAll()
+        }
+        #expect(transport.unackedCount == 0)
+    }
+}

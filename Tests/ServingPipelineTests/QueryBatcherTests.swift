@@ -53,3 +53,31 @@ import Testing
         #expect(batcher.outstandingRequests == 0)
     }
 }
+
+@Suite struct RequestValidatorTests {
+    static func delivery(_ body: String) -> Delivery {
+        Delivery(
+            tag: DeliveryTag(generation: 1, value: 1), redelivered: false, exchange: "nercc.requests",
+            routingKey: "m", queue: "q", properties: MessageProperties(messageID: "id-1"), body: Array(body.utf8))
+    }
+
+    @Test func oversizeBodiesAreRefusedBeforeParsing() {
+        let validator = RequestValidator(inputSizes: ["m": 2], maximumBodyBytes: 16)
+        let result = validator.validate(Self.delivery("{\"version\": 1, \"model\": \"m\", \"queries\": [[1, 2]]}"))
+        guard case .failure(let error) = result else {
+            Issue.record("an oversize body was accepted")
+            return
+        }
+        #expect(error.code == .oversize)
+        #expect(error.message.contains("limit is 16"))
+    }
+
+    @Test func theRequestIDComesFromTheBodyThenTheMessageID() throws {
+        let validator = RequestValidator(inputSizes: ["m": 2])
+        let named = validator.validate(
+            Self.delivery("{\"version\": 1, \"request_id\": \"mine\", \"model\": \"m\", \"queries\": [[1, 2]]}"))
+        #expect((try? named.get())?.requestID == "mine")
+        let unnamed = validator.validate(Self.delivery("{\"version\": 1, \"model\": \"m\", \"queries\": [[1, 2]]}"))
+        #expect((try? unnamed.get())?.requestID == "id-1")
+    }
+}
