@@ -20,7 +20,9 @@ swift build --build-tests >/dev/null
 NERCC_BINARY="$(swift build --show-bin-path)/nercc"
 export NERCC_BINARY
 
-echo "==> private RabbitMQ node"
+echo "==> private RabbitMQ node (for the tests only: its own name, ports and data)"
+export NERCC_BROKER_DIR="$NERCC_ROOT/.broker-test" NERCC_NODENAME=nercc-test@localhost
+export NERCC_AMQP_PORT=5673 NERCC_MGMT_PORT=15673 NERCC_PROMETHEUS_PORT=15693 NERCC_AMQPS_PORT=5674
 ops/broker/start.sh
 # shellcheck source=broker/env.sh
 source ops/broker/env.sh

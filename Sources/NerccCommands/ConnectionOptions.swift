@@ -38,6 +38,12 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Deliveries of a message before it is dead-lettered as poison (env NERCC_DELIVERY_LIMIT).")
     var deliveryLimit: Int = Environment.int("NERCC_DELIVERY_LIMIT", 5)
 
+    @Option(help: "Serve /metrics and /health on this port; 0 = off (env NERCC_HTTP_PORT).")
+    var httpPort: Int = Environment.int("NERCC_HTTP_PORT", 0)
+
+    @Option(help: "Address for --http-port (env NERCC_HTTP_HOST; 0.0.0.0 in containers).")
+    var httpHost: String = Environment.string("NERCC_HTTP_HOST", "127.0.0.1")
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env NERCC_LOG_LEVEL).")
     var logLevel: String = Environment.string("NERCC_LOG_LEVEL", "info")
 
@@ -46,6 +52,7 @@ struct ConnectionOptions: ParsableArguments {
         guard connectRetry >= 0 else { throw ValidationError("--connect-retry must be ≥ 0, got \(connectRetry)") }
         guard shards >= 1 else { throw ValidationError("--shards must be ≥ 1, got \(shards)") }
         guard deliveryLimit >= 1 else { throw ValidationError("--delivery-limit must be ≥ 1, got \(deliveryLimit)") }
+        guard (0...65_535).contains(httpPort) else { throw ValidationError("--http-port must be in 0...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
                 "--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
@@ -54,7 +61,7 @@ struct ConnectionOptions: ParsableArguments {
             throw ValidationError("--topology-prefix must be a non-empty name without spaces")
         }
         try Environment.validateNumbers([
-            "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT",
+            "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT", "NERCC_HTTP_PORT",
         ])
     }
 
@@ -106,12 +113,24 @@ struct ConnectionOptions: ParsableArguments {
     }
 }
 
-/// Runs a service until SIGTERM or SIGINT, then lets it drain and closes the connection.
+/// Runs a service until SIGTERM or SIGINT, then lets it drain and closes the connection; serves
+/// `/metrics` and `/health` meanwhile when `--http-port` is set.
 enum ServiceRunner {
-    static func run(transport: RabbitMQTransport, logger: Logger, _ body: @Sendable (StopSignal) async throws -> Void)
-        async throws
-    {
+    static func run(
+        transport: RabbitMQTransport, logger: Logger, connection: ConnectionOptions, role: String,
+        metrics: ServiceMetrics, _ body: @Sendable (StopSignal) async throws -> Void
+    ) async throws {
         let stop = StopSignal()
+        var endpoint: HTTPEndpoint? = nil
+        if connection.httpPort > 0 {
+            let http = HTTPEndpoint(
+                metrics: { metrics.prometheusText(prefix: "nercc_\(role)") },
+                ready: { transport.isReady && metrics.gauge("consuming") == 1 && !stop.isStopped })
+            try http.start(host: connection.httpHost, port: connection.httpPort)
+            logger.info("serving /metrics and /health on \(connection.httpHost):\(connection.httpPort)")
+            endpoint = http
+        }
+        defer { endpoint?.stop() }
         let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())

@@ -87,11 +87,12 @@ struct EncoderCommand: AsyncParsableCommand {
         let loaded = try loadModels(models)
         let name = ServiceRunner.processName("encoder")
         let transport = try await connection.connect(name: name, logger: logger)
+        let metrics = ServiceMetrics()
         let service: EncoderService
         do {
             service = try EncoderService(
                 transport: transport, configuration: config, topology: connection.topology, models: loaded,
-                logger: logger)
+                logger: logger, metrics: metrics)
         } catch {
             await transport.close()
             throw CommandError(error.message)
@@ -101,7 +102,9 @@ struct EncoderCommand: AsyncParsableCommand {
             metadata: [
                 "models": "\(loaded.map(\.name))", "scheme": "\(kind.rawValue)", "N": "\(workers)", "K": "\(batch)",
             ])
-        try await ServiceRunner.run(transport: transport, logger: logger) { stop in try await service.run(stop: stop) }
+        try await ServiceRunner.run(
+            transport: transport, logger: logger, connection: connection, role: "encoder", metrics: metrics
+        ) { stop in try await service.run(stop: stop) }
     }
 }
 
@@ -168,13 +171,16 @@ struct WorkerCommand: AsyncParsableCommand {
             logger.warning("straggler injection is on (testing aid)", metadata: ["injection": "\(injection)"])
         }
         let transport = try await connection.connect(name: "worker \(workerId)", logger: logger)
+        let metrics = ServiceMetrics()
         let service = WorkerService(
             transport: transport,
             configuration: WorkerConfiguration(
                 prefetch: UInt16(prefetch), workerID: workerId, stragglers: injection, seed: seed),
-            topology: connection.topology, model: loaded, logger: logger)
+            topology: connection.topology, model: loaded, logger: logger, metrics: metrics)
         logger.info("worker serving", metadata: ["model": "\(loaded.name)", "id": "\(workerId)"])
-        try await ServiceRunner.run(transport: transport, logger: logger) { stop in try await service.run(stop: stop) }
+        try await ServiceRunner.run(
+            transport: transport, logger: logger, connection: connection, role: "worker", metrics: metrics
+        ) { stop in try await service.run(stop: stop) }
     }
 }
 
@@ -204,11 +210,14 @@ struct DecoderCommand: AsyncParsableCommand {
         let logger = connection.logger("nercc.decoder")
         let name = ServiceRunner.processName("decoder")
         let transport = try await connection.connect(name: name, logger: logger)
+        let metrics = ServiceMetrics()
         let service = DecoderService(
             transport: transport,
             configuration: DecoderConfiguration(shard: shard, prefetch: UInt16(prefetch), consumerTag: name),
-            topology: connection.topology, logger: logger)
+            topology: connection.topology, logger: logger, metrics: metrics)
         logger.info("decoder serving", metadata: ["shard": "\(shard)"])
-        try await ServiceRunner.run(transport: transport, logger: logger) { stop in try await service.run(stop: stop) }
+        try await ServiceRunner.run(
+            transport: transport, logger: logger, connection: connection, role: "decoder", metrics: metrics
+        ) { stop in try await service.run(stop: stop) }
     }
 }

@@ -109,6 +109,7 @@ public final class DecoderService: Sendable {
                 try? await self.transport.cancel(consumerTag: tag)
             }
             var consuming = true
+            metrics.set("consuming", 1)
             var inFlight = 0
             for await event in events {
                 var actions: [BatchAssembler.Action] = []
@@ -146,6 +147,7 @@ public final class DecoderService: Sendable {
                 publishCounters(assembler.counters)
                 if !consuming && inFlight == 0 { break }
             }
+            metrics.set("consuming", 0)
             group.cancelAll()
         }
         logger.info("decoder drained")

@@ -141,6 +141,7 @@ public final class EncoderService: Sendable {
                 for tag in consumerTags { try? await self.transport.cancel(consumerTag: tag) }
             }
             var consumersLeft = queues.count
+            metrics.set("consuming", 1)
             var inFlight = 0
             for await event in events {
                 var ready: [(ReadyBatch, String)] = []
@@ -187,6 +188,7 @@ public final class EncoderService: Sendable {
                 }
                 if consumersLeft == 0 && inFlight == 0 { break }
             }
+            metrics.set("consuming", 0)
             group.cancelAll()
         }
         logger.info("encoder drained")

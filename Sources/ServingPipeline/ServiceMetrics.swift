@@ -7,6 +7,7 @@ public final class ServiceMetrics: @unchecked Sendable {
     private let lock = NSLock()
     private var counters: [String: Double] = [:]
     private var samples: [String: [Double]] = [:]
+    private var gauges: [String: Double] = [:]
     private let sampleLimit = 100_000
 
     /// Creates empty metrics.
@@ -25,6 +26,16 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
+    /// Sets a gauge (a value that goes up and down, such as `consuming`).
+    public func set(_ name: String, _ value: Double) {
+        lock.withLock { gauges[name] = value }
+    }
+
+    /// A gauge's value (0 when never set).
+    public func gauge(_ name: String) -> Double {
+        lock.withLock { gauges[name] ?? 0 }
+    }
+
     /// A counter's value.
     public func value(_ name: String) -> Double {
         lock.withLock { counters[name] ?? 0 }
@@ -35,8 +46,12 @@ public final class ServiceMetrics: @unchecked Sendable {
 
     /// Counters as Prometheus text; latency samples as summaries (p50, p90, p99, p99.9).
     public func prometheusText(prefix: String) -> String {
-        let (c, s) = lock.withLock { (counters, samples) }
+        let (c, s, g) = lock.withLock { (counters, samples, gauges) }
         var lines: [String] = []
+        for (name, value) in g.sorted(by: { $0.key < $1.key }) {
+            lines.append("# TYPE \(prefix)_\(name) gauge")
+            lines.append("\(prefix)_\(name) \(value)")
+        }
         for (name, value) in c.sorted(by: { $0.key < $1.key }) {
             lines.append("# TYPE \(prefix)_\(name)_total counter")
             lines.append("\(prefix)_\(name)_total \(value)")

@@ -74,6 +74,8 @@ public final class WorkerService: Sendable {
                 await stop.wait()
                 try? await self.transport.cancel(consumerTag: tag)
             }
+            metrics.set("consuming", 1)
+            defer { metrics.set("consuming", 0) }
             for try await delivery in stream {
                 if stop.isStopped {
                     try? await transport.reject(delivery.tag, requeue: true)

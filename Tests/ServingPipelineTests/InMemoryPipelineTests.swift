@@ -203,3 +203,31 @@ struct LinearModel: InferenceModel {
         #expect(transport.unackedCount == 0)
     }
 }
+
+@Suite struct EncoderConfigurationTests {
+    @Test func parityIsRefusedUntilParityModelsShipWithAMessageSayingSo() {
+        #expect {
+            _ = try EncoderService(
+                transport: InMemoryTransport(),
+                configuration: EncoderConfiguration(
+                    scheme: SchemeConfiguration(kind: .parity, workers: 6, batchSize: 4), stragglers: 0),
+                topology: ServingTopology(), models: [LinearModel()], logger: Logger(label: "test"))
+        } throws: { error in
+            guard let e = error as? ServingError else { return false }
+            return e.code == .notServable && e.message.contains("parity models")
+        }
+    }
+
+    @Test(arguments: [(-1, "stragglers must be in 0...9"), (10, "stragglers must be in 0...9")])
+    func stragglersBeyondWhatTheSchemeCanLoseAreRefused(stragglers: Int, mention: String) {
+        #expect {
+            _ = try EncoderService(
+                transport: InMemoryTransport(),
+                configuration: EncoderConfiguration(
+                    scheme: SchemeConfiguration(kind: .bacc, workers: 10, batchSize: 4), stragglers: stragglers),
+                topology: ServingTopology(), models: [LinearModel()], logger: Logger(label: "test"))
+        } throws: { error in
+            (error as? ServingError)?.message.contains(mention) == true
+        }
+    }
+}
