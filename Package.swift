@@ -46,6 +46,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "AccuracyStudy",
+            dependencies: ["CodedComputing"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Messaging",
             swiftSettings: strict
         ),
@@ -79,6 +84,7 @@ let package = Package(
                 "CodedComputing",
                 "NumPyFormat",
                 "NeuralInference",
+                "AccuracyStudy",
                 "Messaging",
                 "ServingMessages",
                 "ServingPipeline",
@@ -127,6 +133,11 @@ let package = Package(
                 "CodedComputing", "Messaging", "RabbitMQMessaging", "ServingMessages", "NeuralInference", "NumPyFormat",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "AccuracyStudyTests",
+            dependencies: ["AccuracyStudy", "CodedComputing"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -14,6 +14,7 @@ public struct NerccCommand: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             EncoderCommand.self, WorkerCommand.self, DecoderCommand.self, SubmitCommand.self, CodeCommand.self,
+            EvaluateCommand.self, CalibrateCommand.self,
             BenchCommand.self,
         ]
     )

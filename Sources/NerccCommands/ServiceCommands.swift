@@ -1,3 +1,4 @@
+import AccuracyStudy
 import ArgumentParser
 import CodedComputing
 import Foundation
@@ -49,6 +50,12 @@ struct EncoderCommand: AsyncParsableCommand {
     @Option(help: "G for parity; 0: the smallest G with N = K + ⌈K/G⌉ (env NERCC_GROUP).")
     var group: Int = Environment.int("NERCC_GROUP", 0)
 
+    @Option(
+        help:
+            "A calibration profile from `nercc calibrate` (sets λ_enc, and λ_dec per results received) (env NERCC_PROFILE)."
+    )
+    var profile: String = Environment.string("NERCC_PROFILE", "")
+
     @Option(help: "Longest wait of a partial batch, ms (env NERCC_BATCH_WAIT_MS).")
     var batchWaitMs: Int = Environment.int("NERCC_BATCH_WAIT_MS", 10)
 
@@ -76,7 +83,7 @@ struct EncoderCommand: AsyncParsableCommand {
         let logger = connection.logger("nercc.encoder")
         var kind = SchemeKind.nercc
         try CommandError.wrapping("--scheme") { kind = try SchemeKind.parse(scheme) }
-        let config = EncoderConfiguration(
+        var config = EncoderConfiguration(
             scheme: SchemeConfiguration(
                 kind: kind, workers: workers, batchSize: batch, lambdaEncoder: lambdaEncoder,
                 lambdaDecoder: lambdaDecoder, replicas: replicas > 0 ? replicas : nil,
@@ -85,6 +92,20 @@ struct EncoderCommand: AsyncParsableCommand {
             deadlineMilliseconds: Int64(deadlineMs), prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
             consumerTag: ServiceRunner.processName("encoder"))
         let loaded = try loadModels(models)
+        // A calibration profile overrides the λs.
+        if !profile.isEmpty {
+            let calibrated = try loadProfile(profile)
+            guard kind == .nercc, calibrated.workers == workers, calibrated.batchSize == batch,
+                loaded.contains(where: { $0.name == calibrated.model })
+            else {
+                throw CommandError(
+                    "profile '\(profile)' is for nercc with model \(calibrated.model), N = \(calibrated.workers), K = \(calibrated.batchSize); this encoder runs \(kind.rawValue) with N = \(workers), K = \(batch)"
+                )
+            }
+            config.scheme.lambdaEncoder = calibrated.lambdaEncoder
+            config.scheme.lambdaDecoder = calibrated.lambdaDecoder(received: workers - stragglers)
+            config.lambdaDecoderByReceived = calibrated.lambdaDecoderByReceived
+        }
         let name = ServiceRunner.processName("encoder")
         let transport = try await connection.connect(name: name, logger: logger)
         let metrics = ServiceMetrics()
@@ -95,7 +116,7 @@ struct EncoderCommand: AsyncParsableCommand {
                 logger: logger, metrics: metrics)
         } catch {
             await transport.close()
-            throw CommandError(error.message)
+            throw CommandError("\(error)")
         }
         logger.info(
             "encoder serving",
@@ -219,5 +240,17 @@ struct DecoderCommand: AsyncParsableCommand {
         try await ServiceRunner.run(
             transport: transport, logger: logger, connection: connection, role: "decoder", metrics: metrics
         ) { stop in try await service.run(stop: stop) }
+    }
+}
+
+/// Reads a calibration profile written by `nercc calibrate`.
+func loadProfile(_ path: String) throws -> CalibrationProfile {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CommandError("cannot read the profile '\(path)'")
+    }
+    do {
+        return try JSONDecoder().decode(CalibrationProfile.self, from: data)
+    } catch {
+        throw CommandError("'\(path)' is not a calibration profile: \(error)")
     }
 }

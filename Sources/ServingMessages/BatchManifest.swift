@@ -20,12 +20,16 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         public var replicas: Int?
         /// G (parity).
         public var groupSize: Int?
+        /// λ_dec by number of results received, from a calibration profile (nercc); the decoder uses the
+        /// entry nearest to the count it received, and `lambda_dec` when this is absent.
+        public var lambdaDecoderByReceived: [String: Double]?
 
         /// Creates a scheme description.
         public init(
             name: String, workers: Int, batchSize: Int, lambdaEncoder: Double = 0, lambdaDecoder: Double = 0,
-            replicas: Int? = nil, groupSize: Int? = nil
+            replicas: Int? = nil, groupSize: Int? = nil, lambdaDecoderByReceived: [String: Double]? = nil
         ) {
+            self.lambdaDecoderByReceived = lambdaDecoderByReceived
             self.name = name
             self.workers = workers
             self.batchSize = batchSize
@@ -41,6 +45,13 @@ public struct BatchManifest: Codable, Sendable, Equatable {
             case lambdaEncoder = "lambda_enc"
             case lambdaDecoder = "lambda_dec"
             case groupSize = "group_size"
+            case lambdaDecoderByReceived = "lambda_dec_by_received"
+        }
+
+        /// λ_dec for `received` results: the calibrated entry nearest to it, else `lambdaDecoder`.
+        public func lambdaDecoder(received: Int) -> Double {
+            let table = (lambdaDecoderByReceived ?? [:]).compactMap { key, value in Int(key).map { ($0, value) } }
+            return table.min { abs($0.0 - received) < abs($1.0 - received) }?.1 ?? lambdaDecoder
         }
     }
 

@@ -270,7 +270,9 @@ public final class DecoderService: Sendable {
                 let code = try codes.code(for: manifest.scheme)
                 let y = Matrix(
                     rows: usable.count, columns: manifest.outputSize, float32Elements: usable.flatMap(\.values))
-                estimates = try code.decode(y, received: usable.map(\.index))
+                estimates = try code.decode(
+                    y, received: usable.map(\.index),
+                    lambdaDecoder: manifest.scheme.lambdaDecoder(received: usable.count))
                 if !estimates.elements.allSatisfy({ Float($0).isFinite }) {
                     throw WireFormatError(
                         .decodeFailed,

@@ -20,6 +20,8 @@ public struct EncoderConfiguration: Sendable {
     public var maximumRequestBytes: Int
     /// Consumer tag prefix shown in the management UI.
     public var consumerTag: String
+    /// λ_dec by number of results received (a calibration profile), passed to the decoder in manifests.
+    public var lambdaDecoderByReceived: [String: Double]?
 
     /// Creates a configuration.
     public init(
@@ -253,7 +255,7 @@ public final class EncoderService: Sendable {
             scheme: .init(
                 name: config.kind.rawValue, workers: config.workers, batchSize: config.batchSize,
                 lambdaEncoder: config.lambdaEncoder, lambdaDecoder: config.lambdaDecoder, replicas: config.replicas,
-                groupSize: config.groupSize),
+                groupSize: config.groupSize, lambdaDecoderByReceived: configuration.lambdaDecoderByReceived),
             waitFor: waitFor, createdMilliseconds: now, deadlineMilliseconds: deadline, outputSize: model.outputSize,
             labels: model.labels, members: batch.queries.map(\.member))
         let version: HeaderValue = .int(Int64(WireFormat.version))

@@ -1,0 +1,195 @@
+import AccuracyStudy
+import ArgumentParser
+import CodedComputing
+import Foundation
+import NumPyFormat
+import ServingPipeline
+
+/// `nercc evaluate`: the accuracy study on real models.
+struct EvaluateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Compare the schemes' reconstruction accuracy on real models, over a grid of (N, K, S).",
+        discussion: """
+            Every scheme sees identical batches and identical straggler sets (fixed seeds). For each model, \
+            setting and scheme it reports reconstruction MSE on logits and on softmax outputs, relative \
+            accuracy (argmax agreement with the uncoded model) and accuracy against the labels beside the \
+            uncoded model's own, as mean and standard deviation over the trials. Writes results.json, \
+            results.csv and SVG plots (MSE and relative accuracy against the straggler share) to --output.
+            """)
+
+    @Option(name: .customLong("model"), help: "A model description (repeatable).")
+    var models: [String] = ["models/mnist-mlp/model.json"]
+
+    @Option(help: "Evaluation queries (.npy, 2-D).")
+    var input: String = "data/mnist/test-images.npy"
+
+    @Option(help: "Their labels (.npy, 1-D integers).")
+    var labels: String = "data/mnist/test-labels.npy"
+
+    @Option(help: "(N, K) settings as N:K, comma-separated.")
+    var settings: String = "40:10,60:20,100:20,200:50"
+
+    @Option(help: "Straggler shares S/N in percent, comma-separated.")
+    var stragglers: String = "0,10,20,30,40"
+
+    @Option(help: "Trials per setting.")
+    var trials: Int = 60
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 1
+
+    @Option(
+        name: .customLong("lambda-enc"), help: "λ_enc of the tuned nercc row (until a calibration profile is given).")
+    var lambdaEncoder: Double = 1e-6
+
+    @Option(name: .customLong("lambda-dec"), help: "λ_dec of the tuned nercc row.")
+    var lambdaDecoder: Double = 1e-6
+
+    @Option(help: "Where to write results.json, results.csv and the plots.")
+    var output: String = "out/evaluate"
+
+    @Flag(help: "Do not print progress.")
+    var quiet = false
+
+    func validate() throws {
+        guard trials >= 1 else { throw ValidationError("--trials must be ≥ 1") }
+        _ = try parsedSettings()
+        _ = try parsedShares()
+    }
+
+    func parsedSettings() throws -> [(Int, Int)] {
+        try settings.split(separator: ",").map { item in
+            let p = item.split(separator: ":").compactMap { Int($0) }
+            guard p.count == 2, p[1] >= 1, p[0] >= p[1] else {
+                throw ValidationError("--settings: '\(item)' is not N:K with N ≥ K ≥ 1")
+            }
+            return (p[0], p[1])
+        }
+    }
+
+    func parsedShares() throws -> [Double] {
+        try stragglers.split(separator: ",").map { item in
+            guard let v = Double(item), v >= 0, v < 100 else {
+                throw ValidationError("--stragglers: '\(item)' is not a percentage in [0, 100)")
+            }
+            return v
+        }
+    }
+
+    static func schemes(lambdaEncoder: Double, lambdaDecoder: Double) -> [StudyScheme] {
+        [
+            StudyScheme(label: "uncoded") { _, k in SchemeConfiguration(kind: .uncoded, workers: k, batchSize: k) },
+            StudyScheme(label: "replication") { n, k in
+                n % k == 0 ? SchemeConfiguration(kind: .replication, workers: n, batchSize: k) : nil
+            },
+            StudyScheme(label: "lcc") { n, k in SchemeConfiguration(kind: .lcc, workers: n, batchSize: k) },
+            StudyScheme(label: "bacc") { n, k in SchemeConfiguration(kind: .bacc, workers: n, batchSize: k) },
+            StudyScheme(label: "nercc λ=0") { n, k in SchemeConfiguration(kind: .nercc, workers: n, batchSize: k) },
+            StudyScheme(label: "nercc-ag") { n, k in SchemeConfiguration(kind: .nerccAgnostic, workers: n, batchSize: k)
+            },
+            StudyScheme(label: "nercc (λ_enc=\(lambdaEncoder), λ_dec=\(lambdaDecoder))") { n, k in
+                SchemeConfiguration(
+                    kind: .nercc, workers: n, batchSize: k, lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder)
+            },
+        ]
+    }
+
+    func run() async throws {
+        let queries = try MatrixFiles.read(input)
+        guard let labelData = FileManager.default.contents(atPath: labels) else {
+            throw CommandError("cannot read labels '\(labels)'")
+        }
+        let truth: [Int]
+        do { truth = try NumPyArray(npyBytes: [UInt8](labelData)).values.map { Int($0) } } catch {
+            throw CommandError("'\(labels)': \(error)")
+        }
+        guard truth.count == queries.rows else {
+            throw CommandError("\(queries.rows) queries but \(truth.count) labels")
+        }
+        var grid: [StudySetting] = []
+        for (n, k) in try parsedSettings() {
+            for share in try parsedShares() {
+                let s = Int((Double(n) * share / 100).rounded())
+                if s <= n - 2 { grid.append(StudySetting(workers: n, batchSize: k, stragglers: s)) }
+            }
+        }
+        var all: [StudyResult] = []
+        for path in models {
+            let model = try loadModels([path])[0]
+            guard model.inputSize == queries.columns else {
+                throw CommandError(
+                    "model '\(model.name)' takes \(model.inputSize) inputs; '\(input)' has \(queries.columns)")
+            }
+            let study = AccuracyStudy(
+                modelName: model.name, inputSize: model.inputSize, outputSize: model.outputSize, queries: queries,
+                labels: truth
+            ) { inputs, count in try model.predict(flatInputs: inputs, count: count) }
+            let started = Date()
+            let results = try study.run(
+                settings: grid, schemes: Self.schemes(lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder),
+                trials: trials, seed: seed
+            ) { done, total in
+                if !quiet && (done % 20 == 0 || done == total) {
+                    FileHandle.standardError.write(Data("\r\(model.name): \(done)/\(total) trials".utf8))
+                }
+            }
+            if !quiet {
+                FileHandle.standardError.write(
+                    Data(String(format: "\r\(model.name): done in %.1f s\n", Date().timeIntervalSince(started)).utf8))
+            }
+            all += results
+        }
+        try write(all)
+        printSummary(all)
+    }
+
+    func write(_ results: [StudyResult]) throws {
+        let directory = URL(fileURLWithPath: output)
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(
+                positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            try encoder.encode(results).write(to: directory.appendingPathComponent("results.json"))
+            try StudyReport.csv(results).write(
+                to: directory.appendingPathComponent("results.csv"), atomically: true, encoding: .utf8)
+            for model in Set(results.map(\.model)) {
+                for (n, k) in Set(results.map { [$0.setting.workers, $0.setting.batchSize] }).map({ ($0[0], $0[1]) }) {
+                    let mse = StudyReport.svg(
+                        results, model: model, workers: n, batchSize: k, metric: "logit MSE", logScale: true
+                    ) { $0.logitMSE.mean }
+                    let accuracy = StudyReport.svg(
+                        results, model: model, workers: n, batchSize: k, metric: "relative accuracy", logScale: false
+                    ) { $0.relativeAccuracy.mean }
+                    try mse.write(
+                        to: directory.appendingPathComponent("\(model)-N\(n)-K\(k)-mse.svg"), atomically: true,
+                        encoding: .utf8)
+                    try accuracy.write(
+                        to: directory.appendingPathComponent("\(model)-N\(n)-K\(k)-accuracy.svg"), atomically: true,
+                        encoding: .utf8)
+                }
+            }
+        } catch {
+            throw CommandError("cannot write the results to '\(output)': \(error.localizedDescription)")
+        }
+    }
+
+    func printSummary(_ results: [StudyResult]) {
+        let header = [
+            "model", "N", "K", "S", "scheme", "logit MSE", "softmax MSE", "rel. acc.", "label acc.", "uncoded acc.",
+        ]
+        let rows = results.map { r in
+            [
+                r.model, "\(r.setting.workers)", "\(r.setting.batchSize)", "\(r.setting.stragglers)", r.scheme,
+                String(format: "%.3e", r.logitMSE.mean), String(format: "%.3e", r.softmaxMSE.mean),
+                String(format: "%.1f%%", 100 * r.relativeAccuracy.mean),
+                String(format: "%.1f%%", 100 * r.labelAccuracy.mean),
+                String(format: "%.1f%%", 100 * r.uncodedLabelAccuracy.mean),
+            ]
+        }
+        print(TextTable.render(header: header, rows: rows))
+        print("\nwritten: \(output)/results.json, results.csv and SVG plots")
+    }
+}
