@@ -46,6 +46,12 @@ struct EvaluateCommand: AsyncParsableCommand {
     @Option(name: .customLong("lambda-dec"), help: "λ_dec of the tuned nercc row.")
     var lambdaDecoder: Double = 1e-6
 
+    @Option(
+        help:
+            "Calibration profiles from `nercc calibrate` (repeatable): settings with a profile for their (N, K) get a `nercc (calibrated)` row."
+    )
+    var profile: [String] = []
+
     @Option(help: "Where to write results.json, results.csv and the plots.")
     var output: String = "out/evaluate"
 
@@ -77,8 +83,18 @@ struct EvaluateCommand: AsyncParsableCommand {
         }
     }
 
-    static func schemes(lambdaEncoder: Double, lambdaDecoder: Double) -> [StudyScheme] {
-        [
+    static func schemes(lambdaEncoder: Double, lambdaDecoder: Double, profiles: [CalibrationProfile]) -> [StudyScheme] {
+        let calibrated = StudyScheme(
+            label: "nercc (calibrated)",
+            configure: { n, k in
+                profiles.first { $0.workers == n && $0.batchSize == k }.map {
+                    SchemeConfiguration(kind: .nercc, workers: n, batchSize: k, lambdaEncoder: $0.lambdaEncoder)
+                }
+            },
+            decoderLambda: { n, k, received in
+                profiles.first { $0.workers == n && $0.batchSize == k }?.lambdaDecoder(received: received) ?? 0
+            })
+        return [calibrated] + [
             StudyScheme(label: "uncoded") { _, k in SchemeConfiguration(kind: .uncoded, workers: k, batchSize: k) },
             StudyScheme(label: "replication") { n, k in
                 n % k == 0 ? SchemeConfiguration(kind: .replication, workers: n, batchSize: k) : nil
@@ -114,6 +130,7 @@ struct EvaluateCommand: AsyncParsableCommand {
                 if s <= n - 2 { grid.append(StudySetting(workers: n, batchSize: k, stragglers: s)) }
             }
         }
+        let profiles = try profile.map(loadProfile)
         var all: [StudyResult] = []
         for path in models {
             let model = try loadModels([path])[0]
@@ -127,7 +144,10 @@ struct EvaluateCommand: AsyncParsableCommand {
             ) { inputs, count in try model.predict(flatInputs: inputs, count: count) }
             let started = Date()
             let results = try study.run(
-                settings: grid, schemes: Self.schemes(lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder),
+                settings: grid,
+                schemes: Self.schemes(
+                    lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder,
+                    profiles: profiles.filter { $0.model == model.name }),
                 trials: trials, seed: seed
             ) { done, total in
                 if !quiet && (done % 20 == 0 || done == total) {
