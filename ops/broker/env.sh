@@ -91,6 +91,25 @@ if [ -z "${NERCC_DIST_PORT:-}" ]; then
 fi
 export NERCC_AMQP_PORT NERCC_MGMT_PORT NERCC_PROMETHEUS_PORT NERCC_DIST_PORT
 
+# TLS (on unless NERCC_BROKER_TLS=0): an AMQPS listener on 127.0.0.1:NERCC_AMQPS_PORT (default
+# the AMQP port - 1, i.e. 5671) with certificates from ops/broker/make_certs.sh.
+NERCC_BROKER_TLS="${NERCC_BROKER_TLS:-1}"
+case "$NERCC_AMQP_PORT" in
+    '' | *[!0-9]*) NERCC_AMQPS_PORT="${NERCC_AMQPS_PORT:-5671}" ;;
+    *) NERCC_AMQPS_PORT="${NERCC_AMQPS_PORT:-$((10#$NERCC_AMQP_PORT - 1))}" ;;
+esac
+NERCC_BROKER_TLS_DIR="$NERCC_BROKER_DIR/tls"
+export NERCC_BROKER_TLS NERCC_AMQPS_PORT NERCC_BROKER_TLS_DIR
+if [ "$NERCC_BROKER_TLS" != 0 ]; then
+    # rabbitmq-c 0.11 verifies host names only against DNS names: connect as "localhost".
+    export NERCC_AMQPS_URL="amqps://guest:guest@localhost:$NERCC_AMQPS_PORT/"
+    export NERCC_AMQPS_CA_FILE="$NERCC_BROKER_TLS_DIR/ca.pem"
+    export NERCC_AMQPS_CLIENT_CERT_FILE="$NERCC_BROKER_TLS_DIR/client.pem"
+    export NERCC_AMQPS_CLIENT_KEY_FILE="$NERCC_BROKER_TLS_DIR/client.key"
+else
+    unset NERCC_AMQPS_URL NERCC_AMQPS_CA_FILE NERCC_AMQPS_CLIENT_CERT_FILE NERCC_AMQPS_CLIENT_KEY_FILE
+fi
+
 export NERCC_AMQP_URL="amqp://guest:guest@127.0.0.1:$NERCC_AMQP_PORT/"
 export NERCC_MGMT_URL="http://127.0.0.1:$NERCC_MGMT_PORT/"
 export NERCC_PROMETHEUS_URL="http://127.0.0.1:$NERCC_PROMETHEUS_PORT/metrics"

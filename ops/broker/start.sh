@@ -82,6 +82,7 @@ check_port NERCC_AMQP_PORT "$NERCC_AMQP_PORT"
 check_port NERCC_MGMT_PORT "$NERCC_MGMT_PORT"
 check_port NERCC_PROMETHEUS_PORT "$NERCC_PROMETHEUS_PORT"
 check_port NERCC_DIST_PORT "$NERCC_DIST_PORT"
+[ "$NERCC_BROKER_TLS" = 0 ] || check_port NERCC_AMQPS_PORT "$NERCC_AMQPS_PORT"
 if [ "$(printf '%s\n' "$NERCC_AMQP_PORT" "$NERCC_MGMT_PORT" "$NERCC_PROMETHEUS_PORT" "$NERCC_DIST_PORT" |
     sort -u | wc -l)" -ne 4 ]; then
     die "the AMQP, management, Prometheus and distribution ports must all differ"
@@ -159,6 +160,7 @@ print_summary() { # node amqp mgmt prometheus
     cat <<EOF
 RabbitMQ node $1 is running (state: $NERCC_BROKER_DIR)
   AMQP:        amqp://guest:guest@127.0.0.1:$2/
+  AMQPS:       ${NERCC_AMQPS_URL:-off (NERCC_BROKER_TLS=0)}
   Management:  http://127.0.0.1:$3/   (user guest, password guest)
   Prometheus:  http://127.0.0.1:$4/metrics
   Log:         $RABBITMQ_LOG_BASE/$1.log
@@ -268,6 +270,23 @@ fi
     cat "$RABBITMQ_CONFIG_FILE.tmp"
 } >"$RABBITMQ_CONFIG_FILE"
 rm -f "$RABBITMQ_CONFIG_FILE.tmp"
+if [ "$NERCC_BROKER_TLS" != 0 ]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS listener (or set NERCC_BROKER_TLS=0)"
+    "$(dirname "${BASH_SOURCE[0]}")/make_certs.sh" "$NERCC_BROKER_TLS_DIR" || die "could not create TLS certificates"
+    sed -i '/^listeners\.ssl = none$/d' "$RABBITMQ_CONFIG_FILE"
+    {
+        echo ""
+        echo "## TLS (NERCC_BROKER_TLS=1): AMQPS on loopback; client certificates optional (mutual TLS when sent)."
+        echo "listeners.ssl.local = 127.0.0.1:$NERCC_AMQPS_PORT"
+        echo "ssl_options.cacertfile = $NERCC_BROKER_TLS_DIR/ca.pem"
+        echo "ssl_options.certfile = $NERCC_BROKER_TLS_DIR/server.pem"
+        echo "ssl_options.keyfile = $NERCC_BROKER_TLS_DIR/server.key"
+        echo "ssl_options.verify = verify_peer"
+        echo "ssl_options.fail_if_no_peer_cert = false"
+        echo "ssl_options.versions.1 = tlsv1.3"
+        echo "ssl_options.versions.2 = tlsv1.2"
+    } >>"$RABBITMQ_CONFIG_FILE"
+fi
 cp -f "$NERCC_BROKER_TEMPLATE_DIR/enabled_plugins" "$RABBITMQ_ENABLED_PLUGINS_FILE"
 
 # Ownership and reachability for the node user.
@@ -306,8 +325,10 @@ if [ -n "$EXISTING_PIDS" ]; then
 else
     busy=""
     for spec in "AMQP:NERCC_AMQP_PORT:$NERCC_AMQP_PORT" "management:NERCC_MGMT_PORT:$NERCC_MGMT_PORT" \
-        "Prometheus:NERCC_PROMETHEUS_PORT:$NERCC_PROMETHEUS_PORT" "distribution:NERCC_DIST_PORT:$NERCC_DIST_PORT"; do
+        "Prometheus:NERCC_PROMETHEUS_PORT:$NERCC_PROMETHEUS_PORT" "distribution:NERCC_DIST_PORT:$NERCC_DIST_PORT" \
+        "AMQPS:NERCC_AMQPS_PORT:$NERCC_AMQPS_PORT"; do
         IFS=: read -r what var port <<<"$spec"
+        [ "$what" != AMQPS ] || [ "$NERCC_BROKER_TLS" != 0 ] || continue
         if port_in_use "$port"; then
             busy=1
             log "port $port ($what, $var) is already in use:"
