@@ -115,9 +115,7 @@ struct LivePipelineTests {
                 record.status == .ok && record.received == 6,
                 "\(record.requestID): \(record.status) from \(record.received)")
         }
-        let held = try await LiveSystem.eventually {
-            (try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
-        }
+        let held = try await LiveSystem.waitForUnacknowledgedTask(prefix: prefix)
         #expect(held, "the silent worker should hold its task unacknowledged")
         await client.transport.close()
         _ = services
@@ -133,9 +131,7 @@ struct LivePipelineTests {
             workers: [["--straggler-probability", "1", "--straggler-delay-ms", "30000"]])
         let client = try await TestClient.connect(prefix: prefix)
         for i in 0..<4 { try await client.send(queries: [Self.images[i]], id: "r\(i)") }
-        let holding = try await LiveSystem.eventually {
-            (try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
-        }
+        let holding = try await LiveSystem.waitForUnacknowledgedTask(prefix: prefix)
         #expect(holding, "the slow worker never took a task")
         services[2].signal(SIGKILL)
         #expect(try await services[2].waitForExit(10) != nil)
@@ -234,9 +230,7 @@ struct LivePipelineTests {
         let client = try await TestClient.connect(prefix: prefix)
         try await client.send(queries: [Self.images[0]], id: "slow")
         #expect(
-            try await LiveSystem.eventually {
-                (try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
-            })
+            try await LiveSystem.waitForUnacknowledgedTask(prefix: prefix))
         services[2].signal(SIGTERM)
         let status = try await services[2].waitForExit(15)
         #expect(status == 0, "the worker did not drain and exit cleanly: \(services[2].output.suffix(800))")

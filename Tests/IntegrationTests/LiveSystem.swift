@@ -60,6 +60,13 @@ enum LiveSystem {
         return false
     }
 
+    /// Waits until some worker holds a task of the test's model unacknowledged.
+    static func waitForUnacknowledgedTask(prefix: String) async throws -> Bool {
+        try await eventually {
+            (try await queue("\(prefix).tasks.mnist-mlp")["messages_unacknowledged"] as? Int ?? 0) >= 1
+        }
+    }
+
     /// Waits until a queue has at least `count` consumers.
     static func waitForConsumers(_ queue: String, _ count: Int) async throws -> Bool {
         try await eventually { (try await Self.queue(queue)["consumers"] as? Int ?? 0) >= count }
