@@ -3,8 +3,9 @@ import NeuralInference
 import NumPyFormat
 import Testing
 
-/// The committed MNIST MLP (`models/mnist-mlp`, trained by `ops/models/train_mnist_mlp.py`) against
-/// the numpy references that script wrote, and against the committed test split.
+/// The committed MNIST models (`models/mnist-mlp` from `ops/models/train_mnist_mlp.py`,
+/// `models/lenet5` from `ops/models/train_lenet5.py`) against the numpy references those scripts
+/// wrote, and against the committed test split.
 @Suite struct MNISTModelTests {
     static let descriptionPath = Repository.path("models/mnist-mlp/model.json")
 
@@ -30,10 +31,14 @@ import Testing
         #expect(model.layers.count == 5)
     }
 
-    @Test func reproducesTheNumPyReferenceLogitsWithin1e4() throws {
-        let model = try Model.load(descriptionPath: Self.descriptionPath)
+    /// Each shipped model with the accuracy its issue asks for.
+    static let shipped: [(name: String, minimumAccuracy: Double)] = [("mnist-mlp", 0.93), ("lenet5", 0.95)]
+
+    @Test(arguments: shipped.map(\.name))
+    func reproducesTheNumPyReferenceLogitsWithin1e4(name: String) throws {
+        let model = try Model.load(descriptionPath: Repository.path("models/\(name)/model.json"))
         let reference = try JSONDecoder().decode(
-            Reference.self, from: Data(Repository.bytes("models/mnist-mlp/reference.json")))
+            Reference.self, from: Data(Repository.bytes("models/\(name)/reference.json")))
         #expect(reference.model == model.name)
         #expect(reference.cases.count == 8)
         let inputs = reference.cases.flatMap(\.input)
@@ -45,12 +50,13 @@ import Testing
         }
     }
 
-    @Test func classifiesTheTestSplitWithTheRecordedAccuracy() throws {
-        let model = try Model.load(descriptionPath: Self.descriptionPath)
+    @Test(arguments: shipped)
+    func classifiesTheTestSplitWithTheRecordedAccuracy(name: String, minimumAccuracy: Double) throws {
+        let model = try Model.load(descriptionPath: Repository.path("models/\(name)/model.json"))
         let images = try NumPyArray(npyBytes: Repository.bytes("data/mnist/test-images.npy"))
         let labels = try NumPyArray(npyBytes: Repository.bytes("data/mnist/test-labels.npy"))
         let count = try #require(images.shape.first)
-        #expect(images.shape == [count, 784])
+        #expect(images.shape == [count, model.inputSize])
         #expect(labels.shape == [count])
 
         let outputs = try model.predict(flatRows: images.values.map(Float.init), count: count)
@@ -58,9 +64,9 @@ import Testing
         let accuracy = Double(correct.count) / Double(count)
 
         let description = try ModelDescription(
-            jsonBytes: Repository.bytes("models/mnist-mlp/model.json"), source: Self.descriptionPath)
+            jsonBytes: Repository.bytes("models/\(name)/model.json"), source: "models/\(name)/model.json")
         let recorded = try #require(description.training?["test_accuracy"]?.doubleValue)
         #expect(abs(accuracy - recorded) <= 0.002, "accuracy \(accuracy), recorded \(recorded)")
-        #expect(accuracy >= 0.93)
+        #expect(accuracy >= minimumAccuracy)
     }
 }
