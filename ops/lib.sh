@@ -6,7 +6,7 @@ export NERCC_ROOT
 
 # Installs the Debian packages the build and the tests need, when any is missing.
 nercc_install_packages() {
-    local needed=(pkg-config libopenblas-dev librabbitmq-dev rabbitmq-server)
+    local needed=(pkg-config libopenblas-dev librabbitmq-dev rabbitmq-server openssl curl)
     local missing=()
     for p in "${needed[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
