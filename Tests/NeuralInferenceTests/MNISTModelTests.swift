@@ -4,8 +4,9 @@ import NumPyFormat
 import Testing
 
 /// The committed MNIST models (`models/mnist-mlp` from `ops/models/train_mnist_mlp.py`,
-/// `models/lenet5` from `ops/models/train_lenet5.py`) against the numpy references those scripts
-/// wrote, and against the committed test split.
+/// `models/lenet5` from `ops/models/train_lenet5.py`, and the scikit-learn digits model
+/// `models/digits-mlp` from `ops/models/train_digits_mlp.py`) against the numpy references those
+/// scripts wrote, and against the committed test splits.
 @Suite struct MNISTModelTests {
     static let descriptionPath = Repository.path("models/mnist-mlp/model.json")
 
@@ -32,7 +33,9 @@ import Testing
     }
 
     /// Each shipped model with the accuracy its issue asks for.
-    static let shipped: [(name: String, minimumAccuracy: Double)] = [("mnist-mlp", 0.93), ("lenet5", 0.95)]
+    static let shipped: [(name: String, minimumAccuracy: Double, data: String)] = [
+        ("mnist-mlp", 0.93, "data/mnist"), ("lenet5", 0.95, "data/mnist"), ("digits-mlp", 0.93, "data/digits"),
+    ]
 
     @Test(arguments: shipped.map(\.name))
     func reproducesTheNumPyReferenceLogitsWithin1e4(name: String) throws {
@@ -51,10 +54,10 @@ import Testing
     }
 
     @Test(arguments: shipped)
-    func classifiesTheTestSplitWithTheRecordedAccuracy(name: String, minimumAccuracy: Double) throws {
+    func classifiesTheTestSplitWithTheRecordedAccuracy(name: String, minimumAccuracy: Double, data: String) throws {
         let model = try Model.load(descriptionPath: Repository.path("models/\(name)/model.json"))
-        let images = try NumPyArray(npyBytes: Repository.bytes("data/mnist/test-images.npy"))
-        let labels = try NumPyArray(npyBytes: Repository.bytes("data/mnist/test-labels.npy"))
+        let images = try NumPyArray(npyBytes: Repository.bytes("\(data)/test-images.npy"))
+        let labels = try NumPyArray(npyBytes: Repository.bytes("\(data)/test-labels.npy"))
         let count = try #require(images.shape.first)
         #expect(images.shape == [count, model.inputSize])
         #expect(labels.shape == [count])
