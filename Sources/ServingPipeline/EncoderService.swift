@@ -39,6 +39,11 @@ public struct EncoderConfiguration: Sendable {
     }
 }
 
+/// The name of the ParM parity model of `model` for groups of `groupSize` queries.
+public func parityModelName(_ model: String, groupSize: Int) -> String {
+    "\(model)-parity-k\(groupSize)"
+}
+
 /// The number of results a decoder waits for: N − S for the interpolating schemes (at least what
 /// the scheme can decode from), the scheme's own minimum for the others (which then decode as soon
 /// as every query is covered).
@@ -71,11 +76,6 @@ public final class EncoderService: Sendable {
         models: [any InferenceModel], clock: MillisecondClock = .system, logger: Logger,
         metrics: ServiceMetrics = ServiceMetrics()
     ) throws(ServingError) {
-        guard configuration.scheme.kind != .parity else {
-            throw ServingError(
-                .notServable,
-                "the parity scheme needs trained parity models, which are not shipped yet; use another scheme")
-        }
         do {
             code = try LinearCode(configuration.scheme)
         } catch {
@@ -106,10 +106,22 @@ public final class EncoderService: Sendable {
         case consumerEnded(String, (any Error)?)
     }
 
+    /// The model that runs coded task `n` of a batch for `model`: the model itself, or for the
+    /// parity scheme's parity tasks (n ≥ K) its parity model, `<model>-parity-k<G>` (ParM), served
+    /// by workers started with that model and fed through its own task queue.
+    public func taskModel(_ model: String, index n: Int) -> String {
+        guard code.kind == .parity, n >= code.batchSize, let g = code.configuration.groupSize else { return model }
+        return parityModelName(model, groupSize: g)
+    }
+
     /// Declares the topology, then serves until `stop` fires: it then cancels its consumers,
     /// flushes partial batches, waits for every publish to be confirmed, acknowledges and returns.
     public func run(stop: StopSignal = StopSignal()) async throws {
-        try await transport.declare(topology.encoder(models: Array(models.keys)))
+        var declared = topology.encoder(models: Array(models.keys))
+        for model in models.keys where code.kind == .parity {
+            declared = declared.merged(with: topology.worker(model: taskModel(model, index: code.batchSize)))
+        }
+        try await transport.declare(declared)
         let validator = RequestValidator(
             inputSizes: models.mapValues(\.inputSize), maximumBodyBytes: configuration.maximumRequestBytes)
         let rejection = MessageRejection(transport: transport, topology: topology, service: "encoder")
@@ -273,7 +285,7 @@ public final class EncoderService: Sendable {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 for n in 0..<code.workers {
                     let message = OutgoingMessage(
-                        exchange: topology.tasksExchange, routingKey: name,
+                        exchange: topology.tasksExchange, routingKey: taskModel(name, index: n),
                         properties: MessageProperties(
                             contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)",
                             correlationID: batchID, replyTo: replyQueue, timestamp: UInt64(now / 1000),
@@ -284,7 +296,8 @@ public final class EncoderService: Sendable {
                                 WireFormat.Header.workers: .int(Int64(code.workers)),
                                 WireFormat.Header.batchSize: .int(Int64(code.batchSize)),
                                 WireFormat.Header.scheme: .string(config.kind.rawValue),
-                                WireFormat.Header.model: .string(name), WireFormat.Header.deadline: .int(deadline),
+                                WireFormat.Header.model: .string(taskModel(name, index: n)),
+                                WireFormat.Header.deadline: .int(deadline),
                                 WireFormat.Header.shape: .string(shape),
                             ]),
                         body: TensorBody.encode(coded.row(n)), mandatory: true)

@@ -248,4 +248,36 @@ struct LivePipelineTests {
         #expect(redelivered == 0)
         await client.transport.close()
     }
+
+    @Test func parityServesPredictionsThroughParityWorkers() async throws {
+        let prefix = LiveSystem.prefix()
+        let parityModel = LiveSystem.root.appendingPathComponent("models/mnist-mlp-parity-k2/model.json").path
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "parity", "--workers", "6", "--batch", "4", "--group", "2", "--stragglers", "0",
+                "--deadline-ms", "20000",
+            ],
+            workers: [[], ["--never-reply"]], waitForWorkers: 2)
+        services.append(
+            try ServiceProcess(
+                ["worker", "--model", parityModel, "--worker-id", "\(prefix)-parity"], prefix: prefix, name: "parity"))
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp-parity-k2", 1), "no parity worker")
+        let client = try await TestClient.connect(prefix: prefix)
+        for i in 0..<8 { try await client.send(queries: [Self.images[i]], id: "r\(i)") }
+        let replies = try await client.collect { TestClient.answered($0) >= 8 }
+        #expect(TestClient.answered(replies) == 8)
+        // The silent base worker holds one task: its query is rebuilt from the parity model's output.
+        #expect(TestClient.predictions(replies).allSatisfy { $0.status == .ok && $0.scheme == "parity" })
+        // Received queries are copied exactly; a rebuilt one is approximate (ParM's degraded mode).
+        var agree = 0
+        for record in TestClient.predictions(replies) {
+            let image = Int(record.requestID.dropFirst())!
+            let local = try Self.model.predict(flatRows: Self.images[image], count: 1)
+            let best = local.indices.max { local[$0] < local[$1] }!
+            if record.predictions.first?.predictedClass == best { agree += 1 }
+        }
+        #expect(agree >= 7, "only \(agree) of 8 predictions agree with the local model")
+        await client.transport.close()
+    }
 }

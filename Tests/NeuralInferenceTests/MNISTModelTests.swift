@@ -37,7 +37,10 @@ import Testing
         ("mnist-mlp", 0.93, "data/mnist"), ("lenet5", 0.95, "data/mnist"), ("digits-mlp", 0.93, "data/digits"),
     ]
 
-    @Test(arguments: shipped.map(\.name))
+    /// The ParM parity models of the MNIST models (their inputs are sums of k images).
+    static let parity = ["mnist-mlp", "lenet5"].flatMap { base in (2...4).map { "\(base)-parity-k\($0)" } }
+
+    @Test(arguments: shipped.map(\.name) + parity)
     func reproducesTheNumPyReferenceLogitsWithin1e4(name: String) throws {
         let model = try Model.load(descriptionPath: Repository.path("models/\(name)/model.json"))
         let reference = try JSONDecoder().decode(

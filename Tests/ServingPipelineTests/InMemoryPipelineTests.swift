@@ -8,7 +8,7 @@ import Testing
 
 /// A linear model y = W x: coded schemes reconstruct it exactly when no worker straggles.
 struct LinearModel: InferenceModel {
-    let name = "linear"
+    var name = "linear"
     let inputShape = [3]
     let outputShape = [2]
     let labels: [String]? = ["first", "second"]
@@ -205,17 +205,16 @@ struct LinearModel: InferenceModel {
 }
 
 @Suite struct EncoderConfigurationTests {
-    @Test func parityIsRefusedUntilParityModelsShipWithAMessageSayingSo() {
-        #expect {
-            _ = try EncoderService(
-                transport: InMemoryTransport(),
-                configuration: EncoderConfiguration(
-                    scheme: SchemeConfiguration(kind: .parity, workers: 6, batchSize: 4), stragglers: 0),
-                topology: ServingTopology(), models: [LinearModel()], logger: Logger(label: "test"))
-        } throws: { error in
-            guard let e = error as? ServingError else { return false }
-            return e.code == .notServable && e.message.contains("parity models")
-        }
+    @Test func parityTasksGoToTheParityModelsQueue() throws {
+        let encoder = try EncoderService(
+            transport: InMemoryTransport(),
+            configuration: EncoderConfiguration(
+                scheme: SchemeConfiguration(kind: .parity, workers: 6, batchSize: 4, groupSize: 2), stragglers: 0),
+            topology: ServingTopology(), models: [LinearModel()], logger: Logger(label: "test"))
+        #expect(
+            (0..<6).map { encoder.taskModel("linear", index: $0) } == Array(repeating: "linear", count: 4) + [
+                "linear-parity-k2", "linear-parity-k2",
+            ])
     }
 
     @Test(arguments: [(-1, "stragglers must be in 0...9"), (10, "stragglers must be in 0...9")])
@@ -228,6 +227,55 @@ struct LinearModel: InferenceModel {
                 topology: ServingTopology(), models: [LinearModel()], logger: Logger(label: "test"))
         } throws: { error in
             (error as? ServingError)?.message.contains(mention) == true
+        }
+    }
+}
+
+/// ParM end to end in process: parity tasks reach workers of the parity model; with a linear model
+/// the parity model is the model itself (f(Σx) = Σf(x)), so every decodable set is exact.
+@Suite struct InMemoryParityTests {
+    @Test func parityBatchesAreServedByParityWorkers() async throws {
+        let transport = InMemoryTransport()
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let topology = ServingTopology()
+        let scheme = SchemeConfiguration(kind: .parity, workers: 6, batchSize: 4, groupSize: 2)
+        let encoder = try EncoderService(
+            transport: transport, configuration: EncoderConfiguration(scheme: scheme, stragglers: 0),
+            topology: topology, models: [LinearModel()], logger: logger)
+        let decoder = DecoderService(
+            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger)
+        let stop = StopSignal()
+        var runs: [@Sendable () async throws -> Void] = [
+            { try await encoder.run(stop: stop) }, { try await decoder.run(stop: stop) },
+        ]
+        for (i, name) in ["linear", "linear", "linear-parity-k2"].enumerated() {
+            let worker = WorkerService(
+                transport: transport, configuration: WorkerConfiguration(workerID: "w\(i)"), topology: topology,
+                model: LinearModel(name: name), logger: logger)
+            runs.append { try await worker.run(stop: stop) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            try await Task.sleep(for: .milliseconds(50))
+            try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
+            let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
+            let queries: [[Double]] = (0..<4).map { i in [Double(i), 1, -0.5 * Double(i)] }
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: "nercc.requests", routingKey: "linear",
+                    properties: MessageProperties(replyTo: "reply"),
+                    body: Array(
+                        try JSONEncoder().encode(InferenceRequest(requestID: "p", model: "linear", queries: queries)))))
+            let got = try await InMemoryPipelineTests.collect(replies, on: transport) { !$0.isEmpty }
+            let record = try JSONDecoder().decode(PredictionRecord.self, from: Data(got[0].body))
+            let exact = try LinearModel().predict(flatInputs: queries.flatMap { $0.map(Float.init) }, count: 4)
+            for p in record.predictions {
+                for j in 0..<2 { #expect(abs(p.outputs[j] - exact[p.index * 2 + j]) <= 1e-4) }
+            }
+            #expect(transport.published.contains { $0.routingKey == "linear-parity-k2" })
+            stop.stop()
+            try await group.waitForAll()
         }
     }
 }
