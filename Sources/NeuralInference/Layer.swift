@@ -73,7 +73,7 @@ enum LayerCatalog {
     /// Every describable layer type.
     static let types: [any DescribableLayer.Type] = [
         Dense.self, ReLU.self, Softmax.self, Conv2D.self, MaxPool2D.self, AvgPool2D.self, Flatten.self, BatchNorm.self,
-        LayerNorm.self, GELU.self, Residual.self,
+        LayerNorm.self, GELU.self, Residual.self, PatchEmbedding.self, MultiHeadAttention.self, TokenPool.self,
     ]
 
     /// The supported `type` names, sorted.

@@ -65,6 +65,7 @@ import Testing
         #expect(
             types.isSuperset(of: [
                 "conv2d", "maxpool2d", "avgpool2d", "flatten", "batchnorm", "layernorm", "gelu", "residual",
+                "patch_embedding", "multihead_attention", "token_pool",
             ]))
     }
 }

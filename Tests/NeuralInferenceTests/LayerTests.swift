@@ -165,3 +165,71 @@ import Testing
         #expect(y.elements == x.elements)
     }
 }
+
+@Suite struct TransformerLayerTests {
+    @Test func attentionRejectsHeadsThatDoNotDivideTheWidthAndWrongShapes() throws {
+        let heads = modelError {
+            try MultiHeadAttention(heads: 3, inputWeight: Tensor(shape: [24, 8]), outputWeight: Tensor(shape: [8, 8]))
+        }
+        #expect(heads?.code == .invalidLayerParameter)
+        #expect(heads?.message.contains("heads (3) must be ≥ 1 and divide the width 8") == true)
+        let projection = modelError {
+            try MultiHeadAttention(heads: 2, inputWeight: Tensor(shape: [16, 8]), outputWeight: Tensor(shape: [8, 8]))
+        }
+        #expect(projection?.code == .tensorShapeMismatch)
+        #expect(projection?.message.contains("in_weight has shape [16, 8]; expected [3D, D]") == true)
+        let bias = modelError {
+            try MultiHeadAttention(
+                heads: 2, inputWeight: Tensor(shape: [24, 8]), inputBias: Tensor(shape: [8]),
+                outputWeight: Tensor(shape: [8, 8]))
+        }
+        #expect(bias?.message.contains("in_bias has shape [8]; expected [24]") == true)
+        let attention = try MultiHeadAttention(
+            heads: 2, inputWeight: Tensor(shape: [24, 8]), outputWeight: Tensor(shape: [8, 8]))
+        #expect(try attention.outputShape(forInputShape: [5, 8]) == [5, 8])
+        let input = modelError { try attention.outputShape(forInputShape: [8]) }
+        #expect(input?.code == .layerShapeMismatch)
+        #expect(input?.message.contains("expects [T, 8]") == true)
+    }
+
+    /// With V = X (identity value projection and output projection) every output token is a convex
+    /// combination of the input tokens, so equal tokens come back unchanged whatever Q and K are.
+    @Test func attentionOverIdenticalTokensReturnsThem() throws {
+        var rng = SplitMix64(state: 11)
+        let d = 4
+        var inputWeight = rng.floats(2 * d * d)
+        for i in 0..<d { inputWeight += (0..<d).map { $0 == i ? 1 : 0 } }
+        let identity = (0..<(d * d)).map { Float($0 / d == $0 % d ? 1 : 0) }
+        let attention = try MultiHeadAttention(
+            heads: 2, inputWeight: Tensor(shape: [3 * d, d], elements: inputWeight),
+            outputWeight: Tensor(shape: [d, d], elements: identity))
+        let token = rng.floats(d)
+        let y = attention(Tensor(shape: [1, 6, d], elements: Array((0..<6).map { _ in token }.joined())))
+        for t in 0..<6 {
+            for k in 0..<d { #expect(abs(y.elements[t * d + k] - token[k]) <= 1e-6) }
+        }
+    }
+
+    @Test func patchEmbeddingNeedsPatchesThatTileTheImageAndMatchingPositions() throws {
+        let embedding = try PatchEmbedding(
+            weight: Tensor(shape: [6, 1, 7, 7]), classToken: Tensor(shape: [6]), position: Tensor(shape: [17, 6]))
+        #expect(try embedding.outputShape(forInputShape: [1, 28, 28]) == [17, 6])
+        let tiling = modelError { try embedding.outputShape(forInputShape: [1, 28, 27]) }
+        #expect(tiling?.code == .layerShapeMismatch)
+        #expect(tiling?.message.contains("7x7 patches (p must divide H and W)") == true)
+        let positions = modelError { try embedding.outputShape(forInputShape: [1, 14, 14]) }
+        #expect(positions?.message.contains("position has 17 rows, but a [1, 14, 14] input gives 5 tokens") == true)
+        let token = modelError {
+            try PatchEmbedding(weight: Tensor(shape: [6, 1, 7, 7]), classToken: Tensor(shape: [5]))
+        }
+        #expect(token?.code == .tensorShapeMismatch)
+        #expect(token?.message.contains("class_token has shape [5]; expected [6]") == true)
+    }
+
+    @Test func tokenPoolTakesTheFirstTokenOrTheMean() throws {
+        let x = Tensor(shape: [2, 3, 2], elements: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+        #expect(TokenPool(mode: .first)(x).elements == [1, 2, 7, 8])
+        #expect(TokenPool(mode: .mean)(x).elements == [3, 4, 9, 10])
+        #expect(modelError { try TokenPool().outputShape(forInputShape: [4]) }?.code == .layerShapeMismatch)
+    }
+}
