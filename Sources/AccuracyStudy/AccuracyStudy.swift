@@ -26,15 +26,57 @@ public struct StudyScheme: Sendable {
     public var configure: @Sendable (_ workers: Int, _ batchSize: Int) -> SchemeConfiguration?
     /// λ_dec as a function of the number of results received, overriding the configuration's (nercc).
     public var decoderLambda: (@Sendable (_ workers: Int, _ batchSize: Int, _ received: Int) -> Double)?
+    /// Computes the workers' outputs on the coded queries (one per row); nil runs the study's model
+    /// on every row. ParM runs its parity rows through the parity model.
+    public var codedForward: (@Sendable (_ coded: Matrix, _ code: LinearCode) throws -> Matrix)?
+    /// How many of the scheme's `workers` straggle in `setting`; nil means S when the scheme has N
+    /// workers and 0 otherwise (uncoded and the like, which have no spare workers).
+    public var stragglerCount: (@Sendable (_ setting: StudySetting, _ workers: Int) -> Int)?
 
     /// Creates a scheme.
     public init(
         label: String, configure: @escaping @Sendable (Int, Int) -> SchemeConfiguration?,
-        decoderLambda: (@Sendable (Int, Int, Int) -> Double)? = nil
+        decoderLambda: (@Sendable (Int, Int, Int) -> Double)? = nil,
+        codedForward: (@Sendable (Matrix, LinearCode) throws -> Matrix)? = nil,
+        stragglerCount: (@Sendable (StudySetting, Int) -> Int)? = nil
     ) {
         self.label = label
         self.configure = configure
         self.decoderLambda = decoderLambda
+        self.codedForward = codedForward
+        self.stragglerCount = stragglerCount
+    }
+
+    /// ParM with parity groups of `groupSize` queries: N = K + ⌈K/G⌉ workers, data rows run through
+    /// the study's model and parity rows (each the sum of its group's queries) through `parityModel`.
+    /// The same share S/N of its own workers straggles as in the setting; a trial that loses two
+    /// members of one group (or a member and its parity) is counted as undecodable.
+    ///
+    /// - Parameters:
+    ///   - dataModel: the base model (the study's forward function).
+    ///   - parityModel: the parity model trained for groups of `groupSize`.
+    ///   - outputSize: the models' output width.
+    public static func parity(
+        groupSize g: Int, outputSize: Int, dataModel: @escaping AccuracyStudy.Forward,
+        parityModel: @escaping AccuracyStudy.Forward
+    ) -> StudyScheme {
+        StudyScheme(
+            label: "parity (k=\(g))",
+            configure: { _, k in
+                g <= k
+                    ? SchemeConfiguration(kind: .parity, workers: k + (k + g - 1) / g, batchSize: k, groupSize: g) : nil
+            },
+            codedForward: { coded, code in
+                let k = code.batchSize
+                let p = code.workers - k
+                let data = try dataModel(coded.selectingRows(Array(0..<k)).elements.map { Float($0) }, k)
+                let parity = try parityModel(
+                    coded.selectingRows(Array(k..<code.workers)).elements.map { Float($0) }, p)
+                return Matrix(rows: code.workers, columns: outputSize, float32Elements: data + parity)
+            },
+            stragglerCount: { setting, workers in
+                Int((Double(setting.stragglers) / Double(setting.workers) * Double(workers)).rounded())
+            })
     }
 }
 
@@ -45,7 +87,8 @@ public struct Statistic: Sendable, Equatable, Codable {
     /// The sample standard deviation.
     public var standardDeviation: Double
 
-    init(_ values: [Double]) {
+    /// The mean and sample standard deviation of `values` (NaN mean when empty).
+    public init(_ values: [Double]) {
         let n = Double(values.count)
         mean = values.isEmpty ? .nan : values.reduce(0, +) / n
         let m = mean
@@ -76,6 +119,23 @@ public struct StudyResult: Sendable, Equatable, Codable {
     public var labelAccuracy: Statistic
     /// The uncoded model's own accuracy on the same queries.
     public var uncodedLabelAccuracy: Statistic
+
+    /// Creates a result.
+    public init(
+        model: String, scheme: String, setting: StudySetting, trials: Int, undecodable: Int, logitMSE: Statistic,
+        softmaxMSE: Statistic, relativeAccuracy: Statistic, labelAccuracy: Statistic, uncodedLabelAccuracy: Statistic
+    ) {
+        self.model = model
+        self.scheme = scheme
+        self.setting = setting
+        self.trials = trials
+        self.undecodable = undecodable
+        self.logitMSE = logitMSE
+        self.softmaxMSE = softmaxMSE
+        self.relativeAccuracy = relativeAccuracy
+        self.labelAccuracy = labelAccuracy
+        self.uncodedLabelAccuracy = uncodedLabelAccuracy
+    }
 }
 
 /// The accuracy study: every scheme on identical batches and identical straggler sets (fixed
@@ -104,6 +164,31 @@ public struct AccuracyStudy: Sendable {
         self.labels = labels
     }
 
+    /// The batches and straggler seeds of one setting: for trial t, the K query indices and the
+    /// seed from which every scheme draws its straggler set. ``run(settings:schemes:trials:seed:progress:)``
+    /// and ``gridCheck(setting:profile:trials:seed:grid:)`` use the same plan, so they see identical
+    /// batches and straggler sets.
+    func plan(_ setting: StudySetting, trials: Int, seed: UInt64) -> [(picks: [Int], stragglerSeed: UInt64)] {
+        var rng = SeededGenerator(
+            seed: seed ^ UInt64(setting.workers * 1_000_003 + setting.batchSize * 1_009 + setting.stragglers))
+        return (0..<trials).map { _ in
+            let picks = Array((0..<queries.rows).shuffled(using: &rng).prefix(setting.batchSize))
+            return (picks, rng.next())
+        }
+    }
+
+    /// The received workers of a trial: all of `workers` except `stragglers` drawn from `seed`.
+    static func received(workers: Int, stragglers: Int, seed: UInt64) -> [Int] {
+        var pick = SeededGenerator(seed: seed)
+        let dropped = Set((0..<workers).shuffled(using: &pick).prefix(stragglers))
+        return (0..<workers).filter { !dropped.contains($0) }
+    }
+
+    /// The model's outputs on the rows of `x`.
+    func outputs(_ x: Matrix) throws -> Matrix {
+        Matrix(rows: x.rows, columns: outputSize, float32Elements: try forward(x.elements.map { Float($0) }, x.rows))
+    }
+
     /// Runs every scheme on every setting for `trials` trials; `progress` is called after each
     /// (setting, trial) with the number done and the total.
     public func run(
@@ -121,30 +206,22 @@ public struct AccuracyStudy: Sendable {
                 guard let config = scheme.configure(setting.workers, setting.batchSize) else { continue }
                 codes[scheme.label] = try LinearCode(config)
             }
-            var rng = SeededGenerator(
-                seed: seed ^ UInt64(setting.workers * 1_000_003 + setting.batchSize * 1_009 + setting.stragglers))
-            for _ in 0..<trials {
-                let picks = Array((0..<queries.rows).shuffled(using: &rng).prefix(setting.batchSize))
+            for (picks, stragglerSeed) in plan(setting, trials: trials, seed: seed) {
                 let x = queries.selectingRows(picks)
-                let exact = Matrix(
-                    rows: setting.batchSize, columns: outputSize,
-                    float32Elements: try forward(x.elements.map { Float($0) }, setting.batchSize))
+                let exact = try outputs(x)
                 let truth = picks.map { labels[$0] }
-                let stragglerSeed = rng.next()
                 for scheme in schemes {
                     guard let code = codes[scheme.label] else { continue }
-                    var pick = SeededGenerator(seed: stragglerSeed)
-                    let s = code.workers == setting.workers ? setting.stragglers : 0
-                    let dropped = Set((0..<code.workers).shuffled(using: &pick).prefix(s))
-                    let received = (0..<code.workers).filter { !dropped.contains($0) }
+                    let s =
+                        scheme.stragglerCount?(setting, code.workers)
+                        ?? (code.workers == setting.workers ? setting.stragglers : 0)
+                    let received = Self.received(workers: code.workers, stragglers: s, seed: stragglerSeed)
                     let coded = try code.encode(x)
-                    let outputs = Matrix(
-                        rows: code.workers, columns: outputSize,
-                        float32Elements: try forward(coded.elements.map { Float($0) }, code.workers))
+                    let y = try scheme.codedForward?(coded, code) ?? outputs(coded)
                     let lambda = scheme.decoderLambda?(setting.workers, setting.batchSize, received.count)
                     guard
                         let estimates = try? code.decode(
-                            outputs.selectingRows(received), received: received, lambdaDecoder: lambda)
+                            y.selectingRows(received), received: received, lambdaDecoder: lambda)
                     else {
                         undecodable[scheme.label, default: 0] += 1
                         continue

@@ -41,7 +41,9 @@ public struct CalibrationProfile: Sendable, Equatable, Codable {
     /// λ_dec for `received` results: the calibrated count nearest to it.
     public func lambdaDecoder(received: Int) -> Double {
         let table = lambdaDecoderByReceived.compactMap { key, value in Int(key).map { ($0, value) } }
-        return table.min { abs($0.0 - received) < abs($1.0 - received) }?.1 ?? 0
+        // Nearest calibrated count; a tie goes to the smaller count (the dictionary's order is
+        // not stable across processes, so the rule must not depend on it).
+        return table.min { (abs($0.0 - received), $0.0) < (abs($1.0 - received), $1.0) }?.1 ?? 0
     }
 
     enum CodingKeys: String, CodingKey {

@@ -17,11 +17,8 @@ public struct ReconstructionMetrics: Sendable, Equatable, Codable {
     /// Compares estimates with the exact outputs (both K×m) and the labels.
     public init(estimates: Matrix, exact: Matrix, labels: [Int]) {
         precondition(estimates.rows == exact.rows && estimates.columns == exact.columns && labels.count == exact.rows)
-        let count = Double(max(exact.elements.count, 1))
-        logitMSE = zip(estimates.elements, exact.elements).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / count
-        let pe = Self.softmax(estimates)
-        let px = Self.softmax(exact)
-        softmaxMSE = zip(pe.elements, px.elements).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / count
+        logitMSE = Self.meanSquaredError(estimates, exact)
+        softmaxMSE = Self.meanSquaredError(Self.softmax(estimates), Self.softmax(exact))
         var agree = 0
         var correct = 0
         var uncodedCorrect = 0
@@ -36,6 +33,11 @@ public struct ReconstructionMetrics: Sendable, Equatable, Codable {
         relativeAccuracy = Double(agree) / k
         labelAccuracy = Double(correct) / k
         uncodedLabelAccuracy = Double(uncodedCorrect) / k
+    }
+
+    /// Mean of the squared differences of two matrices of the same shape.
+    static func meanSquaredError(_ a: Matrix, _ b: Matrix) -> Double {
+        zip(a.elements, b.elements).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / Double(max(a.elements.count, 1))
     }
 
     /// Row-wise softmax (numerically stable; non-finite rows stay non-finite).

@@ -16,6 +16,13 @@ struct EvaluateCommand: AsyncParsableCommand {
             accuracy (argmax agreement with the uncoded model) and accuracy against the labels beside the \
             uncoded model's own, as mean and standard deviation over the trials. Writes results.json, \
             results.csv and SVG plots (MSE and relative accuracy against the straggler share) to --output.
+
+            ParM rows (`parity (k=G)`) appear for every parity model found beside a model \
+            (models/<name>-parity-k<G>/model.json): data rows run through the model, parity rows through the \
+            parity model, and the same share S/N of ParM's own N = K + ⌈K/G⌉ workers straggles.
+
+            --grid-check compares each calibration profile with the best (λ_enc, λ_dec) of the calibration \
+            grid evaluated on this (evaluation) split, and writes grid-check.csv.
             """)
 
     @Option(name: .customLong("model"), help: "A model description (repeatable).")
@@ -51,6 +58,15 @@ struct EvaluateCommand: AsyncParsableCommand {
             "Calibration profiles from `nercc calibrate` (repeatable): settings with a profile for their (N, K) get a `nercc (calibrated)` row."
     )
     var profile: [String] = []
+
+    @Flag(help: "Leave out the ParM rows even where parity models exist.")
+    var noParity = false
+
+    @Flag(
+        help:
+            "Also evaluate every grid point (λ_enc, λ_dec) on this split and report how close each profile comes to the best."
+    )
+    var gridCheck = false
 
     @Option(help: "Where to write results.json, results.csv and the plots.")
     var output: String = "out/evaluate"
@@ -132,6 +148,7 @@ struct EvaluateCommand: AsyncParsableCommand {
         }
         let profiles = try profile.map(loadProfile)
         var all: [StudyResult] = []
+        var checks: [GridCheckResult] = []
         for path in models {
             let model = try loadModels([path])[0]
             guard model.inputSize == queries.columns else {
@@ -143,11 +160,21 @@ struct EvaluateCommand: AsyncParsableCommand {
                 labels: truth
             ) { inputs, count in try model.predict(flatInputs: inputs, count: count) }
             let started = Date()
+            let modelProfiles = profiles.filter { $0.model == model.name }
+            var schemes = Self.schemes(
+                lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder, profiles: modelProfiles)
+            if !noParity {
+                for (groupSize, parity) in try parityModels(beside: path, model: model) {
+                    schemes.append(
+                        .parity(
+                            groupSize: groupSize, outputSize: model.outputSize,
+                            dataModel: { try model.predict(flatInputs: $0, count: $1) },
+                            parityModel: { try parity.predict(flatInputs: $0, count: $1) }))
+                }
+            }
             let results = try study.run(
                 settings: grid,
-                schemes: Self.schemes(
-                    lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder,
-                    profiles: profiles.filter { $0.model == model.name }),
+                schemes: schemes,
                 trials: trials, seed: seed
             ) { done, total in
                 if !quiet && (done % 20 == 0 || done == total) {
@@ -159,9 +186,77 @@ struct EvaluateCommand: AsyncParsableCommand {
                     Data(String(format: "\r\(model.name): done in %.1f s\n", Date().timeIntervalSince(started)).utf8))
             }
             all += results
+            if gridCheck {
+                checks += try runGridCheck(study, settings: grid, profiles: modelProfiles)
+            }
         }
         try write(all)
         printSummary(all)
+        if gridCheck { try writeGridCheck(checks) }
+    }
+
+    /// The parity models beside `path` (`<models>/<name>-parity-k<G>/model.json`), by group size.
+    func parityModels(beside path: String, model: NativeModel) throws -> [(Int, NativeModel)] {
+        let root = URL(fileURLWithPath: path).deletingLastPathComponent().deletingLastPathComponent()
+        var found: [(Int, NativeModel)] = []
+        for groupSize in 2...16 {
+            let candidate = root.appendingPathComponent(parityModelName(model.name, groupSize: groupSize))
+                .appendingPathComponent("model.json").path
+            guard FileManager.default.fileExists(atPath: candidate) else { continue }
+            let parity = try loadModels([candidate])[0]
+            guard parity.inputSize == model.inputSize, parity.outputSize == model.outputSize else {
+                throw CommandError(
+                    "parity model '\(candidate)' maps \(parity.inputSize) → \(parity.outputSize) values; "
+                        + "'\(model.name)' maps \(model.inputSize) → \(model.outputSize)")
+            }
+            found.append((groupSize, parity))
+        }
+        return found
+    }
+
+    func runGridCheck(_ study: AccuracyStudy, settings: [StudySetting], profiles: [CalibrationProfile]) throws
+        -> [GridCheckResult]
+    {
+        var checks: [GridCheckResult] = []
+        let covered = settings.filter { s in
+            profiles.contains { $0.workers == s.workers && $0.batchSize == s.batchSize }
+        }
+        for (index, setting) in covered.enumerated() {
+            let profile = profiles.first { $0.workers == setting.workers && $0.batchSize == setting.batchSize }!
+            if !quiet {
+                FileHandle.standardError.write(
+                    Data("\rgrid check: \(index + 1)/\(covered.count) settings      ".utf8))
+            }
+            checks.append(try study.gridCheck(setting: setting, profile: profile, trials: trials, seed: seed))
+        }
+        if !quiet && !covered.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) }
+        return checks
+    }
+
+    func writeGridCheck(_ checks: [GridCheckResult]) throws {
+        var csv = "model,N,K,S,calibrated_lambda_enc,calibrated_lambda_dec,calibrated_logit_mse,"
+        csv += "best_lambda_enc,best_lambda_dec,best_logit_mse,excess\n"
+        for c in checks {
+            let fields: [String] = [
+                c.model, "\(c.setting.workers)", "\(c.setting.batchSize)", "\(c.setting.stragglers)",
+                "\(c.calibratedLambdaEncoder)", "\(c.calibratedLambdaDecoder)", "\(c.calibratedMSE)",
+                "\(c.bestLambdaEncoder)", "\(c.bestLambdaDecoder)", "\(c.bestMSE)", "\(c.excess)",
+            ]
+            csv += fields.joined(separator: ",") + "\n"
+        }
+        let path = URL(fileURLWithPath: output).appendingPathComponent("grid-check.csv")
+        do {
+            try csv.write(to: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw CommandError("cannot write '\(path.path)': \(error.localizedDescription)")
+        }
+        let within = checks.filter { $0.excess <= 0.05 }.count
+        let worst = checks.max { $0.excess < $1.excess }
+        print(
+            "\ngrid check: the calibrated λs are within 5% of the grid's best (logit MSE on this split) in "
+                + "\(within) of \(checks.count) settings"
+                + (worst.map { String(format: "; largest excess %.1f%%", 100 * $0.excess) } ?? ""))
+        print("written: \(path.path)")
     }
 
     func write(_ results: [StudyResult]) throws {
@@ -199,17 +294,26 @@ struct EvaluateCommand: AsyncParsableCommand {
     func printSummary(_ results: [StudyResult]) {
         let header = [
             "model", "N", "K", "S", "scheme", "logit MSE", "softmax MSE", "rel. acc.", "label acc.", "uncoded acc.",
+            "undecodable",
         ]
         let rows = results.map { r in
-            [
-                r.model, "\(r.setting.workers)", "\(r.setting.batchSize)", "\(r.setting.stragglers)", r.scheme,
-                String(format: "%.3e", r.logitMSE.mean), String(format: "%.3e", r.softmaxMSE.mean),
-                String(format: "%.1f%%", 100 * r.relativeAccuracy.mean),
-                String(format: "%.1f%%", 100 * r.labelAccuracy.mean),
-                String(format: "%.1f%%", 100 * r.uncodedLabelAccuracy.mean),
-            ]
+            let decoded = r.trials - r.undecodable
+            let metrics =
+                decoded == 0
+                ? Array(repeating: "-", count: 5)
+                : [
+                    String(format: "%.3e", r.logitMSE.mean), String(format: "%.3e", r.softmaxMSE.mean),
+                    String(format: "%.1f%%", 100 * r.relativeAccuracy.mean),
+                    String(format: "%.1f%%", 100 * r.labelAccuracy.mean),
+                    String(format: "%.1f%%", 100 * r.uncodedLabelAccuracy.mean),
+                ]
+            return [r.model, "\(r.setting.workers)", "\(r.setting.batchSize)", "\(r.setting.stragglers)", r.scheme]
+                + metrics + [r.undecodable == 0 ? "" : "\(r.undecodable)/\(r.trials)"]
         }
         print(TextTable.render(header: header, rows: rows))
-        print("\nwritten: \(output)/results.json, results.csv and SVG plots")
+        print(
+            "\nMetrics are over the trials a scheme could decode; 'undecodable' counts the others "
+                + "(replication missing every copy of a query, ParM losing two members of a group).")
+        print("written: \(output)/results.json, results.csv and SVG plots")
     }
 }

@@ -61,7 +61,85 @@ import Testing
             profile.lambdaDecoder(received: 7) == profile.lambdaDecoderByReceived["8"]
                 || profile.lambdaDecoder(received: 7) == profile.lambdaDecoderByReceived["6"])
         #expect(profile.lambdaDecoder(received: 3) == profile.lambdaDecoderByReceived["6"])
+        // Halfway between two calibrated counts, the smaller count wins, whatever the dictionary order.
+        let tie = CalibrationProfile(
+            model: "m", workers: 80, batchSize: 20, lambdaEncoder: 0, lambdaDecoderByReceived: ["70": 2, "60": 1],
+            objective: "mean logit MSE", trials: 1, meanSquaredErrorByReceived: [:])
+        #expect(tie.lambdaDecoder(received: 65) == 1)
+        #expect(tie.lambdaDecoder(received: 66) == 2)
         let data = try JSONEncoder().encode(profile)
         #expect(try JSONDecoder().decode(CalibrationProfile.self, from: data) == profile)
+    }
+
+    /// On a linear model f(Σx) = Σf(x), so a parity "model" equal to f reconstructs a missing query
+    /// exactly, while a parity model that answers zeros cannot: the parity rows must really go
+    /// through the parity model.
+    @Test func parityRunsItsParityRowsThroughTheParityModel() throws {
+        let zeros: AccuracyStudy.Forward = { _, count in [Float](repeating: 0, count: 2 * count) }
+        let schemes = [
+            StudyScheme.parity(groupSize: 2, outputSize: 2, dataModel: Self.forward, parityModel: Self.forward),
+            StudyScheme.parity(groupSize: 2, outputSize: 2, dataModel: Self.forward, parityModel: zeros),
+        ]
+        for s in schemes { #expect(s.label == "parity (k=2)") }
+        // N = 8, K = 4, S = 2 (25%): ParM has 4 + 2 = 6 workers, of which 25% (1.5 → 2) straggle.
+        let setting = StudySetting(workers: 8, batchSize: 4, stragglers: 2)
+        #expect(schemes[0].stragglerCount?(setting, 6) == 2)
+        let exact = try Self.study().run(settings: [setting], schemes: [schemes[0]], trials: 40, seed: 4)[0]
+        let wrong = try Self.study().run(settings: [setting], schemes: [schemes[1]], trials: 40, seed: 4)[0]
+        #expect(exact.undecodable > 0 && exact.undecodable < 40)
+        #expect(exact.undecodable == wrong.undecodable)
+        #expect(exact.logitMSE.mean < 1e-10)
+        #expect(wrong.logitMSE.mean > 1e-3)
+        let none = try Self.study().run(
+            settings: [StudySetting(workers: 8, batchSize: 4, stragglers: 0)], schemes: [schemes[1]], trials: 5, seed: 4
+        )
+        #expect(none[0].logitMSE.mean == 0 && none[0].undecodable == 0)
+    }
+
+    /// The grid check sees the study's batches and straggler sets: its MSE for the profile's λs is the
+    /// study's `nercc (calibrated)` MSE, and no grid point it reports is worse than a point it tried.
+    @Test func gridCheckUsesTheStudysBatchesAndFindsTheGridMinimum() throws {
+        let study = Self.study()
+        let profile = CalibrationProfile(
+            model: "linear", workers: 8, batchSize: 4, lambdaEncoder: 1e-3, lambdaDecoderByReceived: ["6": 1e-2],
+            objective: "mean logit MSE", trials: 1, meanSquaredErrorByReceived: ["6": 0])
+        let setting = StudySetting(workers: 8, batchSize: 4, stragglers: 2)
+        let calibrated = StudyScheme(
+            label: "calibrated",
+            configure: { n, k in SchemeConfiguration(kind: .nercc, workers: n, batchSize: k, lambdaEncoder: 1e-3) },
+            decoderLambda: { _, _, received in profile.lambdaDecoder(received: received) })
+        let studied = try study.run(settings: [setting], schemes: [calibrated], trials: 12, seed: 9)[0]
+        let check = try study.gridCheck(setting: setting, profile: profile, trials: 12, seed: 9)
+        #expect(abs(check.calibratedMSE - studied.logitMSE.mean) <= 1e-12 * studied.logitMSE.mean)
+        #expect(check.calibratedLambdaEncoder == 1e-3 && check.calibratedLambdaDecoder == 1e-2)
+        let coarse = try study.gridCheck(
+            setting: setting, profile: profile, trials: 12, seed: 9, grid: [0, 1e-3, 1e-2])
+        // (1e-3, 1e-2) is on the coarse grid, so the best is at most the profile's MSE.
+        #expect(coarse.bestMSE <= coarse.calibratedMSE && coarse.excess >= 0)
+        #expect(check.bestMSE <= coarse.bestMSE)
+    }
+
+    @Test func logScalePlotsPutExactResultsOnTheBottomAndBlowUpsOnTheTop() {
+        func result(_ scheme: String, _ s: Int, _ mse: Double) -> StudyResult {
+            let stat = Statistic([mse])
+            return StudyResult(
+                model: "m", scheme: scheme, setting: StudySetting(workers: 10, batchSize: 5, stragglers: s), trials: 1,
+                undecodable: 0, logitMSE: stat, softmaxMSE: stat, relativeAccuracy: stat, labelAccuracy: stat,
+                uncodedLabelAccuracy: stat)
+        }
+        let results = [
+            result("uncoded", 0, 0), result("uncoded", 2, 0), result("bacc", 0, 0.05), result("bacc", 2, 0.3),
+            result("lcc", 0, 0.01), result("lcc", 2, 1e30),
+        ]
+        let svg = StudyReport.svg(results, model: "m", workers: 10, batchSize: 5, metric: "logit MSE", logScale: true) {
+            $0.logitMSE.mean
+        }
+        // Decades from 1e-3 (a decade below 0.01, labelled 0) up to the ceiling 1e4.
+        #expect(svg.contains(">0</text>") && svg.contains(">≥ 1e4</text>") && svg.contains(">1e-2</text>"))
+        let lines = svg.split(separator: "\n").filter { $0.hasPrefix("<polyline") }
+        #expect(lines.count == 3)
+        // 40 + (400 − 40 − 50) = 350 is the bottom edge, 40 the top.
+        #expect(lines.contains { $0.contains("points=\"70.0,350.0 470.0,350.0\"") })  // uncoded: exact
+        #expect(lines.contains { $0.contains(" 470.0,40.0\"") })  // lcc: clipped at the ceiling
     }
 }
