@@ -16,6 +16,9 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
     private var closed = false
     /// Every message published, in order (for assertions).
     public private(set) var published: [OutgoingMessage] = []
+    /// Fault injection: publishes for which this returns an error fail with it (as a nack or a
+    /// publish timeout would on a broker) and are not routed.
+    private var publishFault: (@Sendable (OutgoingMessage) -> MessagingError?)?
 
     private struct StoredMessage {
         var exchange: String
@@ -66,10 +69,17 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
         }
     }
 
+    /// Makes publishes fail: every message for which `fault` returns an error is refused with it
+    /// (`nil` removes the fault).
+    public func injectPublishFault(_ fault: (@Sendable (OutgoingMessage) -> MessagingError?)?) {
+        lock.withLock { publishFault = fault }
+    }
+
     /// Routes the message; "confirmed" as soon as it is routed.
     public func publish(_ message: OutgoingMessage) async throws(MessagingError) {
         let result: Result<[() -> Void], MessagingError> = lock.withLock {
             if closed { return .failure(MessagingError(.closed, "the transport is closed", isRetryable: false)) }
+            if let error = publishFault?(message) { return .failure(error) }
             published.append(message)
             let targets = route(exchange: message.exchange, key: message.routingKey)
             if targets.isEmpty && message.mandatory {

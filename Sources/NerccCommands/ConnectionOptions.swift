@@ -60,9 +60,10 @@ struct ConnectionOptions: ParsableArguments {
         guard !topologyPrefix.isEmpty, !topologyPrefix.contains(" ") else {
             throw ValidationError("--topology-prefix must be a non-empty name without spaces")
         }
-        try Environment.validateNumbers([
+        try Environment.validateIntegers([
             "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT", "NERCC_HTTP_PORT",
         ])
+        try Environment.validateBooleans(["NERCC_TLS_INSECURE"])
     }
 
     var topology: ServingTopology {

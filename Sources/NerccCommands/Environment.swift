@@ -28,12 +28,46 @@ enum Environment {
         optionalString(name)?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
     }
 
+    static func unsigned(_ name: String, _ fallback: UInt64) -> UInt64 {
+        optionalString(name).flatMap { UInt64($0) } ?? fallback
+    }
+
     /// Checks that every `NERCC_*` variable that is set parses, so a typo in a container spec is
     /// reported instead of silently falling back to a default.
     static func validateNumbers(_ names: [String]) throws {
         for name in names {
             if let v = optionalString(name), Double(v) == nil {
                 throw CommandError("environment variable \(name)='\(v)' is not a number")
+            }
+        }
+    }
+
+    /// Checks that every integer `NERCC_*` variable that is set is an integer (`3.5` or `abc` would
+    /// otherwise fall back to the default without a word).
+    static func validateIntegers(_ names: [String]) throws {
+        for name in names {
+            if let v = optionalString(name), Int(v) == nil {
+                throw CommandError("environment variable \(name)='\(v)' is not an integer")
+            }
+        }
+    }
+
+    /// Checks that every unsigned `NERCC_*` variable that is set is a non-negative integer.
+    static func validateUnsigned(_ names: [String]) throws {
+        for name in names {
+            if let v = optionalString(name), UInt64(v) == nil {
+                throw CommandError("environment variable \(name)='\(v)' is not a non-negative integer")
+            }
+        }
+    }
+
+    /// Checks that every boolean `NERCC_*` variable that is set is one of the accepted spellings.
+    static func validateBooleans(_ names: [String]) throws {
+        let accepted = ["1", "true", "yes", "on", "0", "false", "no", "off"]
+        for name in names {
+            if let v = optionalString(name), !accepted.contains(v.lowercased()) {
+                throw CommandError(
+                    "environment variable \(name)='\(v)' is not a boolean (use \(accepted.joined(separator: ", ")))")
             }
         }
     }

@@ -73,9 +73,10 @@ struct EncoderCommand: AsyncParsableCommand {
         guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
         guard maxRequestBytes >= 1 else { throw ValidationError("--max-request-bytes must be ≥ 1") }
-        try Environment.validateNumbers([
-            "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC",
-            "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS", "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP",
+        try Environment.validateNumbers(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"])
+        try Environment.validateIntegers([
+            "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
+            "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES",
         ])
     }
 
@@ -105,6 +106,12 @@ struct EncoderCommand: AsyncParsableCommand {
             config.scheme.lambdaEncoder = calibrated.lambdaEncoder
             config.scheme.lambdaDecoder = calibrated.lambdaDecoder(received: workers - stragglers)
             config.lambdaDecoderByReceived = calibrated.lambdaDecoderByReceived
+        }
+        // Refuse a bad configuration before connecting, so the error is not lost among retries.
+        do {
+            _ = try EncoderService.validate(config)
+        } catch {
+            throw CommandError("\(error)")
         }
         let name = ServiceRunner.processName("encoder")
         let transport = try await connection.connect(name: name, logger: logger)
@@ -162,7 +169,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var neverReply: Bool = Environment.bool("NERCC_NEVER_REPLY")
 
     @Option(help: "Seed of the straggler draws (env NERCC_SEED).")
-    var seed: UInt64 = UInt64(Environment.int("NERCC_SEED", 1))
+    var seed: UInt64 = Environment.unsigned("NERCC_SEED", 1)
 
     func validate() throws {
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
@@ -175,8 +182,11 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         guard stragglerParetoShape > 0 else { throw ValidationError("--straggler-pareto-shape must be > 0") }
         try Environment.validateNumbers([
-            "NERCC_PREFETCH", "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
+            "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
         ])
+        try Environment.validateIntegers(["NERCC_PREFETCH"])
+        try Environment.validateUnsigned(["NERCC_SEED"])
+        try Environment.validateBooleans(["NERCC_NEVER_REPLY"])
     }
 
     func run() async throws {
@@ -224,7 +234,7 @@ struct DecoderCommand: AsyncParsableCommand {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
         }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
-        try Environment.validateNumbers(["NERCC_SHARD", "NERCC_PREFETCH"])
+        try Environment.validateIntegers(["NERCC_SHARD", "NERCC_PREFETCH"])
     }
 
     func run() async throws {

@@ -19,38 +19,46 @@ struct SubmitCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(help: "The model to query.")
+    @Option(help: "The model to query (env NERCC_SUBMIT_MODEL).")
     var model: String = Environment.string("NERCC_SUBMIT_MODEL", "mnist-mlp")
 
-    @Option(help: "Queries, a 2-D .npy file (float32 or float64), one query per row.")
-    var input: String = "data/mnist/test-images.npy"
+    @Option(help: "Queries, a 2-D .npy file (float32 or float64), one query per row (env NERCC_SUBMIT_INPUT).")
+    var input: String = Environment.string("NERCC_SUBMIT_INPUT", "data/mnist/test-images.npy")
 
-    @Option(help: "Labels for the queries (.npy, 1-D integers), to report accuracy; 'none' to skip.")
-    var labels: String = "data/mnist/test-labels.npy"
+    @Option(
+        help:
+            "Labels for the queries (.npy, 1-D integers), to report accuracy; 'none' to skip (env NERCC_SUBMIT_LABELS)."
+    )
+    var labels: String = Environment.string("NERCC_SUBMIT_LABELS", "data/mnist/test-labels.npy")
 
-    @Option(help: "How many queries to send (default: all rows).")
-    var count: Int?
+    @Option(help: "How many queries to send; 0 sends every row (env NERCC_SUBMIT_COUNT).")
+    var count: Int = Environment.int("NERCC_SUBMIT_COUNT", 0)
 
-    @Option(help: "Queries per request.")
-    var queriesPerRequest: Int = 1
+    @Option(help: "Queries per request (env NERCC_SUBMIT_QUERIES_PER_REQUEST).")
+    var queriesPerRequest: Int = Environment.int("NERCC_SUBMIT_QUERIES_PER_REQUEST", 1)
 
-    @Option(help: "Requests in flight at once.")
-    var concurrency: Int = 64
+    @Option(help: "Requests in flight at once (env NERCC_SUBMIT_CONCURRENCY).")
+    var concurrency: Int = Environment.int("NERCC_SUBMIT_CONCURRENCY", 64)
 
-    @Option(help: "Give up on unanswered requests after this many seconds.")
-    var timeout: Double = 60
+    @Option(help: "Give up on unanswered requests after this many seconds (env NERCC_SUBMIT_TIMEOUT).")
+    var timeout: Double = Environment.double("NERCC_SUBMIT_TIMEOUT", 60)
 
-    @Flag(help: "Print one JSON document instead of text.")
-    var json = false
+    @Flag(help: "Print one JSON document instead of text (env NERCC_SUBMIT_JSON).")
+    var json = Environment.bool("NERCC_SUBMIT_JSON")
 
-    @Flag(help: "Print only the summary, not every request.")
-    var quiet = false
+    @Flag(help: "Print only the summary, not every request (env NERCC_SUBMIT_QUIET).")
+    var quiet = Environment.bool("NERCC_SUBMIT_QUIET")
 
     func validate() throws {
         guard queriesPerRequest >= 1 else { throw ValidationError("--queries-per-request must be ≥ 1") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be ≥ 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be > 0") }
-        if let count, count < 1 { throw ValidationError("--count must be ≥ 1") }
+        guard count >= 0 else { throw ValidationError("--count must be ≥ 0 (0 sends every row)") }
+        try Environment.validateIntegers([
+            "NERCC_SUBMIT_COUNT", "NERCC_SUBMIT_QUERIES_PER_REQUEST", "NERCC_SUBMIT_CONCURRENCY",
+        ])
+        try Environment.validateNumbers(["NERCC_SUBMIT_TIMEOUT"])
+        try Environment.validateBooleans(["NERCC_SUBMIT_JSON", "NERCC_SUBMIT_QUIET"])
     }
 
     struct Outcome: Codable {
@@ -79,7 +87,7 @@ struct SubmitCommand: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try MatrixFiles.read(input)
-        let total = min(count ?? queries.rows, queries.rows)
+        let total = count == 0 ? queries.rows : min(count, queries.rows)
         var truth: [Int]? = nil
         if labels != "none" {
             guard let data = FileManager.default.contents(atPath: labels) else {

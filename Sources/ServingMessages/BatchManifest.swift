@@ -51,7 +51,9 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         /// λ_dec for `received` results: the calibrated entry nearest to it, else `lambdaDecoder`.
         public func lambdaDecoder(received: Int) -> Double {
             let table = (lambdaDecoderByReceived ?? [:]).compactMap { key, value in Int(key).map { ($0, value) } }
-            return table.min { abs($0.0 - received) < abs($1.0 - received) }?.1 ?? lambdaDecoder
+            // Nearest calibrated count; a tie goes to the smaller count (the dictionary's order is
+            // not stable across processes, so the rule must not depend on it).
+            return table.min { (abs($0.0 - received), $0.0) < (abs($1.0 - received), $1.0) }?.1 ?? lambdaDecoder
         }
     }
 

@@ -42,7 +42,14 @@ public enum TensorBody {
         shape.map(String.init).joined(separator: ",")
     }
 
+    /// The largest element count a shape header may declare (2³⁰ float32 values, 4 GiB), far above
+    /// any message a broker accepts.
+    public static let maximumElements = 1 << 30
+
     /// Parses an `x-nercc-shape` header value.
+    ///
+    /// - Throws: ``WireFormatError`` (`bad-header`) unless it is a non-empty list of positive
+    ///   integers without leading zeros whose product is at most ``maximumElements``.
     public static func parseShape(_ header: String) throws(WireFormatError) -> [Int] {
         var dims: [Int] = []
         for part in header.split(separator: ",", omittingEmptySubsequences: false) {
@@ -54,6 +61,17 @@ public enum TensorBody {
             dims.append(d)
         }
         guard !dims.isEmpty else { throw WireFormatError(.badHeader, "x-nercc-shape is empty") }
+        // The element count must be representable and its byte size too: a hostile header such
+        // as "4294967296,4294967296" would otherwise overflow the product.
+        var count = 1
+        for d in dims {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow, product <= maximumElements else {
+                throw WireFormatError(
+                    .badHeader, "x-nercc-shape '\(header)' has more than \(maximumElements) elements")
+            }
+            count = product
+        }
         return dims
     }
 }

@@ -161,8 +161,11 @@ public struct BatchAssembler: Sendable {
             case .collecting(let manifest?, _, _, _) where now >= manifest.deadlineMilliseconds:
                 actions += evaluate(id, now: now, atDeadline: true)
             case .collecting(nil, _, let results, let seen) where now - seen >= orphanTimeoutMilliseconds:
+                // The results are dropped, but the batch is forgotten rather than finished: if its
+                // manifest still comes, it collects again and is answered (decoded from later
+                // results, or a timeout record at its deadline) instead of being acked unanswered.
                 counters.orphaned += results.count
-                batches[id] = .finished(until: now + retentionMilliseconds)
+                batches[id] = nil
                 actions.append(.ack(results.map(\.tag)))
             case .finished(let until) where now >= until:
                 batches[id] = nil
@@ -190,8 +193,9 @@ public struct BatchAssembler: Sendable {
         batches[batchID] = .finished(until: now + retentionMilliseconds)
     }
 
-    /// The service could not publish a batch's outcome (connection lost): forget it, so the
-    /// redelivered manifest and results assemble it again.
+    /// The service could not publish a batch's outcome and has returned its deliveries to the queue
+    /// (or lost them with the connection): forget the batch, so the redelivered manifest and results
+    /// assemble it again.
     public mutating func abandoned(batchID: String) {
         batches[batchID] = nil
     }

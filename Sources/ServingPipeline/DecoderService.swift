@@ -125,6 +125,11 @@ public final class DecoderService: Sendable {
                         for t in tags { try? await transport.ack(t) }
                         assembler.finished(batchID: batchID, now: now)
                     } else {
+                        // Publishing failed (a publish timeout under a broker alarm, a nack, a lost
+                        // connection): give every delivery back so the batch is assembled and
+                        // answered again. After a lost connection the tags are stale and the broker
+                        // has already requeued them; rejecting them then does nothing.
+                        for t in tags { try? await transport.reject(t, requeue: true) }
                         assembler.abandoned(batchID: batchID)
                     }
                 case .consumerEnded(let error):
@@ -303,7 +308,8 @@ public final class DecoderService: Sendable {
             }
             let record = PredictionRecord(
                 requestID: requestID, model: manifest.model, batchID: manifest.batchID,
-                status: job.degraded ? .degraded : .ok, scheme: manifest.scheme.name, received: usable.count,
+                status: job.degraded || usable.count < manifest.waitFor ? .degraded : .ok, scheme: manifest.scheme.name,
+                received: usable.count,
                 needed: manifest.waitFor, requestQueries: first.requestQueries,
                 predictions: predictions.sorted { $0.index < $1.index })
             messages += outputs(

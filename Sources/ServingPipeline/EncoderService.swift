@@ -76,6 +76,24 @@ public final class EncoderService: Sendable {
         models: [any InferenceModel], clock: MillisecondClock = .system, logger: Logger,
         metrics: ServiceMetrics = ServiceMetrics()
     ) throws(ServingError) {
+        code = try Self.validate(configuration)
+        guard !models.isEmpty else { throw ServingError(.configuration, "the encoder needs at least one model") }
+        self.transport = transport
+        self.configuration = configuration
+        self.topology = topology
+        self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.waitFor = resultsToWaitFor(code, stragglers: configuration.stragglers)
+        self.clock = clock
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// Checks a configuration without a broker: the scheme must be valid and S within what it can
+    /// lose. Returns the code.
+    ///
+    /// - Throws: ``ServingError`` with code `.configuration` naming the problem.
+    public static func validate(_ configuration: EncoderConfiguration) throws(ServingError) -> LinearCode {
+        let code: LinearCode
         do {
             code = try LinearCode(configuration.scheme)
         } catch {
@@ -87,15 +105,7 @@ public final class EncoderService: Sendable {
                 "stragglers must be in 0...\(code.workers - code.minimumResults) for \(code.kind.rawValue) with N = \(code.workers), got \(configuration.stragglers)"
             )
         }
-        guard !models.isEmpty else { throw ServingError(.configuration, "the encoder needs at least one model") }
-        self.transport = transport
-        self.configuration = configuration
-        self.topology = topology
-        self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        self.waitFor = resultsToWaitFor(code, stragglers: configuration.stragglers)
-        self.clock = clock
-        self.logger = logger
-        self.metrics = metrics
+        return code
     }
 
     private enum Event: Sendable {
@@ -181,12 +191,18 @@ public final class EncoderService: Sendable {
                     inFlight -= 1
                     metrics.increment("batches_failed")
                     // Give the requests back to the broker; after a lost connection their tags are stale
-                    // and the broker has requeued them already (the reject is then a no-op).
+                    // and the broker has requeued them already (the reject is then a no-op). A failure
+                    // that a retry cannot cure (the batch could not be encoded) dead-letters them
+                    // instead, so they are kept for inspection rather than redelivered in a loop.
+                    let requeue = error.isRetryable
                     for tag in batchers[model]!.batchFailed(batch) {
-                        try? await transport.reject(tag, requeue: true)
+                        try? await transport.reject(tag, requeue: requeue)
                     }
                     logger.error(
-                        "publishing a batch failed; its requests are requeued", metadata: ["error": "\(error)"])
+                        requeue
+                            ? "publishing a batch failed; its requests are requeued"
+                            : "a batch could not be encoded; its requests are dead-lettered",
+                        metadata: ["error": "\(error)"])
                 case .consumerEnded(let queue, let error):
                     consumersLeft -= 1
                     if let error { logger.error("consumer of \(queue) ended", metadata: ["error": "\(error)"]) }
@@ -216,7 +232,11 @@ public final class EncoderService: Sendable {
         switch validator.validate(delivery) {
         case .failure(let error):
             metrics.increment("requests_rejected")
-            let id = RequestValidator.requestID(of: delivery, bodyID: JSONBody.requestID(in: delivery.body))
+            // An oversize body is not parsed at all (that is what the limit protects against); its
+            // answer carries the message_id (or the body hash) instead of the body's request_id.
+            let bodyID =
+                delivery.body.count <= configuration.maximumRequestBytes ? JSONBody.requestID(in: delivery.body) : nil
+            let id = RequestValidator.requestID(of: delivery, bodyID: bodyID)
             logger.warning(
                 "rejecting request",
                 metadata: ["request": "\(id)", "code": "\(error.code.rawValue)", "reason": "\(error.message)"])

@@ -103,8 +103,24 @@ import Testing
         #expect(a.tick(now: 199).isEmpty)
         #expect(a.tick(now: 200) == [.ack([Self.tag(9)])])
         #expect(a.counters.orphaned == 1)
-        _ = a.tick(now: 701)
         #expect(a.nextDeadline == nil)
+    }
+
+    /// A manifest that arrives after its batch's results were dropped as orphans is still answered:
+    /// it collects again and, with no results, times out at its deadline (a timeout record goes
+    /// to its requests) instead of being acked without an answer.
+    @Test func aManifestArrivingAfterItsOrphansWereDroppedIsStillAnswered() throws {
+        var a = Self.assembler()
+        _ = a.receive(result: Self.result(0, tag: 9), batchID: "b1", now: 0)
+        #expect(a.tick(now: 200) == [.ack([Self.tag(9)])])
+        #expect(a.receive(manifest: Self.manifest(deadline: 1_000), tag: Self.tag(10), now: 300).isEmpty)
+        #expect(a.openBatches == 1)
+        let actions = a.tick(now: 1_000)
+        guard case .timeOut(let job) = try #require(actions.first) else {
+            Issue.record("expected a timeout action, got \(actions)")
+            return
+        }
+        #expect(job.tags == [Self.tag(10)])
     }
 
     @Test func aResultRedeliveredAfterAReconnectReplacesTheStaleCopy() throws {

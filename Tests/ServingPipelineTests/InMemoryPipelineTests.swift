@@ -118,6 +118,46 @@ struct LinearModel: InferenceModel {
         #expect(transport.unackedCount == 0)
     }
 
+    /// When the predictions cannot be published (the broker nacks them, as under a resource
+    /// alarm), the decoder returns the batch's manifest and results to its queue instead of leaving
+    /// them unacknowledged, decodes the batch again and answers once publishing works.
+    @Test(.timeLimit(.minutes(1))) func aBatchWhosePredictionsCannotBePublishedIsRequeuedAndAnsweredLater() async throws
+    {
+        let transport = InMemoryTransport()
+        let failures = Counter()
+        transport.injectPublishFault { message in
+            guard message.exchange == "nercc.predictions", failures.increment() <= 2 else { return nil }
+            return MessagingError(.nacked, "the broker nacked the publish", isRetryable: true)
+        }
+        let scheme = SchemeConfiguration(kind: .bacc, workers: 6, batchSize: 2)
+        let stop = StopSignal()
+        let runs = try Self.services(transport, scheme: scheme, workers: 6, stop: stop)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            try await Task.sleep(for: .milliseconds(50))
+            try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
+            let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
+            let request = InferenceRequest(requestID: "req-nack", model: "linear", queries: [[1, 2, 3], [4, 5, 6]])
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: "nercc.requests", routingKey: "linear",
+                    properties: MessageProperties(contentType: "application/json", replyTo: "reply"),
+                    body: Array(try JSONEncoder().encode(request))))
+            // Each attempt also publishes to the reply queue, so the client sees the answer up to
+            // three times, always with the same message id (at-least-once; duplicates are recognisable).
+            let deliveries = try await Self.collect(replies, on: transport) { $0.count == 3 }
+            #expect(Set(deliveries.map(\.properties.messageID)).count == 1)
+            let record = try JSONDecoder().decode(PredictionRecord.self, from: Data(deliveries[0].body))
+            #expect(record.requestID == "req-nack" && record.predictions.count == 2)
+            // The first two attempts failed; the third reached the predictions exchange.
+            #expect(failures.value == 3)
+            #expect(transport.published.filter { $0.exchange == "nercc.predictions" }.count == 1)
+            stop.stop()
+            try await group.waitForAll()
+        }
+        #expect(transport.unackedCount == 0)
+    }
+
     @Test(arguments: [
         ("{\"version\": 1, \"model\": \"linear\", \"queries\": [[1, 2]]}", "wrong-shape"),
         ("{\"version\": 1, \"model\": \"nope\", \"queries\": [[1, 2, 3]]}", "unknown-model"),
@@ -172,6 +212,17 @@ struct LinearModel: InferenceModel {
             ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-version": 9], [UInt8](), "unsupported-version"
         ),
         ("", "nercc.results.0", nil, [String: HeaderValue](), [UInt8]([9]), "bad-header"),
+        // A shape whose element count overflows is refused, not multiplied out.
+        (
+            "nercc.tasks", "linear", "reply",
+            ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-shape": "4294967296,4294967296"], [UInt8](),
+            "bad-header"
+        ),
+        (
+            "", "nercc.results.0", nil,
+            ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-shape": "4294967296,4294967296,4"], [UInt8](),
+            "bad-header"
+        ),
     ])
     func malformedTasksAndResultsAreDeadLettered(
         exchange: String, routingKey: String, replyTo: String?, headers: [String: HeaderValue], body: [UInt8],
@@ -278,4 +329,18 @@ struct LinearModel: InferenceModel {
             try await group.waitForAll()
         }
     }
+}
+
+/// A thread-safe counter for fault injection in tests.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    /// Adds one and returns the new value.
+    func increment() -> Int {
+        lock.withLock {
+            count += 1; return count
+        }
+    }
+    /// The current value.
+    var value: Int { lock.withLock { count } }
 }
