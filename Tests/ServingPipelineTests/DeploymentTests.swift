@@ -81,7 +81,7 @@ import Testing
     }
 
     @Test func composeFileAndDockerfileAreConsistent() throws {
-        let (status, output) = try ExternalCheck.run(["python3", "ops/checks/deploy_static_check.py"])
+        let (status, output) = try ExternalCheck.run(["python3", "ops/checks/check_deploy.py"])
         #expect(status == 0, "\(output)")
         #expect(output.contains("deploy checks:"))
     }

@@ -16,9 +16,15 @@
 #   NERCC_PROMETHEUS_PORT   Prometheus endpoint    (default 15692)
 #   NERCC_DIST_PORT         Erlang distribution    (default AMQP port + 20000,
 #                           i.e. 25672 for the default AMQP port)
+#   NERCC_BROKER_TLS        1 (default): AMQPS listener on; 0 (or false/no/off): off
+#   NERCC_AMQPS_PORT        AMQPS (TLS) listener   (default AMQP port - 1,
+#                           i.e. 5671 for the default AMQP port)
 #
 # Outputs: the NERCC_* values above (normalised), NERCC_AMQP_URL,
-# NERCC_MGMT_URL, NERCC_PROMETHEUS_URL, the RABBITMQ_* variables that point
+# NERCC_MGMT_URL, NERCC_PROMETHEUS_URL; with TLS on also NERCC_AMQPS_URL,
+# NERCC_AMQPS_CA_FILE, NERCC_AMQPS_CLIENT_CERT_FILE and
+# NERCC_AMQPS_CLIENT_KEY_FILE (unset with TLS off; the files are created by
+# ops/broker/make_certs.sh on the first start); the RABBITMQ_* variables that point
 # the server and the CLI tools at the private node, RABBITMQ_CTL_ERL_ARGS
 # carrying the node's Erlang cookie (once the node has been initialised),
 # and PATH with /usr/lib/rabbitmq/bin in front so that rabbitmqctl,
@@ -61,7 +67,10 @@ fi
 if [ -n "${_NERCC_AUTO_DIST_PORT:-}" ] && [ "${NERCC_DIST_PORT:-}" = "$_NERCC_AUTO_DIST_PORT" ]; then
     NERCC_DIST_PORT=""
 fi
-unset _NERCC_AUTO_NODENAME _NERCC_AUTO_DIST_PORT
+if [ -n "${_NERCC_AUTO_AMQPS_PORT:-}" ] && [ "${NERCC_AMQPS_PORT:-}" = "$_NERCC_AUTO_AMQPS_PORT" ]; then
+    NERCC_AMQPS_PORT=""
+fi
+unset _NERCC_AUTO_NODENAME _NERCC_AUTO_DIST_PORT _NERCC_AUTO_AMQPS_PORT
 
 # Node name: short name; "@localhost" is added when no host is given.
 if [ -z "${NERCC_NODENAME:-}" ]; then
@@ -91,17 +100,26 @@ if [ -z "${NERCC_DIST_PORT:-}" ]; then
 fi
 export NERCC_AMQP_PORT NERCC_MGMT_PORT NERCC_PROMETHEUS_PORT NERCC_DIST_PORT
 
-# TLS (on unless NERCC_BROKER_TLS=0): an AMQPS listener on 127.0.0.1:NERCC_AMQPS_PORT (default
-# the AMQP port - 1, i.e. 5671) with certificates from ops/broker/make_certs.sh.
-NERCC_BROKER_TLS="${NERCC_BROKER_TLS:-1}"
-case "$NERCC_AMQP_PORT" in
-    '' | *[!0-9]*) NERCC_AMQPS_PORT="${NERCC_AMQPS_PORT:-5671}" ;;
-    *) NERCC_AMQPS_PORT="${NERCC_AMQPS_PORT:-$((10#$NERCC_AMQP_PORT - 1))}" ;;
+# TLS (on unless NERCC_BROKER_TLS=0): an AMQPS listener on 127.0.0.1:NERCC_AMQPS_PORT, by
+# default the AMQP port - 1 (5671 next to 5672, 5681 next to 5682), with the
+# certificates of ops/broker/make_certs.sh in <state>/tls.
+case "${NERCC_BROKER_TLS:-1}" in
+    0 | false | FALSE | False | no | NO | No | off | OFF | Off) NERCC_BROKER_TLS=0 ;;
+    *) NERCC_BROKER_TLS=1 ;;
 esac
+if [ -z "${NERCC_AMQPS_PORT:-}" ]; then
+    case "$NERCC_AMQP_PORT" in
+        '' | *[!0-9]*) NERCC_AMQPS_PORT=5671 ;;
+        *) NERCC_AMQPS_PORT="$((10#$NERCC_AMQP_PORT - 1))" ;;
+    esac
+    export _NERCC_AUTO_AMQPS_PORT="$NERCC_AMQPS_PORT"
+fi
 NERCC_BROKER_TLS_DIR="$NERCC_BROKER_DIR/tls"
 export NERCC_BROKER_TLS NERCC_AMQPS_PORT NERCC_BROKER_TLS_DIR
-if [ "$NERCC_BROKER_TLS" != 0 ]; then
-    # rabbitmq-c 0.11 verifies host names only against DNS names: connect as "localhost".
+if [ "$NERCC_BROKER_TLS" = 1 ]; then
+    # rabbitmq-c 0.11 checks the host name against the certificate's DNS names
+    # only (not its IP addresses): connect as "localhost", not 127.0.0.1. The
+    # listener is bound to 127.0.0.1 only, so guest (loopback_users) is accepted.
     export NERCC_AMQPS_URL="amqps://guest:guest@localhost:$NERCC_AMQPS_PORT/"
     export NERCC_AMQPS_CA_FILE="$NERCC_BROKER_TLS_DIR/ca.pem"
     export NERCC_AMQPS_CLIENT_CERT_FILE="$NERCC_BROKER_TLS_DIR/client.pem"

@@ -4,8 +4,10 @@
 #   ops/broker/start.sh            start (or report) the node, print its URLs
 #
 # Settings come from ops/broker/env.sh (NERCC_BROKER_DIR, NERCC_NODENAME,
-# NERCC_AMQP_PORT, NERCC_MGMT_PORT, NERCC_PROMETHEUS_PORT, NERCC_DIST_PORT)
-# plus NERCC_BROKER_START_TIMEOUT (seconds, default 60). See README.md.
+# NERCC_AMQP_PORT, NERCC_MGMT_PORT, NERCC_PROMETHEUS_PORT, NERCC_DIST_PORT,
+# NERCC_BROKER_TLS, NERCC_AMQPS_PORT) plus NERCC_BROKER_START_TIMEOUT
+# (seconds, default 60). See README.md. TLS (AMQPS) is on unless
+# NERCC_BROKER_TLS=0; the certificates come from ops/broker/make_certs.sh.
 #
 # Idempotent: when the node already answers, its URLs are printed and the
 # script exits 0. Progress goes to stderr, the URL summary to stdout.
@@ -25,7 +27,7 @@ die() {
 case "${1:-}" in
     "") ;;
     -h | --help)
-        sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -82,14 +84,17 @@ check_port NERCC_AMQP_PORT "$NERCC_AMQP_PORT"
 check_port NERCC_MGMT_PORT "$NERCC_MGMT_PORT"
 check_port NERCC_PROMETHEUS_PORT "$NERCC_PROMETHEUS_PORT"
 check_port NERCC_DIST_PORT "$NERCC_DIST_PORT"
-[ "$NERCC_BROKER_TLS" = 0 ] || check_port NERCC_AMQPS_PORT "$NERCC_AMQPS_PORT"
-if [ "$(printf '%s\n' "$NERCC_AMQP_PORT" "$NERCC_MGMT_PORT" "$NERCC_PROMETHEUS_PORT" "$NERCC_DIST_PORT" |
-    sort -u | wc -l)" -ne 4 ]; then
-    die "the AMQP, management, Prometheus and distribution ports must all differ"
+PORTS=("$NERCC_AMQP_PORT" "$NERCC_MGMT_PORT" "$NERCC_PROMETHEUS_PORT" "$NERCC_DIST_PORT")
+if [ "$NERCC_BROKER_TLS" = 1 ]; then
+    check_port NERCC_AMQPS_PORT "$NERCC_AMQPS_PORT"
+    PORTS+=("$NERCC_AMQPS_PORT")
 fi
-if [ "$NERCC_DIST_PORT" = 4369 ]; then
-    die "NERCC_DIST_PORT must not be 4369 (epmd)"
+if [ "$(printf '%s\n' "${PORTS[@]}" | sed 's/^0*//' | sort -u | wc -l)" -ne "${#PORTS[@]}" ]; then
+    die "the AMQP, management, Prometheus, distribution$([ "$NERCC_BROKER_TLS" = 1 ] && echo ' and AMQPS') ports must all differ (${PORTS[*]})"
 fi
+for p in "${PORTS[@]}"; do
+    [ "$((10#$p))" != 4369 ] || die "no NERCC_*_PORT may be 4369 (epmd)"
+done
 
 [[ "$NERCC_NODENAME" =~ ^[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+$ ]] ||
     die "invalid node name '$NERCC_NODENAME' (expected name@host, e.g. nercc@localhost)"
@@ -156,11 +161,19 @@ show_logs() {
     printf -- '-----\n' >&2
 }
 
-print_summary() { # node amqp mgmt prometheus
+amqps_summary() { # tls amqps-port -> the AMQPS line of the summary
+    if [ "$1" = 1 ]; then
+        echo "amqps://guest:guest@localhost:$2/   (CA: $NERCC_BROKER_TLS_DIR/ca.pem)"
+    else
+        echo "off (NERCC_BROKER_TLS=0)"
+    fi
+}
+
+print_summary() { # node amqp mgmt prometheus amqps-line
     cat <<EOF
 RabbitMQ node $1 is running (state: $NERCC_BROKER_DIR)
   AMQP:        amqp://guest:guest@127.0.0.1:$2/
-  AMQPS:       ${NERCC_AMQPS_URL:-off (NERCC_BROKER_TLS=0)}
+  AMQPS:       $5
   Management:  http://127.0.0.1:$3/   (user guest, password guest)
   Prometheus:  http://127.0.0.1:$4/metrics
   Log:         $RABBITMQ_LOG_BASE/$1.log
@@ -178,6 +191,8 @@ write_record() {
         echo "NERCC_MGMT_PORT=$NERCC_MGMT_PORT"
         echo "NERCC_PROMETHEUS_PORT=$NERCC_PROMETHEUS_PORT"
         echo "NERCC_DIST_PORT=$NERCC_DIST_PORT"
+        echo "NERCC_BROKER_TLS=$NERCC_BROKER_TLS"
+        echo "NERCC_AMQPS_PORT=$NERCC_AMQPS_PORT"
     } >"$RECORD_FILE.tmp"
     mv -f "$RECORD_FILE.tmp" "$RECORD_FILE"
 }
@@ -185,20 +200,28 @@ write_record() {
 # Print the URLs of a node that was already running. If it was started with
 # other ports than the ones requested now, show the real ones and warn.
 report_running() {
-    local amqp="$NERCC_AMQP_PORT" mgmt="$NERCC_MGMT_PORT" prom="$NERCC_PROMETHEUS_PORT" key value
+    local amqp="$NERCC_AMQP_PORT" mgmt="$NERCC_MGMT_PORT" prom="$NERCC_PROMETHEUS_PORT"
+    local tls="$NERCC_BROKER_TLS" amqps="$NERCC_AMQPS_PORT" key value
     if [ -r "$RECORD_FILE" ]; then
+        # A record without NERCC_BROKER_TLS comes from a start.sh without TLS support.
+        tls=0
         while IFS='=' read -r key value; do
             case "$key" in
                 NERCC_AMQP_PORT) amqp="$value" ;;
                 NERCC_MGMT_PORT) mgmt="$value" ;;
                 NERCC_PROMETHEUS_PORT) prom="$value" ;;
+                NERCC_BROKER_TLS) tls="$value" ;;
+                NERCC_AMQPS_PORT) amqps="$value" ;;
             esac
         done <"$RECORD_FILE"
     fi
     if [ "$amqp/$mgmt/$prom" != "$NERCC_AMQP_PORT/$NERCC_MGMT_PORT/$NERCC_PROMETHEUS_PORT" ]; then
         log "WARNING: the running node uses ports $amqp/$mgmt/$prom (AMQP/management/Prometheus), not the requested $NERCC_AMQP_PORT/$NERCC_MGMT_PORT/$NERCC_PROMETHEUS_PORT; run ops/broker/stop.sh first to change them"
     fi
-    print_summary "$NERCC_NODENAME" "$amqp" "$mgmt" "$prom"
+    if [ "$tls" != "$NERCC_BROKER_TLS" ] || { [ "$tls" = 1 ] && [ "$amqps" != "$NERCC_AMQPS_PORT" ]; }; then
+        log "WARNING: the running node has AMQPS $(amqps_summary "$tls" "$amqps" | cut -d' ' -f1), not the requested $(amqps_summary "$NERCC_BROKER_TLS" "$NERCC_AMQPS_PORT" | cut -d' ' -f1); run ops/broker/stop.sh first to change it"
+    fi
+    print_summary "$NERCC_NODENAME" "$amqp" "$mgmt" "$prom" "$(amqps_summary "$tls" "$amqps")"
 }
 
 # ------------------------------------------------------------ state directory
@@ -254,15 +277,29 @@ COOKIE="$(tr -d '\n' <"$NERCC_BROKER_COOKIE_FILE")"
 mv -f "$NERCC_BROKER_CLI_ARGS_FILE.tmp" "$NERCC_BROKER_CLI_ARGS_FILE"
 unset COOKIE
 
-# Effective configuration: the template with the chosen ports.
+# TLS files (throwaway CA, server and client certificates), created once per
+# state directory and renewed when missing, inconsistent or about to expire.
+if [ "$NERCC_BROKER_TLS" = 1 ]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the AMQPS listener (apt-get install -y openssl), or set NERCC_BROKER_TLS=0"
+    "$SCRIPT_DIR/make_certs.sh" "$NERCC_BROKER_TLS_DIR" ||
+        die "could not create the TLS certificates in $NERCC_BROKER_TLS_DIR (or set NERCC_BROKER_TLS=0)"
+    TLS_SED=(-e 's/^@TLS@ //' -e '/^@NO_TLS@ /d')
+else
+    TLS_SED=(-e '/^@TLS@ /d' -e 's/^@NO_TLS@ //')
+fi
+
+# Effective configuration: the template with the chosen ports and TLS setting.
 TEMPLATE="$NERCC_BROKER_TEMPLATE_DIR/rabbitmq.conf"
 [ -r "$TEMPLATE" ] || die "missing $TEMPLATE"
 [ -r "$NERCC_BROKER_TEMPLATE_DIR/enabled_plugins" ] || die "missing $NERCC_BROKER_TEMPLATE_DIR/enabled_plugins"
-sed -e "s/@AMQP_PORT@/$NERCC_AMQP_PORT/g" \
+sed "${TLS_SED[@]}" \
+    -e "s/@AMQP_PORT@/$NERCC_AMQP_PORT/g" \
     -e "s/@MGMT_PORT@/$NERCC_MGMT_PORT/g" \
     -e "s/@PROMETHEUS_PORT@/$NERCC_PROMETHEUS_PORT/g" \
+    -e "s/@AMQPS_PORT@/$NERCC_AMQPS_PORT/g" \
+    -e "s|@TLS_DIR@|$NERCC_BROKER_TLS_DIR|g" \
     "$TEMPLATE" >"$RABBITMQ_CONFIG_FILE.tmp"
-if grep -n '@[A-Z_]*@' "$RABBITMQ_CONFIG_FILE.tmp" >&2; then
+if grep -n '^[^#]*@[A-Z_]*@' "$RABBITMQ_CONFIG_FILE.tmp" >&2; then
     die "unrendered placeholder(s) left in $TEMPLATE (see above)"
 fi
 {
@@ -270,23 +307,6 @@ fi
     cat "$RABBITMQ_CONFIG_FILE.tmp"
 } >"$RABBITMQ_CONFIG_FILE"
 rm -f "$RABBITMQ_CONFIG_FILE.tmp"
-if [ "$NERCC_BROKER_TLS" != 0 ]; then
-    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS listener (or set NERCC_BROKER_TLS=0)"
-    "$(dirname "${BASH_SOURCE[0]}")/make_certs.sh" "$NERCC_BROKER_TLS_DIR" || die "could not create TLS certificates"
-    sed -i '/^listeners\.ssl = none$/d' "$RABBITMQ_CONFIG_FILE"
-    {
-        echo ""
-        echo "## TLS (NERCC_BROKER_TLS=1): AMQPS on loopback; client certificates optional (mutual TLS when sent)."
-        echo "listeners.ssl.local = 127.0.0.1:$NERCC_AMQPS_PORT"
-        echo "ssl_options.cacertfile = $NERCC_BROKER_TLS_DIR/ca.pem"
-        echo "ssl_options.certfile = $NERCC_BROKER_TLS_DIR/server.pem"
-        echo "ssl_options.keyfile = $NERCC_BROKER_TLS_DIR/server.key"
-        echo "ssl_options.verify = verify_peer"
-        echo "ssl_options.fail_if_no_peer_cert = false"
-        echo "ssl_options.versions.1 = tlsv1.3"
-        echo "ssl_options.versions.2 = tlsv1.2"
-    } >>"$RABBITMQ_CONFIG_FILE"
-fi
 cp -f "$NERCC_BROKER_TEMPLATE_DIR/enabled_plugins" "$RABBITMQ_ENABLED_PLUGINS_FILE"
 
 # Ownership and reachability for the node user.
@@ -328,7 +348,7 @@ else
         "Prometheus:NERCC_PROMETHEUS_PORT:$NERCC_PROMETHEUS_PORT" "distribution:NERCC_DIST_PORT:$NERCC_DIST_PORT" \
         "AMQPS:NERCC_AMQPS_PORT:$NERCC_AMQPS_PORT"; do
         IFS=: read -r what var port <<<"$spec"
-        [ "$what" != AMQPS ] || [ "$NERCC_BROKER_TLS" != 0 ] || continue
+        [ "$what" != AMQPS ] || [ "$NERCC_BROKER_TLS" = 1 ] || continue
         if port_in_use "$port"; then
             busy=1
             log "port $port ($what, $var) is already in use:"
@@ -407,8 +427,26 @@ done
 
 [ -z "$LAUNCHED" ] || write_record
 log "node $NERCC_NODENAME booted in $((SECONDS - t0))s"
+
+# AMQPS: a TLS handshake that verifies the certificate chain and the name
+# "localhost" against the CA. A failure is reported, but the node is left
+# running (plain AMQP works; see README.md, TLS).
+if [ -n "$LAUNCHED" ] && [ "$NERCC_BROKER_TLS" = 1 ]; then
+    if tls_out="$(timeout 20 openssl s_client -connect "127.0.0.1:$NERCC_AMQPS_PORT" -servername localhost \
+        -verify_hostname localhost -verify_return_error -CAfile "$NERCC_AMQPS_CA_FILE" -brief \
+        </dev/null 2>&1)" && printf '%s\n' "$tls_out" | grep -q '^Verification: OK'; then
+        log "AMQPS listener on 127.0.0.1:$NERCC_AMQPS_PORT verified ($(printf '%s\n' "$tls_out" |
+            sed -n 's/^Protocol version: //p' | head -n 1), certificate for localhost)"
+    else
+        log "WARNING: the TLS handshake with 127.0.0.1:$NERCC_AMQPS_PORT failed or did not verify:"
+        printf '%s\n' "$tls_out" | head -n 10 | sed 's/^/      /' >&2
+        log "see $NERCC_BROKER_LOG_FILE; NERCC_BROKER_TLS=0 turns the AMQPS listener off"
+    fi
+fi
+
 if [ -n "$LAUNCHED" ]; then
-    print_summary "$NERCC_NODENAME" "$NERCC_AMQP_PORT" "$NERCC_MGMT_PORT" "$NERCC_PROMETHEUS_PORT"
+    print_summary "$NERCC_NODENAME" "$NERCC_AMQP_PORT" "$NERCC_MGMT_PORT" "$NERCC_PROMETHEUS_PORT" \
+        "$(amqps_summary "$NERCC_BROKER_TLS" "$NERCC_AMQPS_PORT")"
 else
     report_running
 fi
