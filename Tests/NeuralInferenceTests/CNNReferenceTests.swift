@@ -3,10 +3,10 @@ import NeuralInference
 import NumPyFormat
 import Testing
 
-/// The convolutional MNIST models written by `ops/models/train_cnns.py` (`models/lenet5` and
-/// `models/repvgg-mnist`): the runtime loads them unchanged, reproduces the logits of the script's
-/// float64 numpy forward pass (`reference.json`) and reaches the test accuracy recorded in
-/// `model.json` on the committed test split.
+/// The image models written by `ops/models/train_cnns.py` (`models/lenet5`, `models/repvgg-mnist`)
+/// and `ops/models/train_vit.py` (`models/vit-mnist`): the runtime loads them unchanged, reproduces
+/// the logits of the scripts' float64 numpy forward passes (`reference.json`) and reaches the test
+/// accuracy recorded in `model.json` on the committed test split.
 @Suite struct CNNReferenceTests {
     struct Reference: Decodable {
         struct Case: Decodable {
@@ -19,7 +19,9 @@ import Testing
     }
 
     /// The models, with the accuracy each one must reach at least.
-    static let models: [(name: String, minimumAccuracy: Double)] = [("lenet5", 0.95), ("repvgg-mnist", 0.97)]
+    static let models: [(name: String, minimumAccuracy: Double)] = [
+        ("lenet5", 0.95), ("repvgg-mnist", 0.97), ("vit-mnist", 0.94),
+    ]
 
     static func load(_ name: String) throws -> Model {
         try Model.load(descriptionPath: Repository.path("models/\(name)/model.json"))
@@ -67,6 +69,25 @@ import Testing
             #expect(conv.bias != nil)
         }
         #expect(convolutions.map(\.window.strideHeight) == [1, 2, 1, 2, 1, 1])
+    }
+
+    /// The exported ViT: a patch embedding with class token and positions, six pre-norm blocks of
+    /// attention and MLP in residual branches, a final layer norm, class-token pooling and the head.
+    @Test func visionTransformerHasItsBlocks() throws {
+        let layers = try Self.load("vit-mnist").layers
+        let kinds = layers.map { String(describing: type(of: $0)) }
+        #expect(
+            kinds == ["PatchEmbedding"] + Array(repeating: "Residual", count: 12) + ["LayerNorm", "TokenPool", "Dense"])
+        let embedding = try #require(layers.first as? PatchEmbedding)
+        #expect(embedding.patchSize == 7 && embedding.width == 64)
+        #expect(embedding.classToken != nil && embedding.position?.shape == [17, 64])
+        let blocks = layers.compactMap { $0 as? Residual }
+        let attention = blocks.enumerated().filter { $0.offset % 2 == 0 }.map { $0.element.layers }
+        for block in attention {
+            #expect(block.count == 2 && block[0] is LayerNorm)
+            #expect((block[1] as? MultiHeadAttention)?.heads == 4)
+        }
+        #expect((layers[layers.count - 2] as? TokenPool)?.mode == .first)
     }
 
     @Test(arguments: models.map(\.name))

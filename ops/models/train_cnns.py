@@ -230,6 +230,12 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pa
     return sliding_window_view(padded, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
 
 
+# An interpreter of a description's layers: (layers, tensors, flat float32 images) -> float64 outputs.
+# numpy_accuracy, reference_cases and check_export take one, so that scripts for other layer types
+# (train_vit.py) reuse them with their own interpreter.
+Forward = Callable[[list[dict], dict[str, np.ndarray], np.ndarray], np.ndarray]
+
+
 def numpy_forward(layers: list[dict], tensors: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
     """Apply `layers` (model.json entries) to flat float32 images, in float64. Supports the layer
     types and parameters the exported models use, and refuses anything else."""
@@ -268,8 +274,10 @@ def numpy_forward(layers: list[dict], tensors: dict[str, np.ndarray], images: np
     return np.concatenate(out)
 
 
-def numpy_accuracy(layers: list[dict], tensors: dict[str, np.ndarray], split: mnist_data.Split) -> float:
-    predicted = np.argmax(numpy_forward(layers, tensors, split.images), axis=1)
+def numpy_accuracy(
+    layers: list[dict], tensors: dict[str, np.ndarray], split: mnist_data.Split, forward: Forward | None = None
+) -> float:
+    predicted = np.argmax((forward or numpy_forward)(layers, tensors, split.images), axis=1)
     return float(np.mean(predicted == split.labels))
 
 
@@ -456,9 +464,11 @@ def model_description(recipe: Recipe, layers: list[dict], accuracies: dict[str, 
     }
 
 
-def reference_cases(name: str, layers: list[dict], tensors: dict[str, np.ndarray], test: mnist_data.Split) -> dict:
+def reference_cases(
+    name: str, layers: list[dict], tensors: dict[str, np.ndarray], test: mnist_data.Split, forward: Forward | None = None
+) -> dict:
     x = test.images[:REFERENCE_CASES]
-    logits = numpy_forward(layers, tensors, x)
+    logits = (forward or numpy_forward)(layers, tensors, x)
     return {
         "model": name,
         "cases": [
@@ -472,7 +482,9 @@ def reference_cases(name: str, layers: list[dict], tensors: dict[str, np.ndarray
     }
 
 
-def check_export(model_dir: Path, tensors: dict[str, np.ndarray], description: dict) -> None:
+def check_export(
+    model_dir: Path, tensors: dict[str, np.ndarray], description: dict, forward: Forward | None = None
+) -> None:
     """Re-read the written files: the weights round-trip, the description on disk is the one built,
     and the reference logits are what the numpy interpreter computes from the files."""
     read, _ = safetensors_io.read(model_dir / "model.safetensors")
@@ -485,7 +497,7 @@ def check_export(model_dir: Path, tensors: dict[str, np.ndarray], description: d
     reference = json.loads((model_dir / "reference.json").read_text(encoding="utf-8"))
     x = np.array([c["input"] for c in reference["cases"]], dtype=np.float32)
     expected = np.array([c["logits"] for c in reference["cases"]])
-    if not np.array_equal(numpy_forward(written["layers"], read, x), expected):
+    if not np.array_equal((forward or numpy_forward)(written["layers"], read, x), expected):
         raise SystemExit("reference logits do not match the written files")
     size = (model_dir / "model.safetensors").stat().st_size
     if size > MAX_WEIGHTS_BYTES:
