@@ -99,6 +99,10 @@ public struct WireFormatError: Error, Sendable, Equatable, CustomStringConvertib
         case badRequest = "bad-request"
         /// The results of a batch could not be decoded into finite predictions.
         case decodeFailed = "decode-failed"
+        /// The batch's deadline passed before a decodable set of results arrived (error records).
+        case timeout
+        /// The model failed on a task (dead-lettered tasks).
+        case modelError = "model-error"
     }
 
     /// The code.

@@ -266,7 +266,7 @@ public final class DecoderService: Sendable {
         var estimates = Matrix(rows: 0, columns: 0)
         if timedOut {
             failure = ErrorRecord(
-                requestID: nil, code: "timeout",
+                requestID: nil, code: WireFormatError.Code.timeout.rawValue,
                 message:
                     "batch \(manifest.batchID) received \(job.results.count) of the \(manifest.waitFor) results it waits for by its deadline, and cannot decode from them"
             )

@@ -123,7 +123,8 @@ public final class WorkerService: Sendable {
         } catch {
             metrics.increment("tasks_failed")
             logger.error("model failed on a task", metadata: ["batch": "\(task.batchID)", "error": "\(error)"])
-            try? await rejection.reject(delivery, code: "model-error", reason: "\(error)", requestID: nil)
+            try? await rejection.reject(
+                delivery, code: WireFormatError.Code.modelError.rawValue, reason: "\(error)", requestID: nil)
             return
         }
         let elapsed = ContinuousClock.now - started
