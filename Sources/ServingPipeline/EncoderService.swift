@@ -64,6 +64,8 @@ public final class EncoderService: Sendable {
     let models: [String: any InferenceModel]
     let code: LinearCode
     let waitFor: Int
+    /// The order in which a batch's N tasks are published (see ``taskPublishOrder(for:)``).
+    let publishOrder: [Int]
     let clock: MillisecondClock
     let logger: Logger
     let metrics: ServiceMetrics
@@ -83,6 +85,7 @@ public final class EncoderService: Sendable {
         self.topology = topology
         self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.waitFor = resultsToWaitFor(code, stragglers: configuration.stragglers)
+        self.publishOrder = taskPublishOrder(for: code)
         self.clock = clock
         self.logger = logger
         self.metrics = metrics
@@ -303,7 +306,7 @@ public final class EncoderService: Sendable {
         do {
             try await transport.publish(manifestMessage)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
-                for n in 0..<code.workers {
+                for n in publishOrder {
                     let message = OutgoingMessage(
                         exchange: topology.tasksExchange, routingKey: taskModel(name, index: n),
                         properties: MessageProperties(
@@ -334,4 +337,37 @@ public final class EncoderService: Sendable {
                 .publishFailed(batch, model: name, MessagingError(.protocolError, "\(error)", isRetryable: true)))
         }
     }
+}
+
+/// The order in which the encoder publishes a batch's N coded tasks.
+///
+/// Workers take tasks first in, first out, so the results that a batch still lacks when the decoder
+/// has N − S of them are mostly those of the tasks published last. Published in index order, those
+/// are n = N − S … N − 1: adjacent worker points β_n = cos(nπ/(N − 1)) at one end of [−1, 1], and
+/// the spline or Berrut decoder must then extrapolate over the end it lost. For the interpolating
+/// schemes (`nercc`, `nercc-ag`, `bacc`, `lcc`) the tasks are therefore published in
+/// ``spreadOrder(count:)``, whose tail is spread over the whole interval. The other schemes keep
+/// index order: ParM's parity tasks come last (the data results are wanted first), and
+/// replication's copies of a query are already K apart.
+public func taskPublishOrder(for code: LinearCode) -> [Int] {
+    switch code.kind {
+    case .nercc, .nerccAgnostic, .bacc, .lcc:
+        return spreadOrder(count: code.workers)
+    default:
+        return Array(0..<code.workers)
+    }
+}
+
+/// 0..<count with the two ends first, then the interior indices in bit-reversed order (the van der
+/// Corput sequence): every prefix is spread evenly over the range, and the second half of the order
+/// holds only odd indices, so the last S ≤ count/2 indices are never two neighbours and never an end.
+public func spreadOrder(count: Int) -> [Int] {
+    guard count > 2 else { return Array(0..<count) }
+    let bits = Int.bitWidth - (count - 1).leadingZeroBitCount
+    func reversed(_ i: Int) -> Int {
+        var value = 0
+        for bit in 0..<bits where i & (1 << bit) != 0 { value |= 1 << (bits - 1 - bit) }
+        return value
+    }
+    return [0, count - 1] + (1..<(count - 1)).sorted { reversed($0) < reversed($1) }
 }
