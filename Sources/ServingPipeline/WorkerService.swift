@@ -114,7 +114,14 @@ public final class WorkerService: Sendable {
         let delay = configuration.stragglers.nextDelay(using: &rng)
         if delay > 0 {
             metrics.increment("tasks_delayed")
-            try? await Task.sleep(for: .microseconds(Int64(delay * 1000)))
+            // The injected delay is not work: a stop cuts it short, so a worker drains promptly
+            // even when it drew a heavy-tailed delay of many seconds.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await Task.sleep(for: .microseconds(Int64(delay * 1000))) }
+                group.addTask { await stop.wait() }
+                await group.next()
+                group.cancelAll()
+            }
         }
         let started = ContinuousClock.now
         let output: [Float]

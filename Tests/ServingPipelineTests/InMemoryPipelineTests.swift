@@ -331,6 +331,48 @@ struct LinearModel: InferenceModel {
     }
 }
 
+/// A stop cuts an injected straggler delay short: the worker finishes the task it holds (its result
+/// is published) and returns at once instead of sleeping out a delay of a minute.
+@Suite struct StragglerDrainTests {
+    @Test(.timeLimit(.minutes(1))) func aStopCutsAnInjectedDelayShortAndTheTaskStillCompletes() async throws {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let topology = ServingTopology()
+        let encoder = try EncoderService(
+            transport: transport,
+            configuration: EncoderConfiguration(
+                scheme: SchemeConfiguration(kind: .uncoded, workers: 1, batchSize: 1), stragglers: 0,
+                maximumBatchWaitMilliseconds: 5),
+            topology: topology, models: [LinearModel()], logger: logger)
+        let worker = WorkerService(
+            transport: transport,
+            configuration: WorkerConfiguration(
+                workerID: "slow",
+                stragglers: StragglerInjection(probability: 1, delay: .fixed(milliseconds: 60_000))),
+            topology: topology, model: LinearModel(), logger: logger)
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await encoder.run(stop: stop) }
+            group.addTask { try await worker.run(stop: stop) }
+            try await Task.sleep(for: .milliseconds(50))
+            let request = InferenceRequest(requestID: "slow-1", model: "linear", queries: [[1, 2, 3]])
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: "nercc.requests", routingKey: "linear",
+                    properties: MessageProperties(contentType: "application/json"),
+                    body: Array(try JSONEncoder().encode(request))))
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(!transport.published.contains { $0.properties.type == WireFormat.MessageType.result })
+            stop.stop()
+            try await group.waitForAll()
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(transport.published.contains { $0.properties.type == WireFormat.MessageType.result })
+    }
+}
+
 /// A thread-safe counter for fault injection in tests.
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
