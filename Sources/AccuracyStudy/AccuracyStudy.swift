@@ -189,6 +189,13 @@ public struct AccuracyStudy: Sendable {
         Matrix(rows: x.rows, columns: outputSize, float32Elements: try forward(x.elements.map { Float($0) }, x.rows))
     }
 
+    /// The model's outputs on the N `nercc`-coded queries (λ_enc) of each batch of K queries.
+    func nerccOutputs(_ batches: [Matrix], workers n: Int, lambdaEncoder: Double) throws -> [Matrix] {
+        guard let k = batches.first?.rows else { return [] }
+        let code = try LinearCode(.init(kind: .nercc, workers: n, batchSize: k, lambdaEncoder: lambdaEncoder))
+        return try batches.map { try outputs(code.encode($0)) }
+    }
+
     /// Runs every scheme on every setting for `trials` trials; `progress` is called after each
     /// (setting, trial) with the number done and the total.
     public func run(

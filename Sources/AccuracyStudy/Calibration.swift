@@ -78,22 +78,13 @@ public struct Calibration: Sendable {
             uniqueKeysWithValues: stragglerCounts.map { s in
                 (s, (0..<trials).map { _ in Array((0..<n).shuffled(using: &rng).prefix(s)) })
             })
-        let exact = try batches.map { picks in
-            Matrix(
-                rows: k, columns: study.outputSize,
-                float32Elements: try study.forward(study.queries.selectingRows(picks).elements.map { Float($0) }, k))
-        }
+        let inputs = batches.map { study.queries.selectingRows($0) }
+        let exact = try inputs.map(study.outputs)
         // The model's outputs on the coded queries depend on λ_enc only: compute them once per λ_enc.
         var outputsCache: [Double: [Matrix]] = [:]
         func outputs(_ lambdaEncoder: Double) throws -> [Matrix] {
             if let cached = outputsCache[lambdaEncoder] { return cached }
-            let code = try LinearCode(.init(kind: .nercc, workers: n, batchSize: k, lambdaEncoder: lambdaEncoder))
-            let result = try batches.map { picks in
-                let coded = try code.encode(study.queries.selectingRows(picks))
-                return Matrix(
-                    rows: n, columns: study.outputSize,
-                    float32Elements: try study.forward(coded.elements.map { Float($0) }, n))
-            }
+            let result = try study.nerccOutputs(inputs, workers: n, lambdaEncoder: lambdaEncoder)
             outputsCache[lambdaEncoder] = result
             return result
         }

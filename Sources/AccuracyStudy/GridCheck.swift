@@ -58,13 +58,9 @@ extension AccuracyStudy {
             }
             return total / Double(trials)
         }
-        func codedOutputs(_ lambdaEncoder: Double) throws -> [Matrix] {
-            let code = try LinearCode(.init(kind: .nercc, workers: n, batchSize: k, lambdaEncoder: lambdaEncoder))
-            return try batches.map { try outputs(code.encode($0)) }
-        }
         var best = (encoder: 0.0, decoder: 0.0, mse: Double.infinity)
         for lambdaEncoder in grid {
-            let y = try codedOutputs(lambdaEncoder)
+            let y = try nerccOutputs(batches, workers: n, lambdaEncoder: lambdaEncoder)
             for lambdaDecoder in grid {
                 let m = meanMSE(outputs: y, lambdaDecoder: lambdaDecoder)
                 if m < best.mse { best = (lambdaEncoder, lambdaDecoder, m) }
@@ -72,7 +68,8 @@ extension AccuracyStudy {
         }
         let calibratedDecoder = profile.lambdaDecoder(received: n - setting.stragglers)
         let calibrated = meanMSE(
-            outputs: try codedOutputs(profile.lambdaEncoder), lambdaDecoder: calibratedDecoder)
+            outputs: try nerccOutputs(batches, workers: n, lambdaEncoder: profile.lambdaEncoder),
+            lambdaDecoder: calibratedDecoder)
         return GridCheckResult(
             model: modelName, setting: setting, calibratedLambdaEncoder: profile.lambdaEncoder,
             calibratedLambdaDecoder: calibratedDecoder, calibratedMSE: calibrated, bestLambdaEncoder: best.encoder,

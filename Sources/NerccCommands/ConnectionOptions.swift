@@ -60,10 +60,11 @@ struct ConnectionOptions: ParsableArguments {
         guard !topologyPrefix.isEmpty, !topologyPrefix.contains(" ") else {
             throw ValidationError("--topology-prefix must be a non-empty name without spaces")
         }
-        try Environment.validateIntegers([
-            "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT", "NERCC_HTTP_PORT",
-        ])
-        try Environment.validateBooleans(["NERCC_TLS_INSECURE"])
+        try Environment.validate(
+            [
+                "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT", "NERCC_HTTP_PORT",
+            ], as: .integer)
+        try Environment.validate(["NERCC_TLS_INSECURE"], as: .boolean)
     }
 
     var topology: ServingTopology {

@@ -32,42 +32,38 @@ enum Environment {
         optionalString(name).flatMap { UInt64($0) } ?? fallback
     }
 
-    /// Checks that every `NERCC_*` variable that is set parses, so a typo in a container spec is
-    /// reported instead of silently falling back to a default.
-    static func validateNumbers(_ names: [String]) throws {
-        for name in names {
-            if let v = optionalString(name), Double(v) == nil {
-                throw CommandError("environment variable \(name)='\(v)' is not a number")
+    /// The value type of an environment twin, for ``validate(_:as:)``.
+    enum Kind {
+        case number, integer, unsigned, boolean
+
+        static let booleans = ["1", "true", "yes", "on", "0", "false", "no", "off"]
+
+        func accepts(_ value: String) -> Bool {
+            switch self {
+            case .number: Double(value) != nil
+            case .integer: Int(value) != nil
+            case .unsigned: UInt64(value) != nil
+            case .boolean: Self.booleans.contains(value.lowercased())
+            }
+        }
+
+        var expected: String {
+            switch self {
+            case .number: "a number"
+            case .integer: "an integer"
+            case .unsigned: "a non-negative integer"
+            case .boolean: "a boolean (use \(Self.booleans.joined(separator: ", ")))"
             }
         }
     }
 
-    /// Checks that every integer `NERCC_*` variable that is set is an integer (`3.5` or `abc` would
-    /// otherwise fall back to the default without a word).
-    static func validateIntegers(_ names: [String]) throws {
+    /// Checks that every `NERCC_*` variable in `names` that is set parses as `kind`, so a typo in a
+    /// container spec (`3.5` for an integer, `maybe` for a boolean) stops the process with one line
+    /// naming it instead of silently falling back to a default.
+    static func validate(_ names: [String], as kind: Kind) throws {
         for name in names {
-            if let v = optionalString(name), Int(v) == nil {
-                throw CommandError("environment variable \(name)='\(v)' is not an integer")
-            }
-        }
-    }
-
-    /// Checks that every unsigned `NERCC_*` variable that is set is a non-negative integer.
-    static func validateUnsigned(_ names: [String]) throws {
-        for name in names {
-            if let v = optionalString(name), UInt64(v) == nil {
-                throw CommandError("environment variable \(name)='\(v)' is not a non-negative integer")
-            }
-        }
-    }
-
-    /// Checks that every boolean `NERCC_*` variable that is set is one of the accepted spellings.
-    static func validateBooleans(_ names: [String]) throws {
-        let accepted = ["1", "true", "yes", "on", "0", "false", "no", "off"]
-        for name in names {
-            if let v = optionalString(name), !accepted.contains(v.lowercased()) {
-                throw CommandError(
-                    "environment variable \(name)='\(v)' is not a boolean (use \(accepted.joined(separator: ", ")))")
+            if let v = optionalString(name), !kind.accepts(v) {
+                throw CommandError("environment variable \(name)='\(v)' is not \(kind.expected)")
             }
         }
     }

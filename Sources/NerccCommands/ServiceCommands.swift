@@ -73,11 +73,12 @@ struct EncoderCommand: AsyncParsableCommand {
         guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
         guard maxRequestBytes >= 1 else { throw ValidationError("--max-request-bytes must be ≥ 1") }
-        try Environment.validateNumbers(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"])
-        try Environment.validateIntegers([
-            "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
-            "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES",
-        ])
+        try Environment.validate(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"], as: .number)
+        try Environment.validate(
+            [
+                "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
+                "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES",
+            ], as: .integer)
     }
 
     func run() async throws {
@@ -181,12 +182,13 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--straggler-distribution must be fixed or pareto, got '\(stragglerDistribution)'")
         }
         guard stragglerParetoShape > 0 else { throw ValidationError("--straggler-pareto-shape must be > 0") }
-        try Environment.validateNumbers([
-            "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
-        ])
-        try Environment.validateIntegers(["NERCC_PREFETCH"])
-        try Environment.validateUnsigned(["NERCC_SEED"])
-        try Environment.validateBooleans(["NERCC_NEVER_REPLY"])
+        try Environment.validate(
+            [
+                "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
+            ], as: .number)
+        try Environment.validate(["NERCC_PREFETCH"], as: .integer)
+        try Environment.validate(["NERCC_SEED"], as: .unsigned)
+        try Environment.validate(["NERCC_NEVER_REPLY"], as: .boolean)
     }
 
     func run() async throws {
@@ -234,7 +236,7 @@ struct DecoderCommand: AsyncParsableCommand {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
         }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
-        try Environment.validateIntegers(["NERCC_SHARD", "NERCC_PREFETCH"])
+        try Environment.validate(["NERCC_SHARD", "NERCC_PREFETCH"], as: .integer)
     }
 
     func run() async throws {

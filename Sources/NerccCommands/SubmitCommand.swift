@@ -54,11 +54,12 @@ struct SubmitCommand: AsyncParsableCommand {
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be ≥ 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be > 0") }
         guard count >= 0 else { throw ValidationError("--count must be ≥ 0 (0 sends every row)") }
-        try Environment.validateIntegers([
-            "NERCC_SUBMIT_COUNT", "NERCC_SUBMIT_QUERIES_PER_REQUEST", "NERCC_SUBMIT_CONCURRENCY",
-        ])
-        try Environment.validateNumbers(["NERCC_SUBMIT_TIMEOUT"])
-        try Environment.validateBooleans(["NERCC_SUBMIT_JSON", "NERCC_SUBMIT_QUIET"])
+        try Environment.validate(
+            [
+                "NERCC_SUBMIT_COUNT", "NERCC_SUBMIT_QUERIES_PER_REQUEST", "NERCC_SUBMIT_CONCURRENCY",
+            ], as: .integer)
+        try Environment.validate(["NERCC_SUBMIT_TIMEOUT"], as: .number)
+        try Environment.validate(["NERCC_SUBMIT_JSON", "NERCC_SUBMIT_QUIET"], as: .boolean)
     }
 
     struct Outcome: Codable {

@@ -1,5 +1,4 @@
 import CBLAS
-import Foundation
 
 /// Multi-head self-attention over the tokens of each sample, as PyTorch's
 /// `nn.MultiheadAttention(D, h, batch_first=True)` called as `attention(x, x, x)`:
@@ -106,7 +105,7 @@ public struct MultiHeadAttention: Layer {
                                 CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(tokens), Int32(d),
                                 scale, q, Int32(rowStride), k, Int32(rowStride), 0, scores.baseAddress,
                                 Int32(tokens))
-                            Self.normaliseRows(scores, length: tokens)
+                            Softmax.normaliseRows(scores, length: tokens)
                             // head_j = P V_j, written into columns j·d ..< (j+1)·d of the sample's output.
                             cblas_sgemm(
                                 CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tokens), Int32(d), Int32(tokens),
@@ -118,22 +117,6 @@ public struct MultiHeadAttention: Layer {
             }
         }
         return outputProjection(heads)
-    }
-
-    /// Softmax of every length-`length` row of `values`, with the row maximum subtracted first.
-    private static func normaliseRows(_ values: UnsafeMutableBufferPointer<Float>, length: Int) {
-        for start in stride(from: 0, to: values.count, by: length) {
-            var maximum = -Float.infinity
-            for i in start..<(start + length) { maximum = max(maximum, values[i]) }
-            var sum: Float = 0
-            for i in start..<(start + length) {
-                let e = Foundation.exp(values[i] - maximum)
-                values[i] = e
-                sum += e
-            }
-            let inverse = 1 / sum
-            for i in start..<(start + length) { values[i] *= inverse }
-        }
     }
 }
 

@@ -26,22 +26,26 @@ public struct Softmax: Layer {
         precondition(output.rank >= 1, "softmax needs at least one axis")
         let n = output.shape[output.rank - 1]
         guard n > 0 else { return output }
-        output.withUnsafeMutableBufferPointer { values in
-            for start in stride(from: 0, to: values.count, by: n) {
-                let row = UnsafeMutableBufferPointer(rebasing: values[start..<(start + n)])
-                var maximum = -Float.infinity
-                for x in row { maximum = x > maximum ? x : maximum }
-                var sum: Float = 0
-                for i in row.indices {
-                    let e = Foundation.exp(row[i] - maximum)
-                    row[i] = e
-                    sum += e
-                }
-                let scale = 1 / sum
-                for i in row.indices { row[i] *= scale }
-            }
-        }
+        output.withUnsafeMutableBufferPointer { Self.normaliseRows($0, length: n) }
         return output
+    }
+
+    /// Replaces every length-`length` row of `values` by its softmax, in place (also used by
+    /// ``MultiHeadAttention`` for its attention weights).
+    static func normaliseRows(_ values: UnsafeMutableBufferPointer<Float>, length n: Int) {
+        for start in stride(from: 0, to: values.count, by: n) {
+            let row = UnsafeMutableBufferPointer(rebasing: values[start..<(start + n)])
+            var maximum = -Float.infinity
+            for x in row { maximum = x > maximum ? x : maximum }
+            var sum: Float = 0
+            for i in row.indices {
+                let e = Foundation.exp(row[i] - maximum)
+                row[i] = e
+                sum += e
+            }
+            let scale = 1 / sum
+            for i in row.indices { row[i] *= scale }
+        }
     }
 }
 
