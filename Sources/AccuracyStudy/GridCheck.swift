@@ -58,6 +58,8 @@ extension AccuracyStudy {
             }
             return total / Double(trials)
         }
+        let calibratedDecoder = profile.lambdaDecoder(received: n - setting.stragglers)
+        var calibrated: Double? = nil
         var best = (encoder: 0.0, decoder: 0.0, mse: Double.infinity)
         for lambdaEncoder in grid {
             let y = try nerccOutputs(batches, workers: n, lambdaEncoder: lambdaEncoder)
@@ -65,14 +67,19 @@ extension AccuracyStudy {
                 let m = meanMSE(outputs: y, lambdaDecoder: lambdaDecoder)
                 if m < best.mse { best = (lambdaEncoder, lambdaDecoder, m) }
             }
+            // The model's outputs depend on λ_enc only: reuse them when the profile's λ_enc is a grid point.
+            if lambdaEncoder == profile.lambdaEncoder {
+                calibrated = meanMSE(outputs: y, lambdaDecoder: calibratedDecoder)
+            }
         }
-        let calibratedDecoder = profile.lambdaDecoder(received: n - setting.stragglers)
-        let calibrated = meanMSE(
-            outputs: try nerccOutputs(batches, workers: n, lambdaEncoder: profile.lambdaEncoder),
-            lambdaDecoder: calibratedDecoder)
+        let calibratedMSE =
+            try calibrated
+            ?? meanMSE(
+                outputs: nerccOutputs(batches, workers: n, lambdaEncoder: profile.lambdaEncoder),
+                lambdaDecoder: calibratedDecoder)
         return GridCheckResult(
             model: modelName, setting: setting, calibratedLambdaEncoder: profile.lambdaEncoder,
-            calibratedLambdaDecoder: calibratedDecoder, calibratedMSE: calibrated, bestLambdaEncoder: best.encoder,
+            calibratedLambdaDecoder: calibratedDecoder, calibratedMSE: calibratedMSE, bestLambdaEncoder: best.encoder,
             bestLambdaDecoder: best.decoder, bestMSE: best.mse)
     }
 }

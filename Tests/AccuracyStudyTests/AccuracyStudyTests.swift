@@ -117,6 +117,9 @@ import Testing
         // (1e-3, 1e-2) is on the coarse grid, so the best is at most the profile's MSE.
         #expect(coarse.bestMSE <= coarse.calibratedMSE && coarse.excess >= 0)
         #expect(check.bestMSE <= coarse.bestMSE)
+        // Off the grid, the profile's λ_enc gets its own outputs: the same MSE.
+        let off = try study.gridCheck(setting: setting, profile: profile, trials: 12, seed: 9, grid: [0, 1e-2])
+        #expect(off.calibratedMSE == check.calibratedMSE)
     }
 
     @Test func logScalePlotsPutExactResultsOnTheBottomAndBlowUpsOnTheTop() {
