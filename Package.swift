@@ -8,6 +8,7 @@ import PackageDescription
 //   NumPyFormat (pure: .npy bytes ⇄ arrays)
 //   Messaging (transport protocol and message types; no I/O)
 //   CRabbitMQ (C: rabbitmq-c 0.11 + shim) ──▶ RabbitMQMessaging (the only importer of CRabbitMQ)
+//   CodedComputing, NeuralInference, Messaging, ServingMessages, swift-collections ──▶ ServingPipeline
 //   all of the above + ArgumentParser ──▶ NerccCommands ──▶ nercc (executable)
 let strict: [SwiftSetting] = [
     .unsafeFlags(["-warnings-as-errors"])
@@ -24,6 +25,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(
@@ -67,6 +70,8 @@ let package = Package(
             dependencies: [
                 "CodedComputing", "NeuralInference", "Messaging", "ServingMessages",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),
@@ -91,6 +96,7 @@ let package = Package(
                 "RabbitMQMessaging",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: strict
         ),

@@ -53,8 +53,7 @@ public struct LinearCode: Sendable {
             encoder = .identity(k)
             minimumResults = k
         case .replication:
-            let r = try Self.resolveReplicas(config)
-            config.replicas = r
+            config.replicas = try Self.resolveReplicas(config)
             encoder = Matrix(
                 rows: n, columns: k, elements: (0..<n).flatMap { w in (0..<k).map { $0 == w % k ? 1 : 0 } })
             minimumResults = k
@@ -75,14 +74,17 @@ public struct LinearCode: Sendable {
             encoder = try BerrutInterpolation.weights(nodes: alpha, at: beta)
             minimumResults = 1
         case .nercc, .nerccAgnostic:
-            guard n >= 2 else {
-                throw CodingSchemeError(.invalidWorkerCount, "\(config.kind.rawValue) needs N ≥ 2 workers, got \(n)")
+            // A spline through one data point is a constant: for K = 1 every coded query is the query
+            // itself and any one result decodes it exactly, so N = 1 is allowed there.
+            guard n >= 2 || k == 1 else {
+                throw CodingSchemeError(
+                    .invalidWorkerCount, "\(config.kind.rawValue) needs N ≥ 2 workers for K ≥ 2, got \(n)")
             }
             if config.kind == .nerccAgnostic {
                 config.lambdaEncoder = AgnosticSmoothing.encoderLambda(batchSize: k)
             }
             encoder = try SmoothingSpline.weights(knots: alpha, lambda: config.lambdaEncoder, at: beta)
-            minimumResults = 2
+            minimumResults = k == 1 ? 1 : 2
         }
         self.configuration = config
         self.encodingMatrix = encoder
@@ -212,7 +214,9 @@ public struct LinearCode: Sendable {
         return d
     }
 
-    private static func resolveReplicas(_ config: SchemeConfiguration) throws(CodingSchemeError) -> Int {
+    /// r when N = r·K; nil for partial replication (K < N, N not a multiple of K: worker n still holds
+    /// query n mod K, so the first N mod K queries have one copy more than the others).
+    private static func resolveReplicas(_ config: SchemeConfiguration) throws(CodingSchemeError) -> Int? {
         let k = config.batchSize
         let n = config.workers
         if let r = config.replicas {
@@ -223,10 +227,7 @@ public struct LinearCode: Sendable {
             }
             return r
         }
-        guard n % k == 0 else {
-            throw CodingSchemeError(.invalidWorkerCount, "replication needs N to be a multiple of K = \(k), got \(n)")
-        }
-        return n / k
+        return n % k == 0 ? n / k : nil
     }
 
     private static func resolveGroupSize(_ config: SchemeConfiguration) throws(CodingSchemeError) -> Int {

@@ -3,12 +3,12 @@
 /// | scheme | encoder | decoder | results needed |
 /// |---|---|---|---|
 /// | `uncoded` | the K queries (N = K) | identity | all K |
-/// | `replication` | r copies of each query (N = rK; worker n holds query n mod K) | first copy of each query | one copy of every query |
+/// | `replication` | worker n holds query n mod K (N = rK: r copies of each; any other N ≥ K: the first N mod K queries get one copy more) | first copy of each query | one copy of every query |
 /// | `parity` | ParM: K data queries, then one parity P_g = Σ x_i per group of G (N = K + ⌈K/G⌉) | missing f(x_j) = F_P(P_g) − Σ_{i≠j} f(x_i) | at most one missing per group |
 /// | `lcc` | Lagrange polynomial through (α_k, x_k) at β_n | polynomial through the replies at α_k | K |
 /// | `bacc` | Berrut interpolant through (α_k, x_k) at β_n | Berrut interpolant of the replies at α_k | 1 |
-/// | `nercc` | smoothing spline (λ_enc) at β_n | smoothing spline (λ_dec) at α_k | 2 |
-/// | `nercc-ag` | `nercc` with model-agnostic λs (``AgnosticSmoothing``) | | 2 |
+/// | `nercc` | smoothing spline (λ_enc) at β_n | smoothing spline (λ_dec) at α_k | 2 (1 when K = 1) |
+/// | `nercc-ag` | `nercc` with model-agnostic λs (``AgnosticSmoothing``) | | 2 (1 when K = 1) |
 public enum SchemeKind: String, CaseIterable, Sendable, Codable {
     /// No coding: one worker per query.
     case uncoded
@@ -24,6 +24,15 @@ public enum SchemeKind: String, CaseIterable, Sendable, Codable {
     case nercc
     /// NeRCC with smoothing parameters that depend only on N, K and the number of results.
     case nerccAgnostic = "nercc-ag"
+
+    /// Whether the scheme interpolates between data and worker points (`lcc`, `bacc`, `nercc`,
+    /// `nercc-ag`): its decoder waits for N − S results of any N − S workers.
+    public var isInterpolating: Bool {
+        switch self {
+        case .lcc, .bacc, .nercc, .nerccAgnostic: true
+        case .uncoded, .replication, .parity: false
+        }
+    }
 
     /// Parses a scheme name, naming the valid ones when it is unknown.
     public static func parse(_ name: String) throws(CodingSchemeError) -> SchemeKind {
@@ -47,7 +56,7 @@ public struct SchemeConfiguration: Sendable, Hashable, Codable {
     public var lambdaEncoder: Double
     /// λ_dec for `nercc` (ignored by the other schemes; `nercc-ag` computes its own).
     public var lambdaDecoder: Double
-    /// r for `replication`; `nil` infers it as N / K.
+    /// r for `replication` (then N must be r·K); `nil` infers N / K, or partial replication when K ∤ N.
     public var replicas: Int?
     /// G, the parity group size for `parity`; `nil` infers the smallest G with N = K + ⌈K/G⌉.
     public var groupSize: Int?

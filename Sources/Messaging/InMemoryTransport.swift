@@ -31,11 +31,16 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
     private final class ConsumerState {
         let tag: String
         let prefetch: Int
+        let autoAcknowledge: Bool
         var inFlight = 0
         let continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
-        init(tag: String, prefetch: Int, continuation: AsyncThrowingStream<Delivery, any Error>.Continuation) {
+        init(
+            tag: String, prefetch: Int, autoAcknowledge: Bool,
+            continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
+        ) {
             self.tag = tag
             self.prefetch = prefetch
+            self.autoAcknowledge = autoAcknowledge
             self.continuation = continuation
         }
     }
@@ -99,14 +104,16 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
     }
 
     /// Starts a consumer.
-    public func consume(queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue])
-        async throws(MessagingError) -> AsyncThrowingStream<Delivery, any Error>
-    {
+    public func consume(
+        queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue], autoAcknowledge: Bool
+    ) async throws(MessagingError) -> AsyncThrowingStream<Delivery, any Error> {
         let (stream, continuation) = AsyncThrowingStream<Delivery, any Error>.makeStream()
         let actions: [() -> Void]? = lock.withLock {
             guard queues[queue] != nil else { return nil }
             queues[queue]!.consumers.append(
-                ConsumerState(tag: consumerTag, prefetch: Int(prefetch), continuation: continuation))
+                ConsumerState(
+                    tag: consumerTag, prefetch: autoAcknowledge ? 0 : Int(prefetch), autoAcknowledge: autoAcknowledge,
+                    continuation: continuation))
             return dispatch(queue: queue)
         }
         guard let actions else {
@@ -249,10 +256,13 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
                 q = queues[name]!
                 continue
             }
-            consumer.inFlight += 1
-            let tag = DeliveryTag(generation: 1, value: nextTag)
+            // No-ack deliveries carry generation 0, which no acknowledgement ever matches.
+            let tag = DeliveryTag(generation: consumer.autoAcknowledge ? 0 : 1, value: nextTag)
             nextTag += 1
-            unacked[tag] = (name, message, consumer.tag)
+            if !consumer.autoAcknowledge {
+                consumer.inFlight += 1
+                unacked[tag] = (name, message, consumer.tag)
+            }
             let delivery = Delivery(
                 tag: tag, redelivered: message.deliveries > 1, exchange: message.exchange,
                 routingKey: message.routingKey, queue: name, properties: message.properties, body: message.body)

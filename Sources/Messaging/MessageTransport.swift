@@ -15,13 +15,17 @@ public protocol MessageTransport: AnyObject, Sendable {
     /// - Throws: `.nacked`, `.unroutable` (mandatory messages), `.connectionLost` (retryable), …
     func publish(_ message: OutgoingMessage) async throws(MessagingError)
 
-    /// Starts consuming `queue` with manual acknowledgement and the given per-consumer prefetch.
+    /// Starts consuming `queue` with manual acknowledgement and the given per-consumer prefetch, or
+    /// with `autoAcknowledge` in no-ack mode: the broker considers each message acknowledged when it
+    /// sends it (for messages whose loss costs nothing, such as replies to a benchmark or
+    /// cancellation notices); acknowledging such a delivery does nothing.
     ///
     /// The stream survives reconnects (the consumer is re-registered) and finishes when the
     /// consumer is cancelled or the transport is closed; it throws if the broker cancels the consumer
     /// (queue deleted) or the queue cannot be consumed.
-    func consume(queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue])
-        async throws(MessagingError) -> AsyncThrowingStream<Delivery, any Error>
+    func consume(
+        queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue], autoAcknowledge: Bool
+    ) async throws(MessagingError) -> AsyncThrowingStream<Delivery, any Error>
 
     /// Stops a consumer: no new deliveries; unacknowledged ones stay with the application until
     /// acked or rejected, or until the connection closes.
@@ -42,10 +46,27 @@ public protocol MessageTransport: AnyObject, Sendable {
 }
 
 extension MessageTransport {
-    /// Starts consuming with no consumer arguments.
+    /// Starts consuming with manual acknowledgement and no consumer arguments.
     public func consume(queue: String, prefetch: UInt16, consumerTag: String) async throws(MessagingError)
         -> AsyncThrowingStream<Delivery, any Error>
     {
-        try await consume(queue: queue, prefetch: prefetch, consumerTag: consumerTag, arguments: [:])
+        try await consume(
+            queue: queue, prefetch: prefetch, consumerTag: consumerTag, arguments: [:], autoAcknowledge: false)
+    }
+
+    /// Starts consuming with manual acknowledgement.
+    public func consume(queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue])
+        async throws(MessagingError) -> AsyncThrowingStream<Delivery, any Error>
+    {
+        try await consume(
+            queue: queue, prefetch: prefetch, consumerTag: consumerTag, arguments: arguments, autoAcknowledge: false)
+    }
+
+    /// Starts consuming in no-ack mode with no consumer arguments.
+    public func consume(queue: String, consumerTag: String, autoAcknowledge: Bool) async throws(MessagingError)
+        -> AsyncThrowingStream<Delivery, any Error>
+    {
+        try await consume(
+            queue: queue, prefetch: 0, consumerTag: consumerTag, arguments: [:], autoAcknowledge: autoAcknowledge)
     }
 }

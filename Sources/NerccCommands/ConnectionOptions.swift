@@ -35,6 +35,12 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Number of decoder shards (env NERCC_SHARDS).")
     var shards: Int = Environment.int("NERCC_SHARDS", 1)
 
+    @Option(
+        help:
+            "Task and worker-result queues: 'classic' (transient messages, not replicated) or 'quorum' (persistent, replicated); every service must agree (env NERCC_CODED_QUEUES)."
+    )
+    var codedQueues: String = Environment.string("NERCC_CODED_QUEUES", "classic")
+
     @Option(help: "Deliveries of a message before it is dead-lettered as poison (env NERCC_DELIVERY_LIMIT).")
     var deliveryLimit: Int = Environment.int("NERCC_DELIVERY_LIMIT", 5)
 
@@ -51,6 +57,9 @@ struct ConnectionOptions: ParsableArguments {
         guard heartbeat > 0 else { throw ValidationError("--heartbeat must be > 0 seconds, got \(heartbeat)") }
         guard connectRetry >= 0 else { throw ValidationError("--connect-retry must be ≥ 0, got \(connectRetry)") }
         guard shards >= 1 else { throw ValidationError("--shards must be ≥ 1, got \(shards)") }
+        guard ServingTopology.CodedQueues(rawValue: codedQueues) != nil else {
+            throw ValidationError("--coded-queues must be classic or quorum, got '\(codedQueues)'")
+        }
         guard deliveryLimit >= 1 else { throw ValidationError("--delivery-limit must be ≥ 1, got \(deliveryLimit)") }
         guard (0...65_535).contains(httpPort) else { throw ValidationError("--http-port must be in 0...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -78,6 +87,10 @@ struct ConnectionOptions: ParsableArguments {
         t.tasksQueuePrefix = "\(p).tasks"
         t.resultsExchange = "\(p).results"
         t.resultsQueuePrefix = "\(p).results"
+        t.workerResultsQueuePrefix = "\(p).worker-results"
+        t.cancelExchange = "\(p).cancel"
+        t.cancelQueuePrefix = "\(p).cancel"
+        t.codedQueues = ServingTopology.CodedQueues(rawValue: codedQueues) ?? .classic
         t.predictionsExchange = "\(p).predictions"
         t.deadExchange = "\(p).dead"
         t.deadLetterQueue = "\(p).dead-letter"

@@ -19,8 +19,8 @@ enum Environment {
         optionalString(name).flatMap(Double.init) ?? fallback
     }
 
-    static func bool(_ name: String) -> Bool {
-        guard let v = optionalString(name)?.lowercased() else { return false }
+    static func bool(_ name: String, _ fallback: Bool = false) -> Bool {
+        guard let v = optionalString(name)?.lowercased() else { return fallback }
         return ["1", "true", "yes", "on"].contains(v)
     }
 

@@ -51,13 +51,25 @@ struct EncoderCommand: AsyncParsableCommand {
     var group: Int = Environment.int("NERCC_GROUP", 0)
 
     @Option(
-        help:
-            "A calibration profile from `nercc calibrate` (sets λ_enc, and λ_dec per results received) (env NERCC_PROFILE)."
-    )
-    var profile: String = Environment.string("NERCC_PROFILE", "")
+        name: .customLong("profile"),
+        help: ArgumentHelp(
+            "A calibration profile from `nercc calibrate`; repeatable (env NERCC_PROFILE, comma-separated).",
+            discussion:
+                "One profile must match N and K: it sets λ_enc, and λ_dec per results received. Profiles of the smaller codes that partial batches use (see docs/architecture.md) set theirs; sizes without a profile use the model-agnostic rule."
+        ))
+    var profiles: [String] = Environment.list("NERCC_PROFILE")
 
-    @Option(help: "Longest wait of a partial batch, ms (env NERCC_BATCH_WAIT_MS).")
-    var batchWaitMs: Int = Environment.int("NERCC_BATCH_WAIT_MS", 10)
+    @Option(
+        help:
+            "Longest wait of a partial batch for more queries, ms; it waits only while queries arrive fast enough to fill it in that time (env NERCC_BATCH_WAIT_MS)."
+    )
+    var batchWaitMs: Int = Environment.int("NERCC_BATCH_WAIT_MS", 2)
+
+    @Option(
+        help:
+            "Partial batches: 'adaptive' gives a batch of k < K queries a code of its own size (⌈N·k/K⌉ tasks); 'pad' fills it to K with copies (N tasks; for comparisons) (env NERCC_PARTIAL_BATCHES)."
+    )
+    var partialBatches: String = Environment.string("NERCC_PARTIAL_BATCHES", "adaptive")
 
     @Option(help: "How long the decoder waits for a batch's results, ms (env NERCC_DEADLINE_MS).")
     var deadlineMs: Int = Environment.int("NERCC_DEADLINE_MS", 5_000)
@@ -70,6 +82,9 @@ struct EncoderCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard batchWaitMs >= 0 else { throw ValidationError("--batch-wait-ms must be ≥ 0") }
+        guard ["adaptive", "pad"].contains(partialBatches) else {
+            throw ValidationError("--partial-batches must be adaptive or pad, got '\(partialBatches)'")
+        }
         guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
         guard maxRequestBytes >= 1 else { throw ValidationError("--max-request-bytes must be ≥ 1") }
@@ -91,22 +106,42 @@ struct EncoderCommand: AsyncParsableCommand {
                 lambdaDecoder: lambdaDecoder, replicas: replicas > 0 ? replicas : nil,
                 groupSize: group > 0 ? group : nil),
             stragglers: stragglers, maximumBatchWaitMilliseconds: Int64(batchWaitMs),
-            deadlineMilliseconds: Int64(deadlineMs), prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
+            padsPartialBatches: partialBatches == "pad", deadlineMilliseconds: Int64(deadlineMs),
+            prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
             consumerTag: ServiceRunner.processName("encoder"))
         let loaded = try loadModels(models)
-        // A calibration profile overrides the λs.
-        if !profile.isEmpty {
-            let calibrated = try loadProfile(profile)
-            guard kind == .nercc, calibrated.workers == workers, calibrated.batchSize == batch,
-                loaded.contains(where: { $0.name == calibrated.model })
-            else {
+        // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
+        // those of the partial batches whose code has their size.
+        if !profiles.isEmpty {
+            guard kind == .nercc else {
+                throw CommandError("--profile calibrates nercc; this encoder runs \(kind.rawValue)")
+            }
+            var fullSize = false
+            for path in profiles {
+                let calibrated = try loadProfile(path)
+                guard loaded.contains(where: { $0.name == calibrated.model }), calibrated.batchSize <= batch else {
+                    throw CommandError(
+                        "profile '\(path)' is for model \(calibrated.model) with N = \(calibrated.workers), K = \(calibrated.batchSize); this encoder serves \(loaded.map(\.name).joined(separator: ", ")) with N = \(workers), K = \(batch)"
+                    )
+                }
+                config.profiles.append(
+                    CalibratedLambdas(
+                        workers: calibrated.workers, batchSize: calibrated.batchSize,
+                        lambdaEncoder: calibrated.lambdaEncoder,
+                        lambdaDecoder: calibrated.lambdaDecoder(received: calibrated.workers),
+                        lambdaDecoderByReceived: calibrated.lambdaDecoderByReceived))
+                if calibrated.workers == workers && calibrated.batchSize == batch {
+                    fullSize = true
+                    config.scheme.lambdaEncoder = calibrated.lambdaEncoder
+                    config.scheme.lambdaDecoder = calibrated.lambdaDecoder(received: workers - stragglers)
+                    config.lambdaDecoderByReceived = calibrated.lambdaDecoderByReceived
+                }
+            }
+            guard fullSize else {
                 throw CommandError(
-                    "profile '\(profile)' is for nercc with model \(calibrated.model), N = \(calibrated.workers), K = \(calibrated.batchSize); this encoder runs \(kind.rawValue) with N = \(workers), K = \(batch)"
+                    "no --profile is for N = \(workers), K = \(batch): calibrate that setting (`nercc calibrate --workers \(workers) --batch \(batch)`)"
                 )
             }
-            config.scheme.lambdaEncoder = calibrated.lambdaEncoder
-            config.scheme.lambdaDecoder = calibrated.lambdaDecoder(received: workers - stragglers)
-            config.lambdaDecoderByReceived = calibrated.lambdaDecoderByReceived
         }
         // Refuse a bad configuration before connecting, so the error is not lost among retries.
         do {
@@ -145,11 +180,32 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(help: "The model description to run (env NERCC_MODEL).")
-    var model: String = Environment.string("NERCC_MODEL", "")
+    @Option(
+        name: .customLong("model"),
+        help:
+            "A model description to run; repeatable, e.g. a model and its ParM parity model (env NERCC_MODEL, comma-separated)."
+    )
+    var models: [String] = Environment.list("NERCC_MODEL")
 
-    @Option(help: "Tasks held at once (env NERCC_PREFETCH).")
-    var prefetch: Int = Environment.int("NERCC_PREFETCH", 1)
+    @Option(
+        help:
+            "Tasks held at once per model: waiting for a forward pass, delayed, or awaiting their result's confirm (env NERCC_PREFETCH)."
+    )
+    var prefetch: Int = Environment.int("NERCC_PREFETCH", 16)
+
+    @Option(help: "B: most tasks of one model run as one forward pass (env NERCC_MAX_BATCH).")
+    var maxBatch: Int = Environment.int("NERCC_MAX_BATCH", 16)
+
+    @Option(
+        help:
+            "How long a task may wait for others to join its forward pass, µs; 0: run what has arrived as soon as nothing else waits to be read (env NERCC_MAX_BATCH_DELAY_US)."
+    )
+    var maxBatchDelayUs: Int = Environment.int("NERCC_MAX_BATCH_DELAY_US", 0)
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Skip tasks of batches the decoder has finished (its cancellation notices) (env NERCC_CANCELLATIONS).")
+    var cancellations: Bool = Environment.bool("NERCC_CANCELLATIONS", true)
 
     @Option(help: "Worker identity in results and the management UI (env NERCC_WORKER_ID).")
     var workerId: String = Environment.string("NERCC_WORKER_ID", ServiceRunner.processName("worker"))
@@ -174,6 +230,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be ≥ 1, got \(maxBatch)") }
+        guard maxBatchDelayUs >= 0 else { throw ValidationError("--max-batch-delay-us must be ≥ 0") }
         guard (0...1).contains(stragglerProbability) else {
             throw ValidationError("--straggler-probability must be in 0...1, got \(stragglerProbability)")
         }
@@ -186,15 +244,17 @@ struct WorkerCommand: AsyncParsableCommand {
             [
                 "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
             ], as: .number)
-        try Environment.validate(["NERCC_PREFETCH"], as: .integer)
+        try Environment.validate(["NERCC_PREFETCH", "NERCC_MAX_BATCH", "NERCC_MAX_BATCH_DELAY_US"], as: .integer)
         try Environment.validate(["NERCC_SEED"], as: .unsigned)
-        try Environment.validate(["NERCC_NEVER_REPLY"], as: .boolean)
+        try Environment.validate(["NERCC_NEVER_REPLY", "NERCC_CANCELLATIONS"], as: .boolean)
     }
 
     func run() async throws {
         let logger = connection.logger("nercc.worker")
-        guard !model.isEmpty else { throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODEL)") }
-        let loaded = try loadModels([model])[0]
+        guard !models.isEmpty else {
+            throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODEL)")
+        }
+        let loaded = try loadModels(models)
         let delay: StragglerInjection.Delay =
             stragglerDistribution == "pareto"
             ? .pareto(minimumMilliseconds: stragglerDelayMs, shape: stragglerParetoShape)
@@ -208,9 +268,11 @@ struct WorkerCommand: AsyncParsableCommand {
         let service = WorkerService(
             transport: transport,
             configuration: WorkerConfiguration(
-                prefetch: UInt16(prefetch), workerID: workerId, stragglers: injection, seed: seed),
-            topology: connection.topology, model: loaded, logger: logger, metrics: metrics)
-        logger.info("worker serving", metadata: ["model": "\(loaded.name)", "id": "\(workerId)"])
+                prefetch: UInt16(prefetch), workerID: workerId, stragglers: injection, seed: seed,
+                maximumBatch: maxBatch, maximumBatchDelayMicroseconds: Int64(maxBatchDelayUs),
+                followsCancellations: cancellations),
+            topology: connection.topology, models: loaded, logger: logger, metrics: metrics)
+        logger.info("worker serving", metadata: ["models": "\(loaded.map(\.name))", "id": "\(workerId)"])
         try await ServiceRunner.run(
             transport: transport, logger: logger, connection: connection, role: "worker", metrics: metrics
         ) { stop in try await service.run(stop: stop) }
@@ -228,8 +290,16 @@ struct DecoderCommand: AsyncParsableCommand {
     @Option(help: "The shard this decoder serves, 0 ≤ shard < --shards (env NERCC_SHARD).")
     var shard: Int = Environment.int("NERCC_SHARD", 0)
 
-    @Option(help: "Messages held at once: manifests and results of open batches (env NERCC_PREFETCH).")
+    @Option(
+        help: "Messages held at once per queue: manifests, and results of open batches (env NERCC_PREFETCH).")
     var prefetch: Int = Environment.int("NERCC_PREFETCH", 4_000)
+
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Tell the workers which batches are finished, so they skip their outstanding tasks (env NERCC_CANCEL_LEFTOVERS)."
+    )
+    var cancelLeftovers: Bool = Environment.bool("NERCC_CANCEL_LEFTOVERS", true)
 
     func validate() throws {
         guard shard >= 0, shard < connection.shards else {
@@ -237,6 +307,7 @@ struct DecoderCommand: AsyncParsableCommand {
         }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
         try Environment.validate(["NERCC_SHARD", "NERCC_PREFETCH"], as: .integer)
+        try Environment.validate(["NERCC_CANCEL_LEFTOVERS"], as: .boolean)
     }
 
     func run() async throws {
@@ -246,7 +317,8 @@ struct DecoderCommand: AsyncParsableCommand {
         let metrics = ServiceMetrics()
         let service = DecoderService(
             transport: transport,
-            configuration: DecoderConfiguration(shard: shard, prefetch: UInt16(prefetch), consumerTag: name),
+            configuration: DecoderConfiguration(
+                shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info("decoder serving", metadata: ["shard": "\(shard)"])
         try await ServiceRunner.run(

@@ -110,15 +110,12 @@ struct SubmitCommand: AsyncParsableCommand {
         } catch {
             throw CommandError(error.message)
         }
-        let replies = try await transport.consume(queue: replyQueue, prefetch: 0, consumerTag: "submit \(replyQueue)")
+        let replies = try await transport.consume(
+            queue: replyQueue, consumerTag: "submit \(replyQueue)", autoAcknowledge: true)
         let runID = UUID().uuidString.lowercased().prefix(8)
-        var requests: [(id: String, rows: Range<Int>)] = []
-        var start = 0
-        while start < total {
-            let end = min(start + queriesPerRequest, total)
-            requests.append(("req-\(runID)-\(requests.count)", start..<end))
-            start = end
-        }
+        let requests: [(id: String, rows: Range<Int>)] = stride(from: 0, to: total, by: queriesPerRequest).enumerated()
+            .map { i, start in ("req-\(runID)-\(i)", start..<min(start + queriesPerRequest, total)) }
+        let rowsByID = Dictionary(uniqueKeysWithValues: requests.map { ($0.id, $0.rows) })
         var sentAt: [String: ContinuousClock.Instant] = [:]
         var received: [String: [Int: PredictionRecord.Prediction]] = [:]
         var outcomes: [String: Outcome] = [:]
@@ -126,66 +123,107 @@ struct SubmitCommand: AsyncParsableCommand {
         let clock = ContinuousClock()
         let began = clock.now
         let deadline = began + .milliseconds(Int64(timeout * 1000))
-        var next = 0
-        var open = 0
-        var iterator = replies.makeAsyncIterator()
 
-        func publishMore() async throws {
-            while open < concurrency && next < requests.count {
-                let (id, rows) = requests[next]
-                let request = InferenceRequest(
-                    requestID: id, model: model, queries: rows.map { r in queries.row(r).map { Double(Float($0)) } })
-                let message = OutgoingMessage(
-                    exchange: topology.requestsExchange, routingKey: model,
-                    properties: MessageProperties(
-                        contentType: WireFormat.jsonContentType, messageID: id, correlationID: id, replyTo: replyQueue,
-                        timestamp: UInt64(Date().timeIntervalSince1970), type: WireFormat.MessageType.request,
-                        headers: [WireFormat.Header.version: .int(Int64(WireFormat.version))]),
-                    body: Array(try JSONEncoder().encode(request)))
-                sentAt[id] = clock.now
-                do { try await transport.publish(message) } catch { throw CommandError(error.message) }
-                next += 1
-                open += 1
-            }
+        // Publishes are pipelined: up to --concurrency requests are open at once, and a request is
+        // published without waiting for the confirms of the ones before it, so the client is not
+        // what limits the rate.
+        enum Event: Sendable {
+            case reply(Delivery)
+            case published(String, MessagingError?)
+            case repliesEnded((any Error)?)
+            case timeout
         }
-
-        try await publishMore()
-        while open > 0 && clock.now < deadline {
-            let delivery: Delivery?
-            do {
-                delivery = try await iterator.next(before: deadline)
-            } catch {
-                throw CommandError("the reply queue failed: \(error)")
-            }
-            guard let delivery else { break }
-            try? await transport.ack(delivery.tag)
-            let body = Data(delivery.body)
-            if delivery.properties.type == WireFormat.MessageType.error,
-                let record = try? JSONDecoder().decode(ErrorRecord.self, from: body)
-            {
-                let id = record.requestID ?? delivery.properties.correlationID ?? "?"
-                guard outcomes[id] == nil, let rows = requests.first(where: { $0.id == id })?.rows else { continue }
-                outcomes[id] = Outcome(
-                    requestID: id, indices: Array(rows), classes: rows.map { _ in nil },
-                    labels: rows.map { truth?[$0] }, latencyMilliseconds: sentAt[id].map { Self.ms(clock.now - $0) },
-                    status: "error", error: "\(record.code): \(record.message)")
-                open -= 1
-            } else if let record = try? JSONDecoder().decode(PredictionRecord.self, from: body) {
-                let id = record.requestID
-                guard outcomes[id] == nil, let rows = requests.first(where: { $0.id == id })?.rows else { continue }
-                if record.status == .degraded { degraded.insert(id) }
-                for p in record.predictions { received[id, default: [:]][p.index] = p }
-                if received[id]!.count == rows.count {
-                    let preds = (0..<rows.count).map { received[id]![$0]! }
-                    outcomes[id] = Outcome(
-                        requestID: id, indices: Array(rows), classes: preds.map(\.predictedClass),
-                        labels: rows.map { truth?[$0] },
-                        latencyMilliseconds: sentAt[id].map { Self.ms(clock.now - $0) },
-                        status: degraded.contains(id) ? "degraded" : "ok", error: nil)
-                    open -= 1
+        let (events, sink) = AsyncStream<Event>.makeStream()
+        let message: @Sendable (Int) throws -> OutgoingMessage = { [model, queries] index in
+            let (id, rows) = requests[index]
+            let request = InferenceRequest(
+                requestID: id, model: model, queries: rows.map { r in queries.row(r).map { Double(Float($0)) } })
+            return OutgoingMessage(
+                exchange: topology.requestsExchange, routingKey: model,
+                properties: MessageProperties(
+                    contentType: WireFormat.jsonContentType, messageID: id, correlationID: id, replyTo: replyQueue,
+                    timestamp: UInt64(Date().timeIntervalSince1970), type: WireFormat.MessageType.request,
+                    headers: [
+                        WireFormat.Header.version: .int(Int64(WireFormat.version)),
+                        WireFormat.Header.sentMicroseconds: .int(Int64(Date().timeIntervalSince1970 * 1_000_000)),
+                    ]),
+                body: Array(try JSONEncoder().encode(request)))
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await d in replies { sink.yield(.reply(d)) }
+                    sink.yield(.repliesEnded(nil))
+                } catch {
+                    sink.yield(.repliesEnded(error))
                 }
             }
-            try await publishMore()
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                sink.yield(.timeout)
+            }
+            var next = 0
+            var open = 0
+            func publishMore() throws {
+                while open < concurrency && next < requests.count {
+                    let outgoing = try message(next)
+                    let id = requests[next].id
+                    sentAt[id] = clock.now
+                    next += 1
+                    open += 1
+                    group.addTask {
+                        do throws(MessagingError) {
+                            try await transport.publish(outgoing)
+                            sink.yield(.published(id, nil))
+                        } catch {
+                            sink.yield(.published(id, error))
+                        }
+                    }
+                }
+            }
+            try publishMore()
+            loop: for await event in events {
+                switch event {
+                case .timeout:
+                    break loop
+                case .repliesEnded(let error):
+                    if let error { throw CommandError("the reply queue failed: \(error)") }
+                    break loop
+                case .published(let id, let error):
+                    if let error { throw CommandError("publishing request \(id) failed: \(error.message)") }
+                case .reply(let delivery):
+                    let body = Data(delivery.body)
+                    if delivery.properties.type == WireFormat.MessageType.error,
+                        let record = try? JSONDecoder().decode(ErrorRecord.self, from: body)
+                    {
+                        let id = record.requestID ?? delivery.properties.correlationID ?? "?"
+                        guard outcomes[id] == nil, let rows = rowsByID[id] else { continue }
+                        outcomes[id] = Outcome(
+                            requestID: id, indices: Array(rows), classes: rows.map { _ in nil },
+                            labels: rows.map { truth?[$0] },
+                            latencyMilliseconds: sentAt[id].map { Self.ms(clock.now - $0) }, status: "error",
+                            error: "\(record.code): \(record.message)")
+                        open -= 1
+                    } else if let record = try? JSONDecoder().decode(PredictionRecord.self, from: body) {
+                        let id = record.requestID
+                        guard outcomes[id] == nil, let rows = rowsByID[id] else { continue }
+                        if record.status == .degraded { degraded.insert(id) }
+                        for p in record.predictions { received[id, default: [:]][p.index] = p }
+                        if received[id]!.count == rows.count {
+                            let preds = (0..<rows.count).map { received[id]![$0]! }
+                            outcomes[id] = Outcome(
+                                requestID: id, indices: Array(rows), classes: preds.map(\.predictedClass),
+                                labels: rows.map { truth?[$0] },
+                                latencyMilliseconds: sentAt[id].map { Self.ms(clock.now - $0) },
+                                status: degraded.contains(id) ? "degraded" : "ok", error: nil)
+                            open -= 1
+                        }
+                    }
+                    try publishMore()
+                    if open == 0 && next == requests.count { break loop }
+                }
+            }
+            group.cancelAll()
         }
         let elapsed = Self.ms(clock.now - began) / 1000
         try? await transport.cancel(consumerTag: "submit \(replyQueue)")

@@ -302,10 +302,13 @@ final class AMQPConnection {
     }
 
     /// `basic.consume` with manual acknowledgement.
-    func consume(queue: String, tag: String, arguments: [String: HeaderValue]) -> Result<Void, AMQPFailure> {
+    func consume(queue: String, tag: String, arguments: [String: HeaderValue], noAck: Bool = false) -> Result<
+        Void, AMQPFailure
+    > {
         let arena = AMQPArena()
         let result = amqp_basic_consume(
-            state, AMQPChannel.consume, arena.bytes(queue), arena.bytes(tag), 0, 0, 0, arena.table(arguments))
+            state, AMQPChannel.consume, arena.bytes(queue), arena.bytes(tag), 0, noAck ? 1 : 0, 0,
+            arena.table(arguments))
         return check(result, channel: AMQPChannel.consume).map { _ in }
     }
 

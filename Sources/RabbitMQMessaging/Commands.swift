@@ -19,6 +19,8 @@ struct ConsumerRequest: Sendable {
     var tag: String
     /// `basic.consume` arguments.
     var arguments: [String: HeaderValue]
+    /// No-ack mode: the broker counts each message acknowledged when it sends it.
+    var autoAcknowledge = false
     /// Where deliveries go.
     var continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
 }

@@ -247,7 +247,8 @@ final class ConnectionLoop: @unchecked Sendable {
             return .failure(failure)
         }
         return connection.setPrefetch(request.prefetch).flatMap {
-            connection.consume(queue: request.queue, tag: request.tag, arguments: request.arguments)
+            connection.consume(
+                queue: request.queue, tag: request.tag, arguments: request.arguments, noAck: request.autoAcknowledge)
         }
     }
 
@@ -382,11 +383,14 @@ final class ConnectionLoop: @unchecked Sendable {
             _ = amqp_basic_reject(connection.state, channel, deliveryTag, 1)
             return true
         }
+        // A no-ack delivery is acknowledged already: generation 0 makes any ack or reject of it a no-op
+        // (acknowledging it on the channel would be a channel error).
         let delivery = Delivery(
-            tag: DeliveryTag(generation: generation, value: deliveryTag), redelivered: redelivered,
+            tag: DeliveryTag(generation: consumer.request.autoAcknowledge ? 0 : generation, value: deliveryTag),
+            redelivered: redelivered,
             exchange: exchange, routingKey: routingKey, queue: consumer.request.queue, properties: properties,
             body: body)
-        if case .terminated = consumer.request.continuation.yield(delivery) {
+        if case .terminated = consumer.request.continuation.yield(delivery), !consumer.request.autoAcknowledge {
             // Nobody reads this consumer's stream any more: give the message back to the queue.
             _ = amqp_basic_reject(connection.state, channel, deliveryTag, 1)
         }

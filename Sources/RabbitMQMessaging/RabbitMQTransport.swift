@@ -157,7 +157,7 @@ public final class RabbitMQTransport: MessageTransport {
     /// - Throws: `.notFound` when the queue does not exist; `.preconditionFailed` when the tag is
     ///   already in use on this transport; `.accessRefused`.
     public func consume(
-        queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue]
+        queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue], autoAcknowledge: Bool
     ) async throws(MessagingError) -> AsyncThrowingStream<Delivery, any Error> {
         try Self.checkShortString(queue, "queue name")
         let tag =
@@ -171,7 +171,8 @@ public final class RabbitMQTransport: MessageTransport {
             }
         }
         let request = ConsumerRequest(
-            queue: queue, prefetch: prefetch, tag: tag, arguments: arguments, continuation: continuation)
+            queue: queue, prefetch: autoAcknowledge ? 0 : prefetch, tag: tag, arguments: arguments,
+            autoAcknowledge: autoAcknowledge, continuation: continuation)
         do throws(MessagingError) {
             try await perform { .consume(request, $0) }
         } catch {

@@ -1,21 +1,24 @@
 /// The encoder's description of one batch, sent to the decoder shard before the batch's tasks
 /// (JSON body, AMQP `type` = ``WireFormat/MessageType/manifest``).
 ///
-/// It says which request and query each of the K slots holds, how the batch was coded, how many
-/// results to wait for, and by when.
+/// It says which request and query each of the k slots holds (k ≤ the encoder's K: a partial batch
+/// has a code of its own size), how the batch was coded, how many results to wait for, and by when.
 public struct BatchManifest: Codable, Sendable, Equatable {
     /// The coding scheme and its parameters, as the encoder used them.
     public struct Scheme: Codable, Sendable, Equatable {
         /// Scheme name (`uncoded`, `replication`, `parity`, `lcc`, `bacc`, `nercc`, `nercc-ag`).
         public var name: String
-        /// N.
+        /// N of this batch's code.
         public var workers: Int
-        /// K.
+        /// K of this batch's code: the number of slots.
         public var batchSize: Int
         /// λ_enc (nercc).
         public var lambdaEncoder: Double
         /// λ_dec (nercc).
         public var lambdaDecoder: Double
+        /// S: results the decoder does not wait for (absent from encoders before codes adapted to the
+        /// batch size; `workers − wait_for` then).
+        public var stragglers: Int?
         /// r (replication).
         public var replicas: Int?
         /// G (parity).
@@ -27,9 +30,11 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         /// Creates a scheme description.
         public init(
             name: String, workers: Int, batchSize: Int, lambdaEncoder: Double = 0, lambdaDecoder: Double = 0,
-            replicas: Int? = nil, groupSize: Int? = nil, lambdaDecoderByReceived: [String: Double]? = nil
+            stragglers: Int? = nil, replicas: Int? = nil, groupSize: Int? = nil,
+            lambdaDecoderByReceived: [String: Double]? = nil
         ) {
             self.lambdaDecoderByReceived = lambdaDecoderByReceived
+            self.stragglers = stragglers
             self.name = name
             self.workers = workers
             self.batchSize = batchSize
@@ -40,7 +45,7 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, workers, replicas
+            case name, workers, replicas, stragglers
             case batchSize = "batch_size"
             case lambdaEncoder = "lambda_enc"
             case lambdaDecoder = "lambda_dec"
@@ -71,12 +76,18 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         public var correlationID: String?
         /// True for slots that repeat the last query to fill a partial batch; never answered.
         public var padding: Bool
+        /// When the client published the request (its `x-nercc-sent-us` header), µs since the epoch.
+        public var sentMicroseconds: Int64?
+        /// When the encoder received the request, µs since the epoch.
+        public var receivedMicroseconds: Int64?
 
         /// Creates a member.
         public init(
             requestID: String, index: Int, requestQueries: Int, replyTo: String? = nil, correlationID: String? = nil,
-            padding: Bool = false
+            padding: Bool = false, sentMicroseconds: Int64? = nil, receivedMicroseconds: Int64? = nil
         ) {
+            self.sentMicroseconds = sentMicroseconds
+            self.receivedMicroseconds = receivedMicroseconds
             self.requestID = requestID
             self.index = index
             self.requestQueries = requestQueries
@@ -87,6 +98,8 @@ public struct BatchManifest: Codable, Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case index, padding
+            case sentMicroseconds = "sent_us"
+            case receivedMicroseconds = "received_us"
             case requestID = "request_id"
             case requestQueries = "request_queries"
             case replyTo = "reply_to"
@@ -108,6 +121,8 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     public var createdMilliseconds: Int64
     /// When the decoder stops waiting, ms since the Unix epoch.
     public var deadlineMilliseconds: Int64
+    /// When the encoder encoded the batch and began publishing its tasks, µs since the Unix epoch.
+    public var encodedMicroseconds: Int64?
     /// Output size m of the model (elements per result).
     public var outputSize: Int
     /// The model's class labels, when it names them.
@@ -118,8 +133,10 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     /// Creates a manifest.
     public init(
         version: Int = WireFormat.version, batchID: String, model: String, scheme: Scheme, waitFor: Int,
-        createdMilliseconds: Int64, deadlineMilliseconds: Int64, outputSize: Int, labels: [String]?, members: [Member]
+        createdMilliseconds: Int64, deadlineMilliseconds: Int64, encodedMicroseconds: Int64? = nil, outputSize: Int,
+        labels: [String]?, members: [Member]
     ) {
+        self.encodedMicroseconds = encodedMicroseconds
         self.version = version
         self.batchID = batchID
         self.model = model
@@ -138,6 +155,7 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         case waitFor = "wait_for"
         case createdMilliseconds = "created_ms"
         case deadlineMilliseconds = "deadline_ms"
+        case encodedMicroseconds = "encoded_us"
         case outputSize = "output_size"
     }
 }

@@ -69,6 +69,50 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
         case degraded
     }
 
+    /// When each stage of the batch ended, µs since the Unix epoch, from the timestamps its
+    /// messages carry: the stage breakdown of end-to-end latency.
+    public struct Timing: Codable, Sendable, Equatable {
+        /// The client published the request (its `x-nercc-sent-us` header), when it said.
+        public var sentMicroseconds: Int64?
+        /// The encoder received the request.
+        public var receivedMicroseconds: Int64?
+        /// The encoder encoded the batch and began publishing its tasks.
+        public var encodedMicroseconds: Int64?
+        /// A worker received the decisive task: the one whose result completed the set decoded from.
+        public var taskReceivedMicroseconds: Int64?
+        /// That worker published the decisive result.
+        public var resultSentMicroseconds: Int64?
+        /// The decoder held the results it waits for (or the deadline passed).
+        public var readyMicroseconds: Int64?
+        /// The decoder finished decoding and began publishing.
+        public var decodedMicroseconds: Int64?
+
+        /// Creates a timing record.
+        public init(
+            sentMicroseconds: Int64? = nil, receivedMicroseconds: Int64? = nil, encodedMicroseconds: Int64? = nil,
+            taskReceivedMicroseconds: Int64? = nil, resultSentMicroseconds: Int64? = nil,
+            readyMicroseconds: Int64? = nil, decodedMicroseconds: Int64? = nil
+        ) {
+            self.sentMicroseconds = sentMicroseconds
+            self.receivedMicroseconds = receivedMicroseconds
+            self.encodedMicroseconds = encodedMicroseconds
+            self.taskReceivedMicroseconds = taskReceivedMicroseconds
+            self.resultSentMicroseconds = resultSentMicroseconds
+            self.readyMicroseconds = readyMicroseconds
+            self.decodedMicroseconds = decodedMicroseconds
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case sentMicroseconds = "sent_us"
+            case receivedMicroseconds = "received_us"
+            case encodedMicroseconds = "encoded_us"
+            case taskReceivedMicroseconds = "task_received_us"
+            case resultSentMicroseconds = "result_sent_us"
+            case readyMicroseconds = "ready_us"
+            case decodedMicroseconds = "decoded_us"
+        }
+    }
+
     /// Wire-format major version.
     public var version: Int
     /// The request these predictions answer.
@@ -89,12 +133,23 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
     public var requestQueries: Int
     /// The predictions of this part.
     public var predictions: [Prediction]
+    /// N of the batch's code (tasks published).
+    public var workers: Int?
+    /// K of the batch's code: its slots, which are its real queries unless the encoder pads partial
+    /// batches (`--partial-batches pad`).
+    public var batchSize: Int?
+    /// When each stage ended.
+    public var timing: Timing?
 
     /// Creates a record.
     public init(
         version: Int = WireFormat.version, requestID: String, model: String, batchID: String, status: Status,
-        scheme: String, received: Int, needed: Int, requestQueries: Int, predictions: [Prediction]
+        scheme: String, received: Int, needed: Int, requestQueries: Int, predictions: [Prediction],
+        workers: Int? = nil, batchSize: Int? = nil, timing: Timing? = nil
     ) {
+        self.workers = workers
+        self.batchSize = batchSize
+        self.timing = timing
         self.version = version
         self.requestID = requestID
         self.model = model
@@ -108,10 +163,11 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, model, status, scheme, received, needed, predictions
+        case version, model, status, scheme, received, needed, predictions, workers, timing
         case requestID = "request_id"
         case batchID = "batch_id"
         case requestQueries = "request_queries"
+        case batchSize = "batch_size"
     }
 }
 

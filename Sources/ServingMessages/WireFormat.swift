@@ -28,6 +28,8 @@ public enum WireFormat {
         public static let prediction = "nercc.prediction"
         /// An error record answering a request that could not be served.
         public static let error = "nercc.error"
+        /// The decoder's notice that batches are finished: their outstanding tasks need not run.
+        public static let cancellation = "nercc.cancel"
     }
 
     /// Header names.
@@ -54,6 +56,11 @@ public enum WireFormat {
         public static let worker = "x-nercc-worker"
         /// Time the worker spent computing, in microseconds (integer).
         public static let computeMicroseconds = "x-nercc-compute-us"
+        /// When the sender published the message, microseconds since the Unix epoch (integer;
+        /// optional on requests, set on results). Informational: it feeds the stage breakdown.
+        public static let sentMicroseconds = "x-nercc-sent-us"
+        /// When the worker received the task a result answers, microseconds since the Unix epoch.
+        public static let receivedMicroseconds = "x-nercc-received-us"
         /// Stable error code of a dead-lettered message (string).
         public static let errorCode = "x-nercc-error-code"
         /// Human-readable reason of a dead-lettered message (string).

@@ -1,3 +1,5 @@
+import DequeModule
+import HeapModule
 import Messaging
 import ServingMessages
 
@@ -10,6 +12,11 @@ import ServingMessages
 /// (remembered for `retentionMilliseconds` so that late results are recognised, then forgotten).
 /// A batch that reaches its deadline without a decodable set of results returns
 /// ``Action/timeOut(_:)`` instead.
+///
+/// Time is handled by deadline queues, not by scanning every batch: manifest deadlines sit in a
+/// min-heap, and orphan and retention expiries (which grow with time) in FIFO queues, so
+/// ``tick(now:)`` costs O(log n) per expired entry and ``nextDeadline`` O(1), however many
+/// finished batches are remembered.
 public struct BatchAssembler: Sendable {
     /// One result of a coded task.
     public struct Result: Sendable, Equatable {
@@ -19,12 +26,21 @@ public struct BatchAssembler: Sendable {
         public var values: [Float]
         /// The delivery to acknowledge.
         public var tag: DeliveryTag
+        /// When the worker received the task (its `x-nercc-received-us` header), µs since the epoch.
+        public var taskReceivedMicroseconds: Int64?
+        /// When the worker published the result (its `x-nercc-sent-us` header), µs since the epoch.
+        public var sentMicroseconds: Int64?
 
         /// Creates a result.
-        public init(index: Int, values: [Float], tag: DeliveryTag) {
+        public init(
+            index: Int, values: [Float], tag: DeliveryTag, taskReceivedMicroseconds: Int64? = nil,
+            sentMicroseconds: Int64? = nil
+        ) {
             self.index = index
             self.values = values
             self.tag = tag
+            self.taskReceivedMicroseconds = taskReceivedMicroseconds
+            self.sentMicroseconds = sentMicroseconds
         }
     }
 
@@ -32,7 +48,8 @@ public struct BatchAssembler: Sendable {
     public struct Job: Sendable, Equatable {
         /// The batch's manifest.
         public var manifest: BatchManifest
-        /// The results to decode from, in arrival order.
+        /// The results to decode from, in arrival order (the last one completed the set). Results whose
+        /// coded index is outside the manifest's 0..<N are never among them.
         public var results: [Result]
         /// True when decoding at the deadline with fewer than `manifest.waitFor` results.
         public var degraded: Bool
@@ -77,7 +94,19 @@ public struct BatchAssembler: Sendable {
     /// many the manifest waits for).
     public typealias Decodability = @Sendable (BatchManifest, [Int]) -> Bool
 
+    private struct Expiry: Comparable {
+        var at: Int64
+        var batchID: String
+        static func < (a: Expiry, b: Expiry) -> Bool { (a.at, a.batchID) < (b.at, b.batchID) }
+    }
+
     private var batches: [String: State] = [:]
+    /// Deadlines of collecting batches with a manifest.
+    private var deadlines = Heap<Expiry>()
+    /// When results without a manifest are given up (in order of arrival, so non-decreasing).
+    private var orphanExpiries = Deque<Expiry>()
+    /// When finished batches are forgotten (non-decreasing).
+    private var retentionExpiries = Deque<Expiry>()
     private let decodable: Decodability
     /// How long finished batches are remembered.
     public let retentionMilliseconds: Int64
@@ -106,6 +135,7 @@ public struct BatchAssembler: Sendable {
         switch batches[manifest.batchID] {
         case .none:
             batches[manifest.batchID] = .collecting(manifest: manifest, manifestTag: tag, results: [], firstSeen: now)
+            deadlines.insert(Expiry(at: manifest.deadlineMilliseconds, batchID: manifest.batchID))
         case .collecting(let existing?, let existingTag, let results, let seen):
             // A redelivered manifest. After a reconnect the broker redelivers what the lost
             // connection held, and only the new tag can still be acknowledged: keep that one.
@@ -119,6 +149,7 @@ public struct BatchAssembler: Sendable {
         case .collecting(nil, _, let results, let seen):
             batches[manifest.batchID] = .collecting(
                 manifest: manifest, manifestTag: tag, results: results, firstSeen: seen)
+            deadlines.insert(Expiry(at: manifest.deadlineMilliseconds, batchID: manifest.batchID))
         case .decoding, .finished:
             return [.ack([tag])]
         }
@@ -130,6 +161,7 @@ public struct BatchAssembler: Sendable {
         switch batches[batchID] {
         case .none:
             batches[batchID] = .collecting(manifest: nil, manifestTag: nil, results: [result], firstSeen: now)
+            orphanExpiries.append(Expiry(at: now + orphanTimeoutMilliseconds, batchID: batchID))
             return []
         case .collecting(let manifest, let manifestTag, var results, let seen):
             if let i = results.firstIndex(where: { $0.index == result.index }) {
@@ -156,41 +188,44 @@ public struct BatchAssembler: Sendable {
     /// Time passed: decode or time out batches at their deadline, drop orphans, forget old batches.
     public mutating func tick(now: Int64) -> [Action] {
         var actions: [Action] = []
-        for (id, state) in batches {
-            switch state {
-            case .collecting(let manifest?, _, _, _) where now >= manifest.deadlineMilliseconds:
-                actions += evaluate(id, now: now, atDeadline: true)
-            case .collecting(nil, _, let results, let seen) where now - seen >= orphanTimeoutMilliseconds:
-                // The results are dropped, but the batch is forgotten rather than finished: if its
-                // manifest still comes, it collects again and is answered (decoded from later
-                // results, or a timeout record at its deadline) instead of being acked unanswered.
-                counters.orphaned += results.count
-                batches[id] = nil
-                actions.append(.ack(results.map(\.tag)))
-            case .finished(let until) where now >= until:
-                batches[id] = nil
-            default:
-                break
+        while let first = deadlines.min, first.at <= now {
+            deadlines.removeMin()
+            // Entries of batches that have moved on since are skipped.
+            guard case .collecting(let manifest?, _, _, _) = batches[first.batchID],
+                manifest.deadlineMilliseconds == first.at
+            else { continue }
+            actions += evaluate(first.batchID, now: now, atDeadline: true)
+        }
+        while let first = orphanExpiries.first, first.at <= now {
+            orphanExpiries.removeFirst()
+            guard case .collecting(nil, _, let results, let seen) = batches[first.batchID],
+                seen + orphanTimeoutMilliseconds == first.at
+            else { continue }
+            // The results are dropped, but the batch is forgotten rather than finished: if its
+            // manifest still comes, it collects again and is answered (decoded from later
+            // results, or a timeout record at its deadline) instead of being acked unanswered.
+            counters.orphaned += results.count
+            batches[first.batchID] = nil
+            actions.append(.ack(results.map(\.tag)))
+        }
+        while let first = retentionExpiries.first, first.at <= now {
+            retentionExpiries.removeFirst()
+            if case .finished(let until) = batches[first.batchID], until == first.at {
+                batches[first.batchID] = nil
             }
         }
         return actions
     }
 
-    /// The earliest time at which ``tick(now:)`` has something to do.
+    /// The earliest time at which ``tick(now:)`` may have something to do (O(1)).
     public var nextDeadline: Int64? {
-        batches.values.compactMap { state -> Int64? in
-            switch state {
-            case .collecting(let manifest?, _, _, _): manifest.deadlineMilliseconds
-            case .collecting(nil, _, _, let seen): seen + orphanTimeoutMilliseconds
-            case .finished(let until): until
-            case .decoding: nil
-            }
-        }.min()
+        [deadlines.min?.at, orphanExpiries.first?.at, retentionExpiries.first?.at].compactMap { $0 }.min()
     }
 
     /// The service has published (and acknowledged) the outcome of a batch.
     public mutating func finished(batchID: String, now: Int64) {
         batches[batchID] = .finished(until: now + retentionMilliseconds)
+        retentionExpiries.append(Expiry(at: now + retentionMilliseconds, batchID: batchID))
     }
 
     /// The service could not publish a batch's outcome and has returned its deliveries to the queue
@@ -201,9 +236,12 @@ public struct BatchAssembler: Sendable {
     }
 
     private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool) -> [Action] {
-        guard case .collecting(let manifest?, let manifestTag, let results, _) = batches[id] else { return [] }
+        guard case .collecting(let manifest?, let manifestTag, let all, _) = batches[id] else { return [] }
+        // A result whose coded index the batch does not have is acknowledged with the batch but
+        // never decoded from, so it cannot keep a healthy batch from decoding.
+        let results = all.filter { $0.index < manifest.scheme.workers }
         let indices = results.map(\.index)
-        let tags = (manifestTag.map { [$0] } ?? []) + results.map(\.tag)
+        let tags = (manifestTag.map { [$0] } ?? []) + all.map(\.tag)
         let enough = results.count >= manifest.waitFor && decodable(manifest, indices)
         if enough {
             batches[id] = .decoding

@@ -12,12 +12,18 @@ public struct DecoderConfiguration: Sendable {
     public var prefetch: UInt16
     /// Consumer tag shown in the management UI.
     public var consumerTag: String
+    /// Announce finished batches to the workers (cancellation notices), so they skip the tasks
+    /// nobody waits for any more.
+    public var cancelsLeftovers: Bool
 
     /// Creates a configuration.
-    public init(shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder") {
+    public init(
+        shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true
+    ) {
         self.shard = shard
         self.prefetch = prefetch
         self.consumerTag = consumerTag
+        self.cancelsLeftovers = cancelsLeftovers
     }
 }
 
@@ -41,11 +47,13 @@ final class CodeCache: @unchecked Sendable {
     }
 }
 
-/// The decoder service: collects each batch's manifest and results from its shard queue, decodes
-/// as soon as it holds the results the scheme waits for (or at the deadline with what it has,
-/// marked degraded; or answers with a timeout record), publishes the predictions to the output
-/// exchange and each request's `reply_to`, waits for the confirms, then acknowledges every message
-/// of the batch. Late and duplicate results are acknowledged, counted and never decoded twice.
+/// The decoder service: collects each batch's manifest and results from its shard's two queues,
+/// decodes as soon as it holds the results the scheme waits for (or at the deadline with what it
+/// has, marked degraded; or answers with a timeout record), tells the workers the batch is finished
+/// (a cancellation notice, so they skip its outstanding tasks), publishes the predictions to the
+/// output exchange and each request's `reply_to`, waits for the confirms, then acknowledges every
+/// message of the batch. Late and duplicate results are acknowledged, counted and never decoded
+/// twice. Its timer is driven by the earliest deadline; nothing scans every batch.
 public final class DecoderService: Sendable {
     let transport: any MessageTransport
     let configuration: DecoderConfiguration
@@ -70,8 +78,9 @@ public final class DecoderService: Sendable {
 
     private enum Event: Sendable {
         case delivery(Delivery)
-        case tick
+        case timer
         case done(batchID: String, tags: [DeliveryTag], ok: Bool)
+        case cancellationsSent
         case consumerEnded((any Error)?)
     }
 
@@ -79,9 +88,18 @@ public final class DecoderService: Sendable {
     /// batches it is publishing, and returns (open batches stay unacknowledged for a standby).
     public func run(stop: StopSignal = StopSignal()) async throws {
         try await transport.declare(topology.decoder())
-        let queue = topology.resultsQueue(shard: configuration.shard)
-        let tag = "\(configuration.consumerTag) shard \(configuration.shard)"
-        let stream = try await transport.consume(queue: queue, prefetch: configuration.prefetch, consumerTag: tag)
+        let queues = [
+            topology.resultsQueue(shard: configuration.shard), topology.workerResultsQueue(shard: configuration.shard),
+        ]
+        let tags = [
+            "\(configuration.consumerTag) shard \(configuration.shard)",
+            "\(configuration.consumerTag) shard \(configuration.shard) results",
+        ]
+        var streams: [AsyncThrowingStream<Delivery, any Error>] = []
+        for (queue, tag) in zip(queues, tags) {
+            streams.append(
+                try await transport.consume(queue: queue, prefetch: configuration.prefetch, consumerTag: tag))
+        }
         let rejection = MessageRejection(transport: transport, topology: topology, service: "decoder")
         let codes = self.codes
         var assembler = BatchAssembler { manifest, indices in
@@ -90,34 +108,37 @@ public final class DecoderService: Sendable {
         }
         let (events, sink) = AsyncStream<Event>.makeStream()
         await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do {
-                    for try await d in stream { sink.yield(.delivery(d)) }
-                    sink.yield(.consumerEnded(nil))
-                } catch {
-                    sink.yield(.consumerEnded(error))
-                }
-            }
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(5))
-                    sink.yield(.tick)
+            for stream in streams {
+                group.addTask {
+                    do {
+                        for try await d in stream { sink.yield(.delivery(d)) }
+                        sink.yield(.consumerEnded(nil))
+                    } catch {
+                        sink.yield(.consumerEnded(error))
+                    }
                 }
             }
             group.addTask {
                 await stop.wait()
-                try? await self.transport.cancel(consumerTag: tag)
+                for tag in tags { try? await self.transport.cancel(consumerTag: tag) }
             }
-            var consuming = true
+            var consumersLeft = streams.count
             metrics.set("consuming", 1)
             var inFlight = 0
+            // The earliest time a timer is set for; timers set for later ones fire harmlessly.
+            var timerAt: Int64? = nil
+            // Finished batches not yet announced, and whether an announcement is being published:
+            // notices go one at a time, each with every batch finished meanwhile.
+            var finishedBatches: [String] = []
+            var announcing = false
             for await event in events {
                 var actions: [BatchAssembler.Action] = []
                 let now = clock.now()
                 switch event {
                 case .delivery(let delivery):
                     actions = await accept(delivery, assembler: &assembler, rejection: rejection, now: now)
-                case .tick:
+                case .timer:
+                    if let at = timerAt, now >= at { timerAt = nil }
                     actions = assembler.tick(now: now)
                 case .done(let batchID, let tags, let ok):
                     inFlight -= 1
@@ -132,9 +153,11 @@ public final class DecoderService: Sendable {
                         for t in tags { try? await transport.reject(t, requeue: true) }
                         assembler.abandoned(batchID: batchID)
                     }
+                case .cancellationsSent:
+                    announcing = false
                 case .consumerEnded(let error):
-                    consuming = false
-                    if let error { logger.error("the results consumer ended", metadata: ["error": "\(error)"]) }
+                    consumersLeft -= 1
+                    if let error { logger.error("a results consumer ended", metadata: ["error": "\(error)"]) }
                 }
                 for action in actions {
                     switch action {
@@ -143,19 +166,58 @@ public final class DecoderService: Sendable {
                     case .decode(let job), .timeOut(let job):
                         inFlight += 1
                         let timedOut = if case .timeOut = action { true } else { false }
+                        let ready = clock.microseconds()
+                        if configuration.cancelsLeftovers { finishedBatches.append(job.manifest.batchID) }
                         group.addTask {
-                            let ok = await self.complete(job, timedOut: timedOut)
+                            let ok = await self.complete(job, timedOut: timedOut, readyMicroseconds: ready)
                             sink.yield(.done(batchID: job.manifest.batchID, tags: job.tags, ok: ok))
                         }
                     }
                 }
+                if !announcing && !finishedBatches.isEmpty {
+                    announcing = true
+                    let batches = finishedBatches
+                    finishedBatches = []
+                    group.addTask {
+                        await self.announceFinished(batches)
+                        sink.yield(.cancellationsSent)
+                    }
+                }
+                if let next = assembler.nextDeadline, timerAt.map({ next < $0 }) ?? true {
+                    timerAt = next
+                    let clock = self.clock
+                    group.addTask {
+                        try? await Task.sleep(for: .milliseconds(max(0, next - clock.now())))
+                        sink.yield(.timer)
+                    }
+                }
                 publishCounters(assembler.counters)
-                if !consuming && inFlight == 0 { break }
+                if consumersLeft == 0 && inFlight == 0 && !announcing { break }
             }
             metrics.set("consuming", 0)
             group.cancelAll()
         }
         logger.info("decoder drained")
+    }
+
+    /// Publishes one cancellation notice for `batches` (transient, best effort: a worker that misses
+    /// it only computes a result nobody waits for).
+    private func announceFinished(_ batches: [String]) async {
+        let notice = OutgoingMessage(
+            exchange: topology.cancelExchange, routingKey: "",
+            properties: MessageProperties(
+                contentType: WireFormat.jsonContentType, messageID: "cancel/\(batches[0])",
+                timestamp: UInt64(clock.now() / 1000), type: WireFormat.MessageType.cancellation, persistent: false,
+                headers: [WireFormat.Header.version: .int(Int64(WireFormat.version))]),
+            body: JSONBody.encode(CancellationNotice(batches: batches)))
+        do {
+            try await transport.publish(notice)
+            metrics.increment("cancellations_sent")
+            metrics.increment("batches_cancelled", by: Double(batches.count))
+        } catch {
+            metrics.increment("cancellations_failed")
+            logger.debug("a cancellation notice was not confirmed", metadata: ["error": "\(error)"])
+        }
     }
 
     private func publishCounters(_ c: BatchAssembler.Counters) {
@@ -213,7 +275,11 @@ public final class DecoderService: Sendable {
                 }
                 let values = try TensorBody.decode(delivery.body, shape: shape)
                 return assembler.receive(
-                    result: .init(index: Int(index), values: values, tag: delivery.tag), batchID: batchID, now: now)
+                    result: .init(
+                        index: Int(index), values: values, tag: delivery.tag,
+                        taskReceivedMicroseconds: headers[WireFormat.Header.receivedMicroseconds]?.intValue,
+                        sentMicroseconds: headers[WireFormat.Header.sentMicroseconds]?.intValue),
+                    batchID: batchID, now: now)
             } catch {
                 try? await rejection.reject(delivery, code: error.code.rawValue, reason: error.message, requestID: nil)
                 return []
@@ -248,7 +314,7 @@ public final class DecoderService: Sendable {
     }
 
     /// Decodes (or times out) a batch and publishes its outcome; true when every publish was confirmed.
-    private func complete(_ job: BatchAssembler.Job, timedOut: Bool) async -> Bool {
+    private func complete(_ job: BatchAssembler.Job, timedOut: Bool, readyMicroseconds: Int64) async -> Bool {
         let manifest = job.manifest
         var messages: [OutgoingMessage] = []
         let requests = Dictionary(grouping: manifest.members.enumerated().filter { !$0.element.padding }) {
@@ -290,6 +356,8 @@ public final class DecoderService: Sendable {
                     message: "batch \(manifest.batchID) could not be decoded from \(usable.count) results: \(error)")
             }
         }
+        let decoded = clock.microseconds()
+        let decisive = job.results.last
         for (requestID, members) in requests {
             let first = members[0].element
             if var record = failure {
@@ -311,7 +379,14 @@ public final class DecoderService: Sendable {
                 status: job.degraded || usable.count < manifest.waitFor ? .degraded : .ok, scheme: manifest.scheme.name,
                 received: usable.count,
                 needed: manifest.waitFor, requestQueries: first.requestQueries,
-                predictions: predictions.sorted { $0.index < $1.index })
+                predictions: predictions.sorted { $0.index < $1.index }, workers: manifest.scheme.workers,
+                batchSize: manifest.scheme.batchSize,
+                timing: .init(
+                    sentMicroseconds: first.sentMicroseconds, receivedMicroseconds: first.receivedMicroseconds,
+                    encodedMicroseconds: manifest.encodedMicroseconds,
+                    taskReceivedMicroseconds: decisive?.taskReceivedMicroseconds,
+                    resultSentMicroseconds: decisive?.sentMicroseconds, readyMicroseconds: readyMicroseconds,
+                    decodedMicroseconds: decoded))
             messages += outputs(
                 body: record, type: WireFormat.MessageType.prediction, requestID: requestID, member: first,
                 manifest: manifest)

@@ -4,14 +4,44 @@ import Logging
 import Messaging
 import ServingMessages
 
+/// Smoothing parameters calibrated for one (N, K) of `nercc` (a `nercc calibrate` profile).
+public struct CalibratedLambdas: Sendable, Equatable {
+    /// N of the calibrated setting.
+    public var workers: Int
+    /// K of the calibrated setting.
+    public var batchSize: Int
+    /// λ_enc.
+    public var lambdaEncoder: Double
+    /// λ_dec for the setting's N − S results.
+    public var lambdaDecoder: Double
+    /// λ_dec by number of results received.
+    public var lambdaDecoderByReceived: [String: Double]?
+
+    /// Creates a calibrated setting.
+    public init(
+        workers: Int, batchSize: Int, lambdaEncoder: Double, lambdaDecoder: Double,
+        lambdaDecoderByReceived: [String: Double]? = nil
+    ) {
+        self.workers = workers
+        self.batchSize = batchSize
+        self.lambdaEncoder = lambdaEncoder
+        self.lambdaDecoder = lambdaDecoder
+        self.lambdaDecoderByReceived = lambdaDecoderByReceived
+    }
+}
+
 /// Settings of an encoder.
 public struct EncoderConfiguration: Sendable {
-    /// The scheme, N and K (and λs, replicas, group size).
+    /// The scheme, N and K (and λs, replicas, group size) of a full batch.
     public var scheme: SchemeConfiguration
-    /// S: stragglers the coded schemes do not wait for (they decode after N − S results).
+    /// S: stragglers the coded schemes do not wait for in a full batch (decode after N − S results).
     public var stragglers: Int
-    /// Longest wait of a partial batch before it is flushed, in ms.
+    /// Longest wait of a partial batch for more queries, in ms. It waits only while queries arrive
+    /// fast enough to fill it within this time (see ``QueryBatcher``).
     public var maximumBatchWaitMilliseconds: Int64
+    /// Fill partial batches to K with copies of their last query instead of giving them a code of
+    /// their own size (the behaviour before codes adapted to the batch size; for comparisons).
+    public var padsPartialBatches: Bool
     /// Time the decoder waits for a batch's results, in ms after the batch is encoded.
     public var deadlineMilliseconds: Int64
     /// Request prefetch (how many requests may be in the encoder at once).
@@ -20,22 +50,29 @@ public struct EncoderConfiguration: Sendable {
     public var maximumRequestBytes: Int
     /// Consumer tag prefix shown in the management UI.
     public var consumerTag: String
-    /// λ_dec by number of results received (a calibration profile), passed to the decoder in manifests.
+    /// λ_dec by number of results received (a calibration profile for the full size), passed to the
+    /// decoder in manifests.
     public var lambdaDecoderByReceived: [String: Double]?
+    /// Calibration profiles for `nercc`, by (N, K): a batch whose code has a profile's size uses its
+    /// λs; with profiles given, other sizes use the model-agnostic rule (``AgnosticSmoothing``);
+    /// without any, every size uses the configured λs.
+    public var profiles: [CalibratedLambdas]
 
     /// Creates a configuration.
     public init(
-        scheme: SchemeConfiguration, stragglers: Int, maximumBatchWaitMilliseconds: Int64 = 10,
-        deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256, maximumRequestBytes: Int = 16 << 20,
-        consumerTag: String = "encoder"
+        scheme: SchemeConfiguration, stragglers: Int, maximumBatchWaitMilliseconds: Int64 = 2,
+        padsPartialBatches: Bool = false, deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256,
+        maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = []
     ) {
         self.scheme = scheme
         self.stragglers = stragglers
         self.maximumBatchWaitMilliseconds = maximumBatchWaitMilliseconds
+        self.padsPartialBatches = padsPartialBatches
         self.deadlineMilliseconds = deadlineMilliseconds
         self.prefetch = prefetch
         self.maximumRequestBytes = maximumRequestBytes
         self.consumerTag = consumerTag
+        self.profiles = profiles
     }
 }
 
@@ -48,24 +85,32 @@ public func parityModelName(_ model: String, groupSize: Int) -> String {
 /// the scheme can decode from), the scheme's own minimum for the others (which then decode as soon
 /// as every query is covered).
 public func resultsToWaitFor(_ code: LinearCode, stragglers: Int) -> Int {
-    switch code.kind {
-    case .bacc, .nercc, .nerccAgnostic, .lcc: max(code.workers - stragglers, code.minimumResults)
-    case .uncoded, .replication, .parity: code.minimumResults
-    }
+    code.kind.isInterpolating ? max(code.workers - stragglers, code.minimumResults) : code.minimumResults
 }
 
-/// The encoder service: consumes requests, batches their queries K at a time, encodes each batch
-/// with the configured scheme, publishes the batch manifest to the decoder's shard and then the N
-/// coded tasks, and acknowledges a request only after every message derived from it is confirmed.
+/// The code of one batch size: the linear code, its S and how many results the decoder waits for,
+/// the order its tasks are published in, and the λ_dec table sent to the decoder.
+struct BatchCode: Sendable {
+    var code: LinearCode
+    var stragglers: Int
+    var waitFor: Int
+    var publishOrder: [Int]
+    var lambdaDecoderByReceived: [String: Double]?
+}
+
+/// The encoder service: consumes requests, batches their queries up to K at a time, encodes each
+/// batch with the code of its size, publishes its coded tasks and then its manifest to the
+/// decoder's shard, and acknowledges a request only after every message derived from it is
+/// confirmed.
 public final class EncoderService: Sendable {
     let transport: any MessageTransport
     let configuration: EncoderConfiguration
     let topology: ServingTopology
     let models: [String: any InferenceModel]
+    /// The full-size code.
     let code: LinearCode
-    let waitFor: Int
-    /// The order in which a batch's N tasks are published (see ``taskPublishOrder(for:)``).
-    let publishOrder: [Int]
+    /// Codes by batch size: `codes[k − 1]` for a batch of k queries.
+    let codes: [BatchCode]
     let clock: MillisecondClock
     let logger: Logger
     let metrics: ServiceMetrics
@@ -84,8 +129,7 @@ public final class EncoderService: Sendable {
         self.configuration = configuration
         self.topology = topology
         self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        self.waitFor = resultsToWaitFor(code, stragglers: configuration.stragglers)
-        self.publishOrder = taskPublishOrder(for: code)
+        self.codes = try Self.batchCodes(configuration, full: code)
         self.clock = clock
         self.logger = logger
         self.metrics = metrics
@@ -111,20 +155,75 @@ public final class EncoderService: Sendable {
         return code
     }
 
+    /// The code of every batch size 1...K (``PartialBatchRule``), with the λs of `nercc` chosen as
+    /// ``EncoderConfiguration/profiles`` says. With padding on, every batch has the full size.
+    static func batchCodes(_ configuration: EncoderConfiguration, full: LinearCode) throws(ServingError) -> [BatchCode]
+    {
+        let k = full.batchSize
+        let fullCode = BatchCode(
+            code: full, stragglers: configuration.stragglers,
+            waitFor: resultsToWaitFor(full, stragglers: configuration.stragglers),
+            publishOrder: taskPublishOrder(for: full), lambdaDecoderByReceived: configuration.lambdaDecoderByReceived)
+        if configuration.padsPartialBatches { return Array(repeating: fullCode, count: k) }
+        let rule = PartialBatchRule(configuration: full.configuration, stragglers: configuration.stragglers)
+        var codes: [BatchCode] = []
+        for size in 1...k {
+            do {
+                var (derived, description) = try rule.derivedCode(batchSize: size)
+                var byReceived = size == k ? configuration.lambdaDecoderByReceived : nil
+                if derived.kind == .nercc, size < k || !configuration.profiles.isEmpty {
+                    var config = derived.configuration
+                    if let profile = configuration.profiles.first(where: {
+                        $0.workers == config.workers && $0.batchSize == size
+                    }) {
+                        config.lambdaEncoder = profile.lambdaEncoder
+                        config.lambdaDecoder = profile.lambdaDecoder
+                        byReceived = profile.lambdaDecoderByReceived
+                    } else if !configuration.profiles.isEmpty {
+                        config.lambdaEncoder = AgnosticSmoothing.encoderLambda(batchSize: size)
+                        config.lambdaDecoder = AgnosticSmoothing.decoderLambda(
+                            workers: config.workers, received: description.waitFor)
+                        byReceived = nil
+                    }
+                    derived = try LinearCode(config)
+                    description.configuration = config
+                }
+                codes.append(
+                    BatchCode(
+                        code: derived, stragglers: description.stragglers, waitFor: description.waitFor,
+                        publishOrder: taskPublishOrder(for: derived), lambdaDecoderByReceived: byReceived))
+            } catch {
+                throw ServingError(.configuration, "the code for batches of \(size) is invalid: \(error.message)")
+            }
+        }
+        return codes
+    }
+
     private enum Event: Sendable {
         case delivery(Delivery)
-        case tick
+        case flushCheck(String)
+        case timer
         case published(ReadyBatch, model: String)
         case publishFailed(ReadyBatch, model: String, MessagingError)
         case consumerEnded(String, (any Error)?)
     }
 
-    /// The model that runs coded task `n` of a batch for `model`: the model itself, or for the
-    /// parity scheme's parity tasks (n ≥ K) its parity model, `<model>-parity-k<G>` (ParM), served
-    /// by workers started with that model and fed through its own task queue.
+    /// The model that runs coded task `n` of a batch for `model` coded with `code`: the model
+    /// itself, or for the parity scheme's parity tasks (n ≥ k) its parity model,
+    /// `<model>-parity-k<G>` (ParM), served by workers of that model through its own task queue.
+    /// A parity group that holds a single query (the last group of a partial batch) is that query:
+    /// its "parity" task runs the model itself, a copy rather than a parity model's approximation.
+    public func taskModel(_ model: String, index n: Int, code: LinearCode) -> String {
+        let k = code.batchSize
+        guard code.kind == .parity, n >= k, let g = configuration.scheme.groupSize ?? code.configuration.groupSize
+        else { return model }
+        let members = min(g, k - (n - k) * g)
+        return members > 1 ? parityModelName(model, groupSize: g) : model
+    }
+
+    /// ``taskModel(_:index:code:)`` for a full batch.
     public func taskModel(_ model: String, index n: Int) -> String {
-        guard code.kind == .parity, n >= code.batchSize, let g = code.configuration.groupSize else { return model }
-        return parityModelName(model, groupSize: g)
+        taskModel(model, index: n, code: code)
     }
 
     /// Declares the topology, then serves until `stop` fires: it then cancels its consumers,
@@ -132,7 +231,7 @@ public final class EncoderService: Sendable {
     public func run(stop: StopSignal = StopSignal()) async throws {
         var declared = topology.encoder(models: Array(models.keys))
         for model in models.keys where code.kind == .parity {
-            declared = declared.merged(with: topology.worker(model: taskModel(model, index: code.batchSize)))
+            declared = declared.merged(with: topology.taskQueue(model: taskModel(model, index: code.batchSize)))
         }
         try await transport.declare(declared)
         let validator = RequestValidator(
@@ -140,7 +239,9 @@ public final class EncoderService: Sendable {
         let rejection = MessageRejection(transport: transport, topology: topology, service: "encoder")
         let (events, sink) = AsyncStream<Event>.makeStream()
         var batchers = models.mapValues { _ in
-            QueryBatcher(batchSize: code.batchSize, maximumWaitMilliseconds: configuration.maximumBatchWaitMilliseconds)
+            QueryBatcher(
+                batchSize: code.batchSize, maximumWaitMilliseconds: configuration.maximumBatchWaitMilliseconds,
+                padsPartialBatches: configuration.padsPartialBatches)
         }
         let queues = models.keys.sorted().map { topology.requestsQueue(model: $0) } + [topology.unroutedQueue]
         let consumerTags = queues.map { "\(configuration.consumerTag) \($0)" }
@@ -158,29 +259,39 @@ public final class EncoderService: Sendable {
                 }
             }
             group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(2))
-                    sink.yield(.tick)
-                }
-            }
-            group.addTask {
                 await stop.wait()
                 for tag in consumerTags { try? await self.transport.cancel(consumerTag: tag) }
             }
             var consumersLeft = queues.count
             metrics.set("consuming", 1)
             var inFlight = 0
+            // The earliest time a timer is set for; timers set for later ones fire harmlessly.
+            var timerAt: Int64? = nil
+            var flushChecks = Set<String>()
             for await event in events {
                 var ready: [(ReadyBatch, String)] = []
+                var touched: [String] = []
                 switch event {
                 case .delivery(let delivery):
                     if let (batches, model) = await accept(delivery, validator: validator, rejection: rejection) {
-                        ready += batchers[model]!.add(batches, now: clock.now()).map { ($0, model) }
+                        let now = clock.now()
+                        ready += batchers[model]!.add(batches, now: now, nowMicroseconds: clock.microseconds()).map {
+                            ($0, model)
+                        }
+                        touched.append(model)
                     }
-                case .tick:
+                case .flushCheck(let model):
+                    // Every delivery that was already waiting has been batched by now: send what
+                    // there is unless more queries are expected soon.
+                    flushChecks.remove(model)
+                    if let batch = batchers[model]!.flushIfDue(now: clock.now()) { ready.append((batch, model)) }
+                    touched.append(model)
+                case .timer:
                     let now = clock.now()
+                    if let at = timerAt, now >= at { timerAt = nil }
                     for model in batchers.keys {
                         if let batch = batchers[model]!.flushIfDue(now: now) { ready.append((batch, model)) }
+                        touched.append(model)
                     }
                 case .published(let batch, let model):
                     inFlight -= 1
@@ -215,6 +326,24 @@ public final class EncoderService: Sendable {
                         }
                     }
                 }
+                // What the partial batches of the models just touched wait for.
+                let now = clock.now()
+                for model in touched where consumersLeft > 0 {
+                    switch batchers[model]!.partialBatchDecision(now: now) {
+                    case .nothing:
+                        break
+                    case .flushNow:
+                        if flushChecks.insert(model).inserted { sink.yield(.flushCheck(model)) }
+                    case .waitUntil(let at):
+                        if timerAt.map({ at < $0 }) ?? true {
+                            timerAt = at
+                            group.addTask {
+                                try? await Task.sleep(for: .milliseconds(max(0, at - self.clock.now())))
+                                sink.yield(.timer)
+                            }
+                        }
+                    }
+                }
                 for (batch, model) in ready {
                     inFlight += 1
                     group.addTask { await self.publish(batch, model: model, sink: sink) }
@@ -232,6 +361,7 @@ public final class EncoderService: Sendable {
     private func accept(_ delivery: Delivery, validator: RequestValidator, rejection: MessageRejection) async
         -> ([PendingQuery], String)?
     {
+        let received = clock.microseconds()
         switch validator.validate(delivery) {
         case .failure(let error):
             metrics.increment("requests_rejected")
@@ -253,21 +383,29 @@ public final class EncoderService: Sendable {
             return nil
         case .success(let request):
             metrics.increment("requests_accepted")
+            // Informational: a sent time that is not a plausible integer is ignored.
+            let sent = delivery.properties.headers[WireFormat.Header.sentMicroseconds]?.intValue.flatMap {
+                $0 > 0 ? $0 : nil
+            }
             let queries = request.queries.enumerated().map { index, values in
                 PendingQuery(
                     member: BatchManifest.Member(
                         requestID: request.requestID, index: index, requestQueries: request.queries.count,
-                        replyTo: request.replyTo, correlationID: request.correlationID ?? request.requestID),
+                        replyTo: request.replyTo, correlationID: request.correlationID ?? request.requestID,
+                        sentMicroseconds: sent, receivedMicroseconds: received),
                     values: values, tag: delivery.tag)
             }
             return (queries, request.model)
         }
     }
 
-    /// Encodes a batch and publishes its manifest, then its N tasks; reports the outcome to the loop.
+    /// Encodes a batch with the code of its size and publishes its tasks, then (once they are all
+    /// confirmed) its manifest; reports the outcome to the loop.
     private func publish(_ batch: ReadyBatch, model name: String, sink: AsyncStream<Event>.Continuation) async {
         let model = models[name]!
         let now = clock.now()
+        let batchCode = codes[batch.queries.count - 1]
+        let code = batchCode.code
         let batchID = StableHash.identifier(
             batch.queries.map { "\($0.member.requestID)#\($0.member.index)#\($0.member.padding)" }.joined(
                 separator: "|"))
@@ -283,16 +421,19 @@ public final class EncoderService: Sendable {
                 .publishFailed(batch, model: name, MessagingError(.protocolError, "\(error)", isRetryable: false)))
             return
         }
+        let encoded = clock.microseconds()
         let deadline = now + configuration.deadlineMilliseconds
         let config = code.configuration
         let manifest = BatchManifest(
             batchID: batchID, model: name,
             scheme: .init(
                 name: config.kind.rawValue, workers: config.workers, batchSize: config.batchSize,
-                lambdaEncoder: config.lambdaEncoder, lambdaDecoder: config.lambdaDecoder, replicas: config.replicas,
-                groupSize: config.groupSize, lambdaDecoderByReceived: configuration.lambdaDecoderByReceived),
-            waitFor: waitFor, createdMilliseconds: now, deadlineMilliseconds: deadline, outputSize: model.outputSize,
-            labels: model.labels, members: batch.queries.map(\.member))
+                lambdaEncoder: config.lambdaEncoder, lambdaDecoder: config.lambdaDecoder,
+                stragglers: batchCode.stragglers, replicas: config.replicas, groupSize: config.groupSize,
+                lambdaDecoderByReceived: batchCode.lambdaDecoderByReceived),
+            waitFor: batchCode.waitFor, createdMilliseconds: now, deadlineMilliseconds: deadline,
+            encodedMicroseconds: encoded, outputSize: model.outputSize, labels: model.labels,
+            members: batch.queries.map(\.member))
         let version: HeaderValue = .int(Int64(WireFormat.version))
         let manifestMessage = OutgoingMessage(
             exchange: topology.resultsExchange, routingKey: "\(shard)",
@@ -301,25 +442,26 @@ public final class EncoderService: Sendable {
                 timestamp: UInt64(now / 1000), type: WireFormat.MessageType.manifest,
                 headers: [WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID)]),
             body: JSONBody.encode(manifest), mandatory: true)
-        let replyQueue = topology.resultsQueue(shard: shard)
+        let replyQueue = topology.workerResultsQueue(shard: shard)
         let shape = TensorBody.shapeHeader(model.inputShape)
         do {
-            try await transport.publish(manifestMessage)
+            // Tasks first: the decoder holds results that arrive before their manifest, and a batch
+            // whose tasks could not all be published never reaches the decoder at all.
             try await withThrowingTaskGroup(of: Void.self) { tasks in
-                for n in publishOrder {
+                for n in batchCode.publishOrder {
                     let message = OutgoingMessage(
-                        exchange: topology.tasksExchange, routingKey: taskModel(name, index: n),
+                        exchange: topology.tasksExchange, routingKey: taskModel(name, index: n, code: code),
                         properties: MessageProperties(
                             contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)",
                             correlationID: batchID, replyTo: replyQueue, timestamp: UInt64(now / 1000),
-                            type: WireFormat.MessageType.task,
+                            type: WireFormat.MessageType.task, persistent: topology.codedMessagesArePersistent,
                             headers: [
                                 WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID),
                                 WireFormat.Header.codedIndex: .int(Int64(n)),
                                 WireFormat.Header.workers: .int(Int64(code.workers)),
                                 WireFormat.Header.batchSize: .int(Int64(code.batchSize)),
                                 WireFormat.Header.scheme: .string(config.kind.rawValue),
-                                WireFormat.Header.model: .string(taskModel(name, index: n)),
+                                WireFormat.Header.model: .string(taskModel(name, index: n, code: code)),
                                 WireFormat.Header.deadline: .int(deadline),
                                 WireFormat.Header.shape: .string(shape),
                             ]),
@@ -328,6 +470,9 @@ public final class EncoderService: Sendable {
                 }
                 try await tasks.waitForAll()
             }
+            try await transport.publish(manifestMessage)
+            metrics.increment("tasks_published", by: Double(code.workers))
+            metrics.increment("queries_encoded", by: Double(batch.queries.count { !$0.member.padding }))
             metrics.observe("encode_wait", seconds: Double(now - batch.openedMilliseconds) / 1000)
             sink.yield(.published(batch, model: name))
         } catch let error as MessagingError {
@@ -350,12 +495,7 @@ public final class EncoderService: Sendable {
 /// index order: ParM's parity tasks come last (the data results are wanted first), and
 /// replication's copies of a query are already K apart.
 public func taskPublishOrder(for code: LinearCode) -> [Int] {
-    switch code.kind {
-    case .nercc, .nerccAgnostic, .bacc, .lcc:
-        return spreadOrder(count: code.workers)
-    default:
-        return Array(0..<code.workers)
-    }
+    code.kind.isInterpolating ? spreadOrder(count: code.workers) : Array(0..<code.workers)
 }
 
 /// 0..<count with the two ends first, then the interior indices in bit-reversed order (the van der

@@ -18,10 +18,10 @@ public struct PendingQuery: Sendable, Equatable {
     }
 }
 
-/// A batch ready to encode: exactly K slots (the tail padded by repeating the last query when the
-/// batch was flushed early).
+/// A batch ready to encode: 1 ≤ k ≤ K real queries (or, with padding on, exactly K slots whose tail
+/// repeats the last query).
 public struct ReadyBatch: Sendable, Equatable {
-    /// The K slots in order of α_0..α_{K−1}.
+    /// The slots in order of α_0..α_{k−1}.
     public var queries: [PendingQuery]
     /// When the first query of the batch arrived (ms since the epoch).
     public var openedMilliseconds: Int64
@@ -34,33 +34,71 @@ public struct ReadyBatch: Sendable, Equatable {
     }
 }
 
-/// Groups the queries of incoming requests into batches of K, flushing a partial batch when its
-/// oldest query has waited `maximumWaitMilliseconds` — the encoder's batching state machine (pure).
+/// Groups the queries of incoming requests into batches of at most K — the encoder's batching
+/// state machine (pure).
+///
+/// A batch is emitted as soon as it holds K queries. What happens to a partial batch is the
+/// ``partialBatchDecision(now:)``: waiting for more queries is worth it only when they arrive fast
+/// enough to fill the batch within `maximumWaitMilliseconds`. The batcher estimates the arrival
+/// rate (an exponentially weighted mean of the gap between queries) and waits when the K − k
+/// missing queries are expected within the wait; otherwise the partial batch goes at once, with a
+/// code of its own size (``PartialBatchRule``) — unless padding is on, which fills it to K with
+/// copies of its last query (the behaviour before codes adapted to the batch size; it makes one
+/// real query cost N tasks).
 ///
 /// It also decides when a request can be acknowledged: only once every one of its queries sits in
-/// a batch whose manifest and tasks the broker has confirmed (``batchConfirmed(_:)``).
+/// a batch whose messages the broker has confirmed (``batchConfirmed(_:)``).
 public struct QueryBatcher: Sendable {
     /// K.
     public let batchSize: Int
     /// How long a partial batch may wait for more queries, in milliseconds.
     public let maximumWaitMilliseconds: Int64
+    /// Fill partial batches to K with copies of their last query (marked `padding`).
+    public let padsPartialBatches: Bool
 
     private var pending: [PendingQuery] = []
     private var openedAt: Int64?
     /// Per request delivery: queries not yet in a confirmed batch.
     private var outstanding: [DeliveryTag: Int] = [:]
+    /// Time of the last arrival (µs) and the weighted mean gap between queries (µs).
+    private var lastArrivalMicroseconds: Int64?
+    private var meanGapMicroseconds: Double?
+    /// Weight of the newest gap in the mean.
+    private static let gapWeight = 0.2
+
+    /// What to do with the partial batch.
+    public enum PartialBatchDecision: Sendable, Equatable {
+        /// There is no partial batch.
+        case nothing
+        /// Send it now: more queries are not expected soon enough.
+        case flushNow
+        /// Wait for more queries until this time (ms since the epoch), then send what there is.
+        case waitUntil(Int64)
+    }
 
     /// Creates a batcher.
     ///
     /// - Precondition: `batchSize >= 1`, `maximumWaitMilliseconds >= 0`.
-    public init(batchSize: Int, maximumWaitMilliseconds: Int64) {
+    public init(batchSize: Int, maximumWaitMilliseconds: Int64, padsPartialBatches: Bool = false) {
         precondition(batchSize >= 1 && maximumWaitMilliseconds >= 0)
         self.batchSize = batchSize
         self.maximumWaitMilliseconds = maximumWaitMilliseconds
+        self.padsPartialBatches = padsPartialBatches
     }
 
     /// Adds a request's queries (all from one delivery); returns the batches that became full.
-    public mutating func add(_ queries: [PendingQuery], now: Int64) -> [ReadyBatch] {
+    ///
+    /// - Parameters:
+    ///   - now: the time in milliseconds since the epoch.
+    ///   - nowMicroseconds: the same time in microseconds, for the arrival-rate estimate
+    ///     (defaults to `now` × 1,000).
+    public mutating func add(_ queries: [PendingQuery], now: Int64, nowMicroseconds: Int64? = nil) -> [ReadyBatch] {
+        let micros = nowMicroseconds ?? now * 1_000
+        if let last = lastArrivalMicroseconds, !queries.isEmpty {
+            let gap = Double(max(0, micros - last)) / Double(queries.count)
+            meanGapMicroseconds = meanGapMicroseconds.map { $0 + Self.gapWeight * (gap - $0) } ?? gap
+        }
+        lastArrivalMicroseconds = micros
         var ready: [ReadyBatch] = []
         for query in queries {
             outstanding[query.tag, default: 0] += 1
@@ -71,18 +109,29 @@ public struct QueryBatcher: Sendable {
         return ready
     }
 
-    /// When the partial batch must be flushed, if there is one (ms since the epoch).
-    public var flushDeadline: Int64? {
-        openedAt.map { $0 + maximumWaitMilliseconds }
+    /// The expected time for the queries a partial batch still lacks to arrive, in milliseconds
+    /// (nil before two arrivals have been seen, or without a partial batch).
+    public var expectedFillMilliseconds: Double? {
+        guard !pending.isEmpty, let gap = meanGapMicroseconds else { return nil }
+        return gap * Double(batchSize - pending.count) / 1_000
     }
 
-    /// The partial batch, padded to K, when its wait is over.
+    /// Whether to wait for more queries or send the partial batch now.
+    public func partialBatchDecision(now: Int64) -> PartialBatchDecision {
+        guard let opened = openedAt, !pending.isEmpty else { return .nothing }
+        let deadline = opened + maximumWaitMilliseconds
+        guard now < deadline, let fill = expectedFillMilliseconds, fill <= Double(maximumWaitMilliseconds) else {
+            return .flushNow
+        }
+        return .waitUntil(deadline)
+    }
+
+    /// The partial batch when its wait is over (or waiting is not worth it), else nil.
     public mutating func flushIfDue(now: Int64) -> ReadyBatch? {
-        guard let deadline = flushDeadline, now >= deadline else { return nil }
-        return flushNow()
+        partialBatchDecision(now: now) == .flushNow ? flushNow() : nil
     }
 
-    /// The partial batch, padded to K, whatever its age (used when draining).
+    /// The partial batch, whatever its age (used when draining).
     public mutating func flushNow() -> ReadyBatch? {
         pending.isEmpty ? nil : takeBatch()
     }
@@ -120,7 +169,7 @@ public struct QueryBatcher: Sendable {
 
     private mutating func takeBatch() -> ReadyBatch {
         var queries = pending
-        if let last = queries.last, queries.count < batchSize {
+        if padsPartialBatches, let last = queries.last, queries.count < batchSize {
             var pad = last
             pad.member.padding = true
             queries += Array(repeating: pad, count: batchSize - queries.count)

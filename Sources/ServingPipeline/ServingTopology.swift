@@ -4,6 +4,25 @@ import Messaging
 /// service's share of the topology. Every name is configurable; the defaults are what the shipped
 /// `ops/rabbitmq/definitions.json` declares.
 public struct ServingTopology: Sendable, Equatable {
+    /// Where coded tasks and worker results travel.
+    ///
+    /// Both are redundant by construction — a lost task is one more straggler — so they need not pay
+    /// for replication and disk. Requests, manifests and predictions are durable and confirmed
+    /// either way.
+    public enum CodedQueues: String, Sendable, CaseIterable {
+        /// Durable classic queues (not replicated) holding transient messages: a broker restart
+        /// drops the tasks and results in flight, and their batches decode from what arrives after,
+        /// or time out.
+        case classic
+        /// Quorum queues holding persistent messages, with `x-delivery-limit`: they survive a broker
+        /// restart, at the cost of a replicated, fsynced write per task and per result.
+        case quorum
+    }
+
+    /// The kind of the task and worker-result queues, and whether their messages are persistent.
+    public var codedQueues = CodedQueues.classic
+    /// Whether tasks and results are published persistent (quorum queues) or transient (classic).
+    public var codedMessagesArePersistent: Bool { codedQueues == .quorum }
     /// Direct exchange where clients publish requests (routing key = model name).
     public var requestsExchange = "nercc.requests"
     /// Prefix of the per-model request queues (`<prefix>.<model>`).
@@ -19,8 +38,15 @@ public struct ServingTopology: Sendable, Equatable {
     public var tasksQueuePrefix = "nercc.tasks"
     /// Direct exchange of manifests (routing key = shard number).
     public var resultsExchange = "nercc.results"
-    /// Prefix of the decoder shard queues (`<prefix>.<shard>`); results arrive by `reply_to`.
+    /// Prefix of the decoder shard queues of manifests (`<prefix>.<shard>`).
     public var resultsQueuePrefix = "nercc.results"
+    /// Prefix of the decoder shard queues of worker results (`<prefix>.<shard>`): the `reply_to` of
+    /// every task.
+    public var workerResultsQueuePrefix = "nercc.worker-results"
+    /// Fanout exchange of cancellation notices (decoder → every worker).
+    public var cancelExchange = "nercc.cancel"
+    /// Prefix of the workers' own cancellation queues (`<prefix>.<worker id>`).
+    public var cancelQueuePrefix = "nercc.cancel"
     /// Number of decoder shards.
     public var shards = 1
     /// Topic exchange of predictions (routing key `<model>.<request id>`).
@@ -39,8 +65,18 @@ public struct ServingTopology: Sendable, Equatable {
     public func requestsQueue(model: String) -> String { "\(requestsQueuePrefix).\(model)" }
     /// The task queue of a model.
     public func tasksQueue(model: String) -> String { "\(tasksQueuePrefix).\(model)" }
-    /// The queue of a decoder shard.
+    /// The manifest queue of a decoder shard.
     public func resultsQueue(shard: Int) -> String { "\(resultsQueuePrefix).\(shard)" }
+    /// The worker-result queue of a decoder shard (the `reply_to` of its tasks).
+    public func workerResultsQueue(shard: Int) -> String { "\(workerResultsQueuePrefix).\(shard)" }
+    /// A worker's own queue of cancellation notices.
+    public func cancelQueue(worker: String) -> String { "\(cancelQueuePrefix).\(worker)" }
+
+    /// How long a cancellation notice is kept for a worker that has not read it: past this, the
+    /// tasks it names have long been taken or passed their deadline.
+    public static let cancelNoticeTTLMilliseconds: Int64 = 10_000
+    /// Most notices a worker's cancellation queue holds (older ones are dropped first).
+    public static let cancelQueueLength: Int64 = 10_000
 
     /// The shard of a batch: a stable hash of its id (FNV-1a), so every message of a batch reaches
     /// the same decoder whatever the broker does.
@@ -65,19 +101,39 @@ public struct ServingTopology: Sendable, Equatable {
             bindings: [.init(queue: deadLetterQueue, exchange: deadExchange, routingKey: "")])
     }
 
+    /// A queue of coded messages (tasks or worker results), of the ``codedQueues`` kind.
+    private func coded(_ name: String, extra: [String: HeaderValue] = [:]) -> Topology.Queue {
+        switch codedQueues {
+        case .quorum:
+            return quorum(name, extra: extra)
+        case .classic:
+            var arguments: [String: HeaderValue] = [
+                "x-queue-type": "classic", "x-dead-letter-exchange": .string(deadExchange),
+            ]
+            arguments.merge(extra) { $1 }
+            return Topology.Queue(name: name, arguments: arguments)
+        }
+    }
+
     private func shardQueues() -> Topology {
         Topology(
             exchanges: [.init(name: resultsExchange, type: "direct")],
-            queues: (0..<shards).map { quorum(resultsQueue(shard: $0), extra: ["x-single-active-consumer": true]) },
+            queues: (0..<shards).flatMap {
+                [
+                    quorum(resultsQueue(shard: $0), extra: ["x-single-active-consumer": true]),
+                    coded(workerResultsQueue(shard: $0), extra: ["x-single-active-consumer": true]),
+                ]
+            },
             bindings: (0..<shards).map {
                 .init(queue: resultsQueue(shard: $0), exchange: resultsExchange, routingKey: "\($0)")
             })
     }
 
-    private func taskQueue(model: String) -> Topology {
+    /// A model's task queue, bound to the tasks exchange.
+    public func taskQueue(model: String) -> Topology {
         Topology(
             exchanges: [.init(name: tasksExchange, type: "direct")],
-            queues: [quorum(tasksQueue(model: model))],
+            queues: [coded(tasksQueue(model: model))],
             bindings: [.init(queue: tasksQueue(model: model), exchange: tasksExchange, routingKey: model)])
     }
 
@@ -106,15 +162,38 @@ public struct ServingTopology: Sendable, Equatable {
         return t
     }
 
-    /// What a worker declares: its model's task queue and the dead letters.
-    public func worker(model: String) -> Topology {
-        deadLetters.merged(with: taskQueue(model: model))
+    /// What a worker declares: its models' task queues, its own cancellation queue (exclusive, so it
+    /// goes away with the worker's connection) bound to the cancellation exchange when it follows
+    /// cancellations, and the dead letters.
+    public func worker(models: [String], workerID: String, followsCancellations: Bool = true) -> Topology {
+        var t = followsCancellations ? deadLetters.merged(with: cancellations(worker: workerID)) : deadLetters
+        for model in models { t = t.merged(with: taskQueue(model: model)) }
+        return t
     }
 
-    /// What a decoder declares: the shard queues, the predictions exchange and the dead letters.
+    private func cancellations(worker: String) -> Topology {
+        let queue = cancelQueue(worker: worker)
+        return Topology(
+            exchanges: [.init(name: cancelExchange, type: "fanout")],
+            queues: [
+                .init(
+                    name: queue, durable: false, exclusive: true, autoDelete: true,
+                    arguments: [
+                        "x-queue-type": "classic", "x-message-ttl": .int(Self.cancelNoticeTTLMilliseconds),
+                        "x-max-length": .int(Self.cancelQueueLength),
+                    ])
+            ],
+            bindings: [.init(queue: queue, exchange: cancelExchange, routingKey: "")])
+    }
+
+    /// What a decoder declares: the shard queues, the predictions and cancellation exchanges and the
+    /// dead letters.
     public func decoder() -> Topology {
         deadLetters.merged(with: shardQueues()).merged(
-            with: Topology(exchanges: [.init(name: predictionsExchange, type: "topic")]))
+            with: Topology(
+                exchanges: [
+                    .init(name: predictionsExchange, type: "topic"), .init(name: cancelExchange, type: "fanout"),
+                ]))
     }
 }
 

@@ -113,7 +113,6 @@ import Testing
 
     @Test func schemeSizesMustMatchTheirParameters() {
         Self.expectCode(.invalidWorkerCount) { _ = try Self.code(.uncoded, n: 5, k: 4) }
-        Self.expectCode(.invalidWorkerCount) { _ = try Self.code(.replication, n: 10, k: 4) }
         Self.expectCode(.invalidWorkerCount) {
             _ = try LinearCode(.init(kind: .replication, workers: 8, batchSize: 4, replicas: 3))
         }
@@ -121,7 +120,33 @@ import Testing
         Self.expectCode(.invalidWorkerCount) {
             _ = try LinearCode(.init(kind: .parity, workers: 7, batchSize: 5, groupSize: 2))
         }
-        Self.expectCode(.invalidWorkerCount) { _ = try Self.code(.nercc, n: 1, k: 1) }
+        Self.expectCode(.invalidWorkerCount) { _ = try Self.code(.nercc, n: 1, k: 2) }
+    }
+
+    @Test func partialReplicationCopiesTheFirstNModKQueriesOnceMore() throws {
+        let code = try Self.code(.replication, n: 6, k: 4)
+        #expect(code.configuration.replicas == nil)
+        // Workers 4 and 5 hold copies of queries 0 and 1; queries 2 and 3 have one copy each.
+        #expect((0..<6).map { w in (0..<4).first { code.encodingMatrix[w, $0] == 1 }! } == [0, 1, 2, 3, 0, 1])
+        #expect(code.canDecode(received: [4, 5, 2, 3]))
+        #expect(!code.canDecode(received: [0, 1, 4, 5, 3]))
+    }
+
+    @Test(arguments: [SchemeKind.nercc, .nerccAgnostic, .bacc, .lcc])
+    func aBatchOfOneQueryDecodesExactlyFromAnyOneResult(kind: SchemeKind) throws {
+        // A spline, a Berrut interpolant or a polynomial through one point is a constant: every coded
+        // query equals the query, and any one result is its prediction.
+        let code = try Self.code(kind, n: 3, k: 1)
+        #expect(code.minimumResults == 1)
+        #expect(code.encodingMatrix.elements.allSatisfy { abs($0 - 1) <= 1e-12 })
+        for worker in 0..<3 {
+            let y = Matrix(rows: 1, columns: 2, elements: [0.25, -3])
+            let estimate = try code.decode(y, received: [worker])
+            #expect(estimate.elements.map { ($0 * 1e12).rounded() / 1e12 } == [0.25, -3])
+        }
+        let single = try Self.code(kind, n: 1, k: 1)
+        #expect(single.workerPoints == [0])
+        #expect(try single.decode(Matrix(rows: 1, columns: 1, elements: [7]), received: [0]).elements == [7])
     }
 
     @Test func outOfRangeParametersAreRejected() {

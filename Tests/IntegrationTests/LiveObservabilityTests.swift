@@ -18,7 +18,8 @@ struct LiveObservabilityTests {
         let prefix = LiveSystem.prefix()
         let port = 19_000 + Int.random(in: 0..<900)
         let decoder = try ServiceProcess(["decoder", "--http-port", "\(port)"], prefix: prefix, name: "decoder")
-        let ready = try await LiveSystem.eventually(20) {
+        // Generous: the whole suite runs in parallel on two cores, and a starved broker can pause.
+        let ready = try await LiveSystem.eventually(60) {
             try await Self.get("http://127.0.0.1:\(port)/health/ready").0 == 200
         }
         #expect(ready, "the decoder never reported ready: \(decoder.output.suffix(500))")

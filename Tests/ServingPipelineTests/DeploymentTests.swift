@@ -60,7 +60,7 @@ import Testing
         let url = ExternalCheck.root.appendingPathComponent("ops/rabbitmq/definitions.json")
         let definitions = try JSONDecoder().decode(Definitions.self, from: Data(contentsOf: url))
         let topology = ServingTopology()
-        let declared = topology.encoder(models: ["mnist-mlp"]).merged(with: topology.worker(model: "mnist-mlp"))
+        let declared = topology.encoder(models: ["mnist-mlp"]).merged(with: topology.taskQueue(model: "mnist-mlp"))
             .merged(with: topology.decoder())
         #expect(Set(definitions.exchanges.map(\.name)) == Set(declared.exchanges.map(\.name)))
         for e in declared.exchanges {

@@ -89,19 +89,22 @@ struct LinearModel: InferenceModel {
             let records = deliveries.map { try! JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
             let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
             #expect(predictions.map(\.index) == Array(0..<6))
-            // What the coding library computes for the same batches ([q0..q3], [q4, q5, q5, q5]):
-            // exact for uncoded and replication, the scheme's own approximation for the others.
-            let code = try LinearCode(scheme)
+            // What the coding library computes for the same batches: [q0..q3] with the configured
+            // code, then [q4, q5] with the code of a batch of two (no padding): exact for uncoded and
+            // replication, the scheme's own approximation for the others.
+            let rule = PartialBatchRule(configuration: scheme, stragglers: 0)
             let model = LinearModel()
             var expected: [[Double]] = []
-            for batch in [[0, 1, 2, 3], [4, 5, 5, 5]] {
-                let x = Matrix(rows: k, columns: 3, float32Elements: batch.flatMap { queries[$0] })
+            for batch in [[0, 1, 2, 3], [4, 5]] {
+                let code = try rule.derivedCode(batchSize: batch.count).code
+                let x = Matrix(rows: batch.count, columns: 3, float32Elements: batch.flatMap { queries[$0] })
                 let coded = try code.encode(x)
-                let results = try model.predict(flatInputs: coded.elements.map { Float($0) }, count: n)
-                let y = Matrix(rows: n, columns: 2, float32Elements: results)
-                let estimates = try code.decode(y, received: Array(0..<n))
-                expected += (0..<k).map { estimates.row($0) }
+                let results = try model.predict(flatInputs: coded.elements.map { Float($0) }, count: code.workers)
+                let y = Matrix(rows: code.workers, columns: 2, float32Elements: results)
+                let estimates = try code.decode(y, received: Array(0..<code.workers))
+                expected += (0..<batch.count).map { estimates.row($0) }
             }
+            #expect(records.map { $0.batchSize ?? 0 }.sorted() == [2, 4])
             let exact = try model.predict(flatInputs: queries.flatMap { $0 }, count: 6)
             for p in predictions {
                 for j in 0..<2 {
@@ -346,12 +349,13 @@ struct LinearModel: InferenceModel {
                 scheme: SchemeConfiguration(kind: .uncoded, workers: 1, batchSize: 1), stragglers: 0,
                 maximumBatchWaitMilliseconds: 5),
             topology: topology, models: [LinearModel()], logger: logger)
+        let metrics = ServiceMetrics()
         let worker = WorkerService(
             transport: transport,
             configuration: WorkerConfiguration(
                 workerID: "slow",
                 stragglers: StragglerInjection(probability: 1, delay: .fixed(milliseconds: 60_000))),
-            topology: topology, model: LinearModel(), logger: logger)
+            topology: topology, model: LinearModel(), logger: logger, metrics: metrics)
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await encoder.run(stop: stop) }
@@ -363,7 +367,8 @@ struct LinearModel: InferenceModel {
                     exchange: "nercc.requests", routingKey: "linear",
                     properties: MessageProperties(contentType: "application/json"),
                     body: Array(try JSONEncoder().encode(request))))
-            try await Task.sleep(for: .milliseconds(300))
+            // Stop once the worker holds the task in its injected delay.
+            try await WorkerWindowTests.eventually { metrics.value("tasks_delayed") == 1 }
             #expect(!transport.published.contains { $0.properties.type == WireFormat.MessageType.result })
             stop.stop()
             try await group.waitForAll()

@@ -21,11 +21,40 @@ import Testing
         #expect(batcher.pendingCount == 1)
     }
 
-    @Test func flushesAPartialBatchAfterTheMaximumWaitPaddedWithTheLastQuery() {
+    @Test func aPartialBatchGoesAtOnceWithoutPaddingWhenQueriesArriveTooSlowlyToFillIt() {
         var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50)
+        // The first arrival gives no rate yet: waiting is not known to pay off.
+        _ = batcher.add(Self.queries("a", count: 1, tag: 1), now: 0)
+        #expect(batcher.partialBatchDecision(now: 0) == .flushNow)
+        // One query every 100 ms cannot fill three more slots within 50 ms.
+        _ = batcher.add(Self.queries("b", count: 1, tag: 2), now: 100)
+        #expect(batcher.partialBatchDecision(now: 100) == .flushNow)
+        let batch = batcher.flushIfDue(now: 100)
+        #expect(batch?.queries.map(\.member.requestID) == ["a", "b"])
+        #expect(batch?.queries.allSatisfy { !$0.member.padding } == true)
+        #expect(batch?.openedMilliseconds == 0)
+        #expect(batcher.partialBatchDecision(now: 100) == .nothing)
+    }
+
+    @Test func aPartialBatchWaitsOnlyWhileTheArrivalRatePredictsItFillsInTime() {
+        var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 10)
+        // One query per millisecond: the two missing queries are expected within 2 ms.
+        _ = batcher.add(Self.queries("a", count: 1, tag: 1), now: 100)
+        _ = batcher.add(Self.queries("b", count: 1, tag: 2), now: 101)
+        #expect(batcher.expectedFillMilliseconds == 2)
+        #expect(batcher.partialBatchDecision(now: 101) == .waitUntil(110))
+        #expect(batcher.flushIfDue(now: 105) == nil)
+        // At the end of the wait the partial batch goes, whatever the rate says.
+        #expect(batcher.flushIfDue(now: 110)?.queries.count == 2)
+        // The rate is weighted towards recent gaps: a lull makes waiting not worth it.
+        _ = batcher.add(Self.queries("c", count: 1, tag: 3), now: 300)
+        #expect(batcher.partialBatchDecision(now: 300) == .flushNow)
+    }
+
+    @Test func withPaddingOnAPartialBatchIsFilledToKWithItsLastQuery() {
+        var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, padsPartialBatches: true)
         _ = batcher.add(Self.queries("a", count: 2, tag: 1), now: 100)
-        #expect(batcher.flushIfDue(now: 149) == nil)
-        guard let batch = batcher.flushIfDue(now: 150) else {
+        guard let batch = batcher.flushNow() else {
             Issue.record("the partial batch was not flushed")
             return
         }

@@ -31,7 +31,8 @@ import Testing
                 OutgoingMessage(
                     exchange: "nercc.requests", routingKey: "linear",
                     properties: MessageProperties(
-                        contentType: "application/json", messageID: "req-9", replyTo: "reply"),
+                        contentType: "application/json", messageID: "req-9", replyTo: "reply",
+                        headers: [WireFormat.Header.sentMicroseconds: .int(MillisecondClock.system.microseconds())]),
                     body: Array(try JSONEncoder().encode(request))))
             try await transport.publish(
                 OutgoingMessage(
@@ -57,6 +58,7 @@ import Testing
             case WireFormat.MessageType.error: schema = "error-record"
             case WireFormat.MessageType.task: schema = "coded-task"
             case WireFormat.MessageType.result: schema = "worker-result"
+            case WireFormat.MessageType.cancellation: schema = "cancellation-notice"
             default:
                 schema =
                     message.exchange == "nercc.requests" && message.properties.messageID == "req-9" ? "request" : nil
@@ -73,6 +75,7 @@ import Testing
         #expect(
             Set(counts.keys) == [
                 "request", "batch-manifest", "coded-task", "worker-result", "prediction", "error-record",
+                "cancellation-notice",
             ])
         let (status, output) = try ExternalCheck.run([
             "python3", "ops/schemas/validate.py", "--emitted", directory.path,

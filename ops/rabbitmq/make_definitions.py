@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes ops/rabbitmq/definitions.json: the nercc topology, a user per service and their permissions.
 
-    python3 ops/rabbitmq/make_definitions.py [--model mnist-mlp ...] [--shards 1]
+    python3 ops/rabbitmq/make_definitions.py [--model mnist-mlp ...] [--shards 1] [--coded-queues classic]
 
 The exchanges, queues and bindings mirror Sources/ServingPipeline/ServingTopology.swift exactly
 (same names and arguments): the services also declare them at start-up, and RabbitMQ refuses a
@@ -29,17 +29,18 @@ USERS = {
     # read on the exchange, and every service declares its own part of the topology, hence each
     # service's families appear in all three.
     "encoder": ("encoder-dev-password", [],
-                r"^nercc\.(requests|tasks|results|dead)",
-                r"^nercc\.(requests|tasks|results|dead)|^amq\.default$",
-                r"^nercc\.(requests|tasks|results|dead)"),
+                r"^nercc\.(requests|tasks|results|worker-results|dead)",
+                r"^nercc\.(requests|tasks|results|worker-results|dead)|^amq\.default$",
+                r"^nercc\.(requests|tasks|results|worker-results|dead)"),
+    # Workers also declare their own cancellation queue, nercc.cancel.<worker id>, bound to nercc.cancel.
     "worker": ("worker-dev-password", [],
-               r"^nercc\.(tasks|dead)",
-               r"^nercc\.(tasks|dead)|^amq\.default$",
-               r"^nercc\.(tasks|dead)"),
+               r"^nercc\.(tasks|cancel|dead)",
+               r"^nercc\.(tasks|cancel|dead)|^amq\.default$",
+               r"^nercc\.(tasks|cancel|dead)"),
     "decoder": ("decoder-dev-password", [],
-                r"^nercc\.(results|predictions|dead)",
-                r"^nercc\.(results|predictions|dead)|^amq\.default$",
-                r"^nercc\.(results|dead)"),
+                r"^nercc\.(results|worker-results|predictions|cancel|dead)",
+                r"^nercc\.(results|worker-results|predictions|cancel|dead)|^amq\.default$",
+                r"^nercc\.(results|worker-results|dead)"),
     "client": ("client-dev-password", [],
                r"^nercc\.reply\.",
                r"^nercc\.requests$|^nercc\.reply\.",
@@ -59,6 +60,15 @@ def quorum(name, extra=None):
     return {"name": name, "vhost": VHOST, "durable": True, "auto_delete": False, "arguments": args}
 
 
+def coded(name, kind, extra=None):
+    """A task or worker-result queue: classic (transient messages) or quorum, as --coded-queues says."""
+    if kind == "quorum":
+        return quorum(name, extra)
+    args = {"x-queue-type": "classic", "x-dead-letter-exchange": f"{PREFIX}.dead"}
+    args.update(extra or {})
+    return {"name": name, "vhost": VHOST, "durable": True, "auto_delete": False, "arguments": args}
+
+
 def exchange(name, kind, arguments=None):
     return {"name": name, "vhost": VHOST, "type": kind, "durable": True, "auto_delete": False, "internal": False,
             "arguments": arguments or {}}
@@ -69,7 +79,7 @@ def binding(source, queue, key):
             "routing_key": key, "arguments": {}}
 
 
-def definitions(models, shards):
+def definitions(models, shards, coded_queues="classic"):
     exchanges = [
         exchange(f"{PREFIX}.dead", "fanout"),
         exchange(f"{PREFIX}.requests.unrouted", "fanout"),
@@ -77,6 +87,7 @@ def definitions(models, shards):
         exchange(f"{PREFIX}.tasks", "direct"),
         exchange(f"{PREFIX}.results", "direct"),
         exchange(f"{PREFIX}.predictions", "topic"),
+        exchange(f"{PREFIX}.cancel", "fanout"),
     ]
     queues = [
         {"name": f"{PREFIX}.dead-letter", "vhost": VHOST, "durable": True, "auto_delete": False,
@@ -89,10 +100,11 @@ def definitions(models, shards):
     ]
     for shard in range(shards):
         queues.append(quorum(f"{PREFIX}.results.{shard}", {"x-single-active-consumer": True}))
+        queues.append(coded(f"{PREFIX}.worker-results.{shard}", coded_queues, {"x-single-active-consumer": True}))
         bindings.append(binding(f"{PREFIX}.results", f"{PREFIX}.results.{shard}", str(shard)))
     for model in models:
         queues.append(quorum(f"{PREFIX}.requests.{model}"))
-        queues.append(quorum(f"{PREFIX}.tasks.{model}"))
+        queues.append(coded(f"{PREFIX}.tasks.{model}", coded_queues))
         bindings.append(binding(f"{PREFIX}.requests", f"{PREFIX}.requests.{model}", model))
         bindings.append(binding(f"{PREFIX}.tasks", f"{PREFIX}.tasks.{model}", model))
     users = [{"name": u, "password_hash": password_hash(u, p), "hashing_algorithm": "rabbit_password_hashing_sha256",
@@ -119,10 +131,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=None, help="served model (repeatable)")
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--coded-queues", choices=["classic", "quorum"], default="classic",
+                        help="kind of the task and worker-result queues (the services' --coded-queues)")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).with_name("definitions.json")))
     args = parser.parse_args()
     models = args.model or ["mnist-mlp"]
-    text = json.dumps(definitions(models, args.shards), indent=2) + "\n"
+    text = json.dumps(definitions(models, args.shards, args.coded_queues), indent=2) + "\n"
     pathlib.Path(args.out).write_text(text)
 
 

@@ -3,19 +3,22 @@
 
   python3 ops/schemas/validate.py [-v]
       Checks that every schemas/*.schema.json is a valid draft 2020-12 schema, that every example
-      schemas/examples/<schema>.json passes its schema and the cross-field checks, and that every
-      deliberately invalid example schemas/examples/invalid/<schema>--<what>.json is rejected.
+      schemas/examples/<schema>.json (and every further one, schemas/examples/<schema>--<what>.json)
+      passes its schema and the cross-field checks, and that every deliberately invalid example
+      schemas/examples/invalid/<schema>--<what>.json is rejected.
       -v also prints why each invalid example was rejected.
 
   python3 ops/schemas/validate.py --emitted DIR_OR_FILE [...]
       Validates captured messages: files named <schema>@<anything>.json (e.g. prediction@1.json,
-      coded-task@3.json). JSON messages (request, batch-manifest, prediction, error-record) are
-      their body; binary messages (coded-task, worker-result) are an envelope
+      coded-task@3.json, cancellation-notice@2.json). JSON messages (request, batch-manifest,
+      prediction, error-record, cancellation-notice) are their body; binary messages (coded-task,
+      worker-result) are an envelope
       {"properties": {...}, "headers": {...}, "body_bytes": <int>, "body_base64": <optional>}.
 
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
 envelope body length = 4 x product(x-nercc-shape), deterministic message ids, manifest members =
-K and the batch id rule, prediction class = argmax of its outputs, and a few more.
+scheme.batch_size, N and wait_for as the scheme implies, and the batch id rule, prediction class =
+argmax of its outputs, timestamps of one clock in order, and a few more.
 
 Exit status: 0 all good, 1 a problem was found (each is listed with file and JSON path),
 2 usage error or jsonschema missing.
@@ -50,7 +53,9 @@ EXAMPLES = SCHEMAS / "examples"
 INVALID = EXAMPLES / "invalid"
 
 # The wire-format messages; each must have a valid example and at least one invalid one.
-WIRE_SCHEMAS = ["request", "batch-manifest", "prediction", "error-record", "coded-task", "worker-result"]
+WIRE_SCHEMAS = [
+    "request", "batch-manifest", "prediction", "error-record", "coded-task", "worker-result", "cancellation-notice",
+]
 ENVELOPE_SCHEMAS = {"coded-task", "worker-result"}
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -122,27 +127,64 @@ def check_request(msg: dict) -> list[str]:
     return []
 
 
+# Schemes that interpolate between data and worker points: their decoder waits for N - S results.
+INTERPOLATING = {"lcc", "bacc", "nercc", "nercc-ag"}
+
+
+def minimum_results(name: str, k: int) -> int:
+    """The fewest results the scheme can decode a batch of k slots from (CodedComputing.LinearCode)."""
+    if name in ("uncoded", "replication", "parity", "lcc"):
+        return k
+    if name in ("nercc", "nercc-ag"):
+        return 1 if k == 1 else 2
+    return 1  # bacc
+
+
 def check_batch_manifest(msg: dict) -> list[str]:
     problems = []
     scheme, members = msg["scheme"], msg["members"]
-    n, k = scheme["workers"], scheme["batch_size"]
+    name, n, k = scheme["name"], scheme["workers"], scheme["batch_size"]
+    # The code is the batch's own (N_k, k): a partial batch has k < K slots, all real, unless the
+    # encoder pads; either way there is one member per slot.
     if len(members) != k:
-        problems.append(f"$.members: {len(members)} members for K = scheme.batch_size = {k}")
+        problems.append(f"$.members: {len(members)} members for scheme.batch_size = {k}")
     if n < k:
         problems.append(f"$.scheme.workers: N = {n} < K = {k}")
-    if scheme["name"] == "uncoded" and n != k:
+    if name == "uncoded" and n != k:
         problems.append(f"$.scheme.workers: uncoded needs N = K, got N = {n}, K = {k}")
-    if scheme["name"] == "replication" and n != scheme["replicas"] * k:
-        problems.append(f"$.scheme.workers: replication needs N = r*K = {scheme['replicas'] * k}, got {n}")
-    if scheme["name"] == "parity" and n != k + -(-k // scheme["group_size"]):
+    if name == "replication":
+        if "replicas" in scheme and n != scheme["replicas"] * k:
+            problems.append(f"$.scheme.workers: replication needs N = r*K = {scheme['replicas'] * k}, got {n}")
+        if "replicas" not in scheme and n % k == 0:
+            problems.append(f"$.scheme.replicas: missing, though N = {n} is r*K for r = {n // k}"
+                            " (only partial replication, K not dividing N, has no r)")
+    if name == "parity" and n != k + -(-k // scheme["group_size"]):
         problems.append(f"$.scheme.workers: parity needs N = K + ceil(K/G) = {k + -(-k // scheme['group_size'])}, got {n}")
-    if msg["wait_for"] > n:
-        problems.append(f"$.wait_for: {msg['wait_for']} > N = {n}")
+    wait_for, least = msg["wait_for"], minimum_results(name, k)
+    if wait_for > n:
+        problems.append(f"$.wait_for: {wait_for} > N = {n}")
+    elif name in INTERPOLATING and wait_for < least:
+        problems.append(f"$.wait_for: {wait_for} < {least}, the fewest results {name} decodes {k} slots from")
+    elif name not in INTERPOLATING and wait_for != least:
+        problems.append(f"$.wait_for: {name} waits for its minimum, K = {least}, got {wait_for}")
+    if "stragglers" in scheme:
+        s = scheme["stragglers"]
+        if name in INTERPOLATING and wait_for != n - s:
+            problems.append(f"$.scheme.stragglers: {name} waits for N - S = {n - s} results, but wait_for is {wait_for}")
+        elif s > n - wait_for:
+            problems.append(f"$.scheme.stragglers: S = {s} > N - wait_for = {n - wait_for}")
     if msg["deadline_ms"] < msg["created_ms"]:
         problems.append("$.deadline_ms: earlier than created_ms")
+    encoded = msg.get("encoded_us")
+    if encoded is not None:
+        # Microseconds, taken just after created_ms (rounded to the millisecond) and before the deadline.
+        if not (msg["created_ms"] - 1) * 1000 <= encoded <= msg["deadline_ms"] * 1000:
+            problems.append(f"$.encoded_us: {encoded} is not between created_ms and deadline_ms in microseconds")
     for i, m in enumerate(members):
         if m["index"] >= m["request_queries"]:
             problems.append(f"$.members[{i}].index: {m['index']} >= request_queries {m['request_queries']}")
+        if encoded is not None and m.get("received_us") is not None and m["received_us"] > encoded:
+            problems.append(f"$.members[{i}].received_us: {m['received_us']} is after encoded_us {encoded} (one clock)")
     flags = [m["padding"] for m in members]
     if all(flags):
         problems.append("$.members: every slot is padding")
@@ -178,6 +220,22 @@ def check_prediction(msg: dict) -> list[str]:
         problems.append(f"$.received: status ok with {msg['received']} < needed {msg['needed']} results")
     if msg["status"] == "degraded" and msg["received"] >= msg["needed"]:
         problems.append(f"$.received: status degraded with {msg['received']} >= needed {msg['needed']} results")
+    n, k = msg.get("workers"), msg.get("batch_size")
+    if k is not None and len(preds) > k:
+        problems.append(f"$.predictions: {len(preds)} predictions from a batch of {k} slots")
+    if n is not None:
+        if k is not None and k > n:
+            problems.append(f"$.batch_size: K = {k} > N = {n}")
+        for field in ("received", "needed"):
+            if msg[field] > n:
+                problems.append(f"$.{field}: {msg[field]} > N = {n} tasks")
+    timing = msg.get("timing") or {}
+    # Stamps taken on one machine's clock are in order; across machines clocks may differ.
+    for earlier, later, clock in (("received_us", "encoded_us", "encoder"),
+                                  ("task_received_us", "result_sent_us", "worker"),
+                                  ("ready_us", "decoded_us", "decoder")):
+        if timing.get(earlier) is not None and timing.get(later) is not None and timing[earlier] > timing[later]:
+            problems.append(f"$.timing.{later}: {timing[later]} is before {earlier} {timing[earlier]} ({clock} clock)")
     return problems
 
 
@@ -197,6 +255,11 @@ def check_envelope(msg: dict, result: bool) -> list[str]:
         problems.append(f"$.properties.message_id: {props['message_id']} is not {message_id}")
     if not result and index >= headers["x-nercc-workers"]:
         problems.append(f'$.headers["x-nercc-coded-index"]: {index} >= N = {headers["x-nercc-workers"]}')
+    if not result and headers["x-nercc-batch-size"] > headers["x-nercc-workers"]:
+        problems.append(f'$.headers["x-nercc-batch-size"]: K = {headers["x-nercc-batch-size"]} > N = {headers["x-nercc-workers"]}')
+    received, sent = headers.get("x-nercc-received-us"), headers.get("x-nercc-sent-us")
+    if result and isinstance(received, int) and isinstance(sent, int) and received > sent:
+        problems.append(f'$.headers["x-nercc-sent-us"]: {sent} is before x-nercc-received-us {received} (worker clock)')
     if "body_base64" in msg:
         try:
             body = base64.b64decode(msg["body_base64"], validate=True)
@@ -219,6 +282,7 @@ CHECKS = {
     "error-record": lambda msg: [],
     "coded-task": lambda msg: check_envelope(msg, result=False),
     "worker-result": lambda msg: check_envelope(msg, result=True),
+    "cancellation-notice": lambda msg: [],
 }
 
 
@@ -282,7 +346,7 @@ def run_examples(verbose: bool) -> int:
     passed = rejected = 0
     covered_valid, covered_invalid = set(), set()
     for path in sorted(EXAMPLES.glob("*.json")):
-        name = path.stem
+        name = path.stem.partition("--")[0]
         if name not in validators:
             problems.append(f"{display(path)}: no schema named '{name}' (schemas/{name}.schema.json)")
             continue
