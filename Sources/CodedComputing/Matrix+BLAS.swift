@@ -1,5 +1,11 @@
 import CBLAS
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 extension Matrix {
     /// The product `self · other`, computed by BLAS `dgemm` (OpenBLAS).
     ///
@@ -49,5 +55,17 @@ extension Matrix {
     public static func - (lhs: Matrix, rhs: Matrix) -> Matrix {
         precondition(lhs.rows == rhs.rows && lhs.columns == rhs.columns, "shape mismatch")
         return Matrix(rows: lhs.rows, columns: lhs.columns, elements: zip(lhs.elements, rhs.elements).map { $0 - $1 })
+    }
+}
+
+/// Settings of the BLAS library behind the GEMMs.
+public enum BLAS {
+    /// Makes every BLAS call run on the calling thread. Serving processes do this: their GEMMs are
+    /// small, they run many at once (workers scale by processes), and OpenBLAS's own threads would
+    /// spin and hand work between cores for each call. An explicit `OPENBLAS_NUM_THREADS` in the
+    /// environment is left alone.
+    public static func useCallingThreadOnly() {
+        guard getenv("OPENBLAS_NUM_THREADS") == nil else { return }
+        openblas_set_num_threads(1)
     }
 }

@@ -7,7 +7,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks of the system's parts.",
-        subcommands: [BenchCodingCommand.self, BenchModelCommand.self]
+        subcommands: [BenchCodingCommand.self, BenchModelCommand.self, BenchServeCommand.self, BenchBrokerCommand.self]
     )
 }
 

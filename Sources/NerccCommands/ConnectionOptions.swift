@@ -76,9 +76,11 @@ struct ConnectionOptions: ParsableArguments {
         try Environment.validate(["NERCC_TLS_INSECURE"], as: .boolean)
     }
 
-    var topology: ServingTopology {
+    var topology: ServingTopology { topology(prefix: topologyPrefix) }
+
+    /// The topology with every name under `p` instead of `--topology-prefix`.
+    func topology(prefix p: String) -> ServingTopology {
         var t = ServingTopology()
-        let p = topologyPrefix
         t.requestsExchange = "\(p).requests"
         t.requestsQueuePrefix = "\(p).requests"
         t.unroutedExchange = "\(p).requests.unrouted"
@@ -97,6 +99,20 @@ struct ConnectionOptions: ParsableArguments {
         t.shards = shards
         t.deliveryLimit = Int64(deliveryLimit)
         return t
+    }
+
+    /// The connection and topology options for a service this process starts, with `prefix` as
+    /// its topology prefix.
+    func serviceArguments(prefix: String) -> [String] {
+        var arguments = [
+            "--url", url, "--heartbeat", "\(heartbeat)", "--topology-prefix", prefix, "--shards", "\(shards)",
+            "--delivery-limit", "\(deliveryLimit)", "--coded-queues", codedQueues,
+        ]
+        if !tlsCa.isEmpty { arguments += ["--tls-ca", tlsCa] }
+        if !tlsCert.isEmpty { arguments += ["--tls-cert", tlsCert] }
+        if !tlsKey.isEmpty { arguments += ["--tls-key", tlsKey] }
+        if tlsInsecure { arguments.append("--tls-insecure") }
+        return arguments
     }
 
     func logger(_ label: String) -> Logger {

@@ -59,6 +59,12 @@ struct EvaluateCommand: AsyncParsableCommand {
     )
     var profile: [String] = []
 
+    @Flag(
+        help:
+            "Also evaluate the smaller codes that partial batches use: for each N:K and S, every batch size k < K with the code serving gives it (⌈N·k/K⌉ tasks, S_k stragglers; docs/architecture.md)."
+    )
+    var partialBatches = false
+
     @Flag(help: "Leave out the ParM rows even where parity models exist.")
     var noParity = false
 
@@ -139,13 +145,7 @@ struct EvaluateCommand: AsyncParsableCommand {
         guard truth.count == queries.rows else {
             throw CommandError("\(queries.rows) queries but \(truth.count) labels")
         }
-        var grid: [StudySetting] = []
-        for (n, k) in try parsedSettings() {
-            for share in try parsedShares() {
-                let s = Int((Double(n) * share / 100).rounded())
-                if s <= n - 2 { grid.append(StudySetting(workers: n, batchSize: k, stragglers: s)) }
-            }
-        }
+        let grid = try Self.grid(settings: parsedSettings(), shares: parsedShares(), partialBatches: partialBatches)
         let profiles = try profile.map(loadProfile)
         var all: [StudyResult] = []
         var checks: [GridCheckResult] = []
@@ -193,6 +193,39 @@ struct EvaluateCommand: AsyncParsableCommand {
         try write(all)
         printSummary(all)
         if gridCheck { try writeGridCheck(checks) }
+    }
+
+    /// The (N, K, S) points of the study: S = the share of N, rounded, where a spline can still
+    /// decode (N − S ≥ 2, or ≥ 1 for K = 1); with `partialBatches`, also the code of every batch size
+    /// k < K that serving derives from (N, K, S) (``PartialBatchRule``), each point once.
+    static func grid(settings: [(Int, Int)], shares: [Double], partialBatches: Bool) throws -> [StudySetting] {
+        var grid: [StudySetting] = []
+        func add(_ setting: StudySetting) {
+            let minimum = setting.batchSize == 1 ? 1 : 2
+            if setting.stragglers <= setting.workers - minimum && !grid.contains(setting) { grid.append(setting) }
+        }
+        for (n, k) in settings {
+            for share in shares {
+                let s = Int((Double(n) * share / 100).rounded())
+                guard s <= n - (k == 1 ? 1 : 2) else { continue }
+                add(StudySetting(workers: n, batchSize: k, stragglers: s))
+                guard partialBatches else { continue }
+                let rule = PartialBatchRule(
+                    configuration: SchemeConfiguration(kind: .nercc, workers: n, batchSize: k), stragglers: s)
+                for size in stride(from: k - 1, through: 1, by: -1) {
+                    do {
+                        let derived = try rule.derivedCode(batchSize: size).1
+                        add(
+                            StudySetting(
+                                workers: derived.configuration.workers, batchSize: size, stragglers: derived.stragglers)
+                        )
+                    } catch {
+                        throw CommandError("the code for batches of \(size) of \(n):\(k): \(error.message)")
+                    }
+                }
+            }
+        }
+        return grid
     }
 
     /// The parity models beside `path` (`<models>/<name>-parity-k<G>/model.json`), by group size.

@@ -28,4 +28,16 @@ enum MatrixFiles {
             throw CommandError("cannot write '\(path)': \(error.localizedDescription)")
         }
     }
+
+    /// Reads integer class labels from a 1-D `.npy` file.
+    static func readLabels(_ path: String) throws -> [Int] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CommandError("cannot read labels '\(path)' (pass --labels none to skip accuracy)")
+        }
+        do {
+            return try NumPyArray(npyBytes: [UInt8](data)).values.map { Int($0) }
+        } catch {
+            throw CommandError("'\(path)': \(error)")
+        }
+    }
 }

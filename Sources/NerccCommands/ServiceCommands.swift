@@ -71,6 +71,13 @@ struct EncoderCommand: AsyncParsableCommand {
     )
     var partialBatches: String = Environment.string("NERCC_PARTIAL_BATCHES", "adaptive")
 
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Copy each batch's manifest onto its tasks, so the decoder can answer from the results before the manifest arrives (env NERCC_MANIFEST_IN_TASKS)."
+    )
+    var manifestInTasks: Bool = Environment.bool("NERCC_MANIFEST_IN_TASKS", true)
+
     @Option(help: "How long the decoder waits for a batch's results, ms (env NERCC_DEADLINE_MS).")
     var deadlineMs: Int = Environment.int("NERCC_DEADLINE_MS", 5_000)
 
@@ -94,10 +101,12 @@ struct EncoderCommand: AsyncParsableCommand {
                 "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
                 "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES",
             ], as: .integer)
+        try Environment.validate(["NERCC_MANIFEST_IN_TASKS"], as: .boolean)
     }
 
     func run() async throws {
         let logger = connection.logger("nercc.encoder")
+        BLAS.useCallingThreadOnly()
         var kind = SchemeKind.nercc
         try CommandError.wrapping("--scheme") { kind = try SchemeKind.parse(scheme) }
         var config = EncoderConfiguration(
@@ -108,7 +117,7 @@ struct EncoderCommand: AsyncParsableCommand {
             stragglers: stragglers, maximumBatchWaitMilliseconds: Int64(batchWaitMs),
             padsPartialBatches: partialBatches == "pad", deadlineMilliseconds: Int64(deadlineMs),
             prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
-            consumerTag: ServiceRunner.processName("encoder"))
+            consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks)
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.
@@ -251,6 +260,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = connection.logger("nercc.worker")
+        BLAS.useCallingThreadOnly()
         guard !models.isEmpty else {
             throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODEL)")
         }
@@ -301,24 +311,33 @@ struct DecoderCommand: AsyncParsableCommand {
     )
     var cancelLeftovers: Bool = Environment.bool("NERCC_CANCEL_LEFTOVERS", true)
 
+    @Option(
+        help:
+            "Announce a finished batch only if results are still missing this many ms after it finished: its other tasks are then queued or held by slow workers (env NERCC_CANCEL_AFTER_MS)."
+    )
+    var cancelAfterMs: Int = Environment.int("NERCC_CANCEL_AFTER_MS", 10)
+
     func validate() throws {
         guard shard >= 0, shard < connection.shards else {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
         }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
-        try Environment.validate(["NERCC_SHARD", "NERCC_PREFETCH"], as: .integer)
+        guard cancelAfterMs >= 0 else { throw ValidationError("--cancel-after-ms must be ≥ 0") }
+        try Environment.validate(["NERCC_SHARD", "NERCC_PREFETCH", "NERCC_CANCEL_AFTER_MS"], as: .integer)
         try Environment.validate(["NERCC_CANCEL_LEFTOVERS"], as: .boolean)
     }
 
     func run() async throws {
         let logger = connection.logger("nercc.decoder")
+        BLAS.useCallingThreadOnly()
         let name = ServiceRunner.processName("decoder")
         let transport = try await connection.connect(name: name, logger: logger)
         let metrics = ServiceMetrics()
         let service = DecoderService(
             transport: transport,
             configuration: DecoderConfiguration(
-                shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers),
+                shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers,
+                cancelGraceMilliseconds: Int64(cancelAfterMs)),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info("decoder serving", metadata: ["shard": "\(shard)"])
         try await ServiceRunner.run(

@@ -89,17 +89,7 @@ struct SubmitCommand: AsyncParsableCommand {
     func run() async throws {
         let queries = try MatrixFiles.read(input)
         let total = count == 0 ? queries.rows : min(count, queries.rows)
-        var truth: [Int]? = nil
-        if labels != "none" {
-            guard let data = FileManager.default.contents(atPath: labels) else {
-                throw CommandError("cannot read labels '\(labels)' (pass --labels none to skip accuracy)")
-            }
-            do {
-                truth = try NumPyArray(npyBytes: [UInt8](data)).values.map { Int($0) }
-            } catch {
-                throw CommandError("'\(labels)': \(error)")
-            }
-        }
+        let truth: [Int]? = labels == "none" ? nil : try MatrixFiles.readLabels(labels)
         let logger = connection.logger("nercc.submit")
         let transport = try await connection.connect(name: ServiceRunner.processName("submit"), logger: logger)
         let topology = connection.topology

@@ -76,8 +76,10 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
         public var sentMicroseconds: Int64?
         /// The encoder received the request.
         public var receivedMicroseconds: Int64?
-        /// The encoder encoded the batch and began publishing its tasks.
+        /// The encoder encoded the batch and began publishing its tasks and manifest.
         public var encodedMicroseconds: Int64?
+        /// The decoder received the batch's manifest.
+        public var manifestReceivedMicroseconds: Int64?
         /// A worker received the decisive task: the one whose result completed the set decoded from.
         public var taskReceivedMicroseconds: Int64?
         /// That worker published the decisive result.
@@ -90,12 +92,14 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
         /// Creates a timing record.
         public init(
             sentMicroseconds: Int64? = nil, receivedMicroseconds: Int64? = nil, encodedMicroseconds: Int64? = nil,
-            taskReceivedMicroseconds: Int64? = nil, resultSentMicroseconds: Int64? = nil,
+            manifestReceivedMicroseconds: Int64? = nil, taskReceivedMicroseconds: Int64? = nil,
+            resultSentMicroseconds: Int64? = nil,
             readyMicroseconds: Int64? = nil, decodedMicroseconds: Int64? = nil
         ) {
             self.sentMicroseconds = sentMicroseconds
             self.receivedMicroseconds = receivedMicroseconds
             self.encodedMicroseconds = encodedMicroseconds
+            self.manifestReceivedMicroseconds = manifestReceivedMicroseconds
             self.taskReceivedMicroseconds = taskReceivedMicroseconds
             self.resultSentMicroseconds = resultSentMicroseconds
             self.readyMicroseconds = readyMicroseconds
@@ -106,6 +110,7 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
             case sentMicroseconds = "sent_us"
             case receivedMicroseconds = "received_us"
             case encodedMicroseconds = "encoded_us"
+            case manifestReceivedMicroseconds = "manifest_received_us"
             case taskReceivedMicroseconds = "task_received_us"
             case resultSentMicroseconds = "result_sent_us"
             case readyMicroseconds = "ready_us"

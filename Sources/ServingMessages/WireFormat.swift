@@ -61,6 +61,9 @@ public enum WireFormat {
         public static let sentMicroseconds = "x-nercc-sent-us"
         /// When the worker received the task a result answers, microseconds since the Unix epoch.
         public static let receivedMicroseconds = "x-nercc-received-us"
+        /// A copy of the batch manifest (its JSON body as a string) on tasks, which workers copy onto
+        /// their results, so the decoder can answer before the manifest message itself arrives.
+        public static let manifest = "x-nercc-manifest"
         /// Stable error code of a dead-lettered message (string).
         public static let errorCode = "x-nercc-error-code"
         /// Human-readable reason of a dead-lettered message (string).

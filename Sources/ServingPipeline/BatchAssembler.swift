@@ -130,16 +130,20 @@ public struct BatchAssembler: Sendable {
         batches.values.filter { if case .finished = $0 { false } else { true } }.count
     }
 
-    /// A manifest arrived.
-    public mutating func receive(manifest: BatchManifest, tag: DeliveryTag, now: Int64) -> [Action] {
+    /// A manifest arrived: from the decoder's manifest queue (with its delivery tag), or as the copy
+    /// a worker's result carries (`tag` nil), which lets a batch decode before its own manifest
+    /// message arrives. The manifest message is still held with the batch and acknowledged with it.
+    public mutating func receive(manifest: BatchManifest, tag: DeliveryTag?, now: Int64) -> [Action] {
         switch batches[manifest.batchID] {
         case .none:
             batches[manifest.batchID] = .collecting(manifest: manifest, manifestTag: tag, results: [], firstSeen: now)
             deadlines.insert(Expiry(at: manifest.deadlineMilliseconds, batchID: manifest.batchID))
         case .collecting(let existing?, let existingTag, let results, let seen):
-            // A redelivered manifest. After a reconnect the broker redelivers what the lost
-            // connection held, and only the new tag can still be acknowledged: keep that one.
-            if let old = existingTag, old.generation < tag.generation {
+            guard let tag else { return [] }  // Another copy: the batch has its manifest.
+            // The manifest message after a copy, or redelivered after a reconnect (the broker then
+            // redelivers what the lost connection held, and only the new tag can still be
+            // acknowledged): keep that tag.
+            if existingTag.map({ $0.generation < tag.generation }) ?? true {
                 batches[manifest.batchID] = .collecting(
                     manifest: existing, manifestTag: tag, results: results, firstSeen: seen)
                 return []
@@ -151,9 +155,17 @@ public struct BatchAssembler: Sendable {
                 manifest: manifest, manifestTag: tag, results: results, firstSeen: seen)
             deadlines.insert(Expiry(at: manifest.deadlineMilliseconds, batchID: manifest.batchID))
         case .decoding, .finished:
-            return [.ack([tag])]
+            return tag.map { [.ack([$0])] } ?? []
         }
         return evaluate(manifest.batchID, now: now, atDeadline: false)
+    }
+
+    /// Whether a batch still lacks its manifest (it is unknown, or only its results have arrived).
+    public func needsManifest(batchID: String) -> Bool {
+        switch batches[batchID] {
+        case .none, .collecting(nil, _, _, _): true
+        default: false
+        }
     }
 
     /// A worker's result arrived.

@@ -15,15 +15,20 @@ public struct DecoderConfiguration: Sendable {
     /// Announce finished batches to the workers (cancellation notices), so they skip the tasks
     /// nobody waits for any more.
     public var cancelsLeftovers: Bool
+    /// How long a finished batch waits for its last results before it is announced
+    /// (``CancellationSchedule``).
+    public var cancelGraceMilliseconds: Int64
 
     /// Creates a configuration.
     public init(
-        shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true
+        shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
+        cancelGraceMilliseconds: Int64 = 10
     ) {
         self.shard = shard
         self.prefetch = prefetch
         self.consumerTag = consumerTag
         self.cancelsLeftovers = cancelsLeftovers
+        self.cancelGraceMilliseconds = max(0, cancelGraceMilliseconds)
     }
 }
 
@@ -129,19 +134,33 @@ public final class DecoderService: Sendable {
             var timerAt: Int64? = nil
             // Finished batches not yet announced, and whether an announcement is being published:
             // notices go one at a time, each with every batch finished meanwhile.
+            var schedule = CancellationSchedule(graceMilliseconds: configuration.cancelGraceMilliseconds)
             var finishedBatches: [String] = []
             var announcing = false
+            // When each open batch's manifest arrived (µs), for the stage breakdown.
+            var manifestArrivals: [String: Int64] = [:]
             for await event in events {
                 var actions: [BatchAssembler.Action] = []
                 let now = clock.now()
                 switch event {
                 case .delivery(let delivery):
+                    if delivery.properties.type == WireFormat.MessageType.manifest,
+                        let id = delivery.properties.correlationID
+                    {
+                        manifestArrivals[id] = clock.microseconds()
+                    } else if delivery.properties.type == WireFormat.MessageType.result,
+                        let id = delivery.properties.correlationID
+                    {
+                        schedule.resultArrived(batchID: id)
+                    }
                     actions = await accept(delivery, assembler: &assembler, rejection: rejection, now: now)
                 case .timer:
                     if let at = timerAt, now >= at { timerAt = nil }
                     actions = assembler.tick(now: now)
+                    finishedBatches += schedule.announce(now: now)
                 case .done(let batchID, let tags, let ok):
                     inFlight -= 1
+                    manifestArrivals[batchID] = nil
                     if ok {
                         for t in tags { try? await transport.ack(t) }
                         assembler.finished(batchID: batchID, now: now)
@@ -167,9 +186,17 @@ public final class DecoderService: Sendable {
                         inFlight += 1
                         let timedOut = if case .timeOut = action { true } else { false }
                         let ready = clock.microseconds()
-                        if configuration.cancelsLeftovers { finishedBatches.append(job.manifest.batchID) }
+                        if configuration.cancelsLeftovers {
+                            schedule.finished(
+                                batchID: job.manifest.batchID,
+                                outstanding: job.manifest.scheme.workers - Set(job.results.map(\.index)).count,
+                                now: now)
+                        }
+                        let manifestArrived = manifestArrivals[job.manifest.batchID]
                         group.addTask {
-                            let ok = await self.complete(job, timedOut: timedOut, readyMicroseconds: ready)
+                            let ok = await self.complete(
+                                job, timedOut: timedOut, readyMicroseconds: ready,
+                                manifestReceivedMicroseconds: manifestArrived)
                             sink.yield(.done(batchID: job.manifest.batchID, tags: job.tags, ok: ok))
                         }
                     }
@@ -183,7 +210,8 @@ public final class DecoderService: Sendable {
                         sink.yield(.cancellationsSent)
                     }
                 }
-                if let next = assembler.nextDeadline, timerAt.map({ next < $0 }) ?? true {
+                let next = [assembler.nextDeadline, schedule.nextDeadline].compactMap { $0 }.min()
+                if let next, timerAt.map({ next < $0 }) ?? true {
                     timerAt = next
                     let clock = self.clock
                     group.addTask {
@@ -274,12 +302,23 @@ public final class DecoderService: Sendable {
                     shape = try TensorBody.parseShape(header)
                 }
                 let values = try TensorBody.decode(delivery.body, shape: shape)
-                return assembler.receive(
-                    result: .init(
-                        index: Int(index), values: values, tag: delivery.tag,
-                        taskReceivedMicroseconds: headers[WireFormat.Header.receivedMicroseconds]?.intValue,
-                        sentMicroseconds: headers[WireFormat.Header.sentMicroseconds]?.intValue),
-                    batchID: batchID, now: now)
+                var actions: [BatchAssembler.Action] = []
+                if assembler.needsManifest(batchID: batchID),
+                    let copy = headers[WireFormat.Header.manifest]?.stringValue
+                {
+                    if let manifest = manifestCopy(copy, batchID: batchID) {
+                        actions = assembler.receive(manifest: manifest, tag: nil, now: now)
+                    } else {
+                        metrics.increment("manifest_copies_ignored")
+                    }
+                }
+                return actions
+                    + assembler.receive(
+                        result: .init(
+                            index: Int(index), values: values, tag: delivery.tag,
+                            taskReceivedMicroseconds: headers[WireFormat.Header.receivedMicroseconds]?.intValue,
+                            sentMicroseconds: headers[WireFormat.Header.sentMicroseconds]?.intValue),
+                        batchID: batchID, now: now)
             } catch {
                 try? await rejection.reject(delivery, code: error.code.rawValue, reason: error.message, requestID: nil)
                 return []
@@ -291,6 +330,17 @@ public final class DecoderService: Sendable {
                 requestID: nil)
             return []
         }
+    }
+
+    /// The manifest copy a result carries, if it is a valid manifest of that batch: the batch id
+    /// must be the result's and the one its members hash to (so a copy cannot move predictions to
+    /// other requests' slots). Anything else is ignored; the batch then waits for its manifest.
+    func manifestCopy(_ text: String, batchID: String) -> BatchManifest? {
+        guard let manifest = try? JSONDecoder().decode(BatchManifest.self, from: Data(text.utf8)),
+            manifest.batchID == batchID, batchIdentifier(members: manifest.members) == batchID,
+            Self.problem(with: manifest, codes: codes) == nil
+        else { return nil }
+        return manifest
     }
 
     /// What is wrong with a manifest, if anything: version, scheme, members.
@@ -314,7 +364,9 @@ public final class DecoderService: Sendable {
     }
 
     /// Decodes (or times out) a batch and publishes its outcome; true when every publish was confirmed.
-    private func complete(_ job: BatchAssembler.Job, timedOut: Bool, readyMicroseconds: Int64) async -> Bool {
+    private func complete(
+        _ job: BatchAssembler.Job, timedOut: Bool, readyMicroseconds: Int64, manifestReceivedMicroseconds: Int64?
+    ) async -> Bool {
         let manifest = job.manifest
         var messages: [OutgoingMessage] = []
         let requests = Dictionary(grouping: manifest.members.enumerated().filter { !$0.element.padding }) {
@@ -384,6 +436,7 @@ public final class DecoderService: Sendable {
                 timing: .init(
                     sentMicroseconds: first.sentMicroseconds, receivedMicroseconds: first.receivedMicroseconds,
                     encodedMicroseconds: manifest.encodedMicroseconds,
+                    manifestReceivedMicroseconds: manifestReceivedMicroseconds,
                     taskReceivedMicroseconds: decisive?.taskReceivedMicroseconds,
                     resultSentMicroseconds: decisive?.sentMicroseconds, readyMicroseconds: readyMicroseconds,
                     decodedMicroseconds: decoded))

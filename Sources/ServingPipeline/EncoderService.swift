@@ -53,6 +53,9 @@ public struct EncoderConfiguration: Sendable {
     /// λ_dec by number of results received (a calibration profile for the full size), passed to the
     /// decoder in manifests.
     public var lambdaDecoderByReceived: [String: Double]?
+    /// Put a copy of the manifest on every task (``WireFormat/Header/manifest``), so the decoder can
+    /// answer from the results alone.
+    public var copiesManifestIntoTasks: Bool
     /// Calibration profiles for `nercc`, by (N, K): a batch whose code has a profile's size uses its
     /// λs; with profiles given, other sizes use the model-agnostic rule (``AgnosticSmoothing``);
     /// without any, every size uses the configured λs.
@@ -62,8 +65,10 @@ public struct EncoderConfiguration: Sendable {
     public init(
         scheme: SchemeConfiguration, stragglers: Int, maximumBatchWaitMilliseconds: Int64 = 2,
         padsPartialBatches: Bool = false, deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256,
-        maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = []
+        maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
+        copiesManifestIntoTasks: Bool = true
     ) {
+        self.copiesManifestIntoTasks = copiesManifestIntoTasks
         self.scheme = scheme
         self.stragglers = stragglers
         self.maximumBatchWaitMilliseconds = maximumBatchWaitMilliseconds
@@ -99,14 +104,17 @@ struct BatchCode: Sendable {
 }
 
 /// The encoder service: consumes requests, batches their queries up to K at a time, encodes each
-/// batch with the code of its size, publishes its coded tasks and then its manifest to the
-/// decoder's shard, and acknowledges a request only after every message derived from it is
+/// batch with the code of its size, publishes its manifest to the decoder's shard and its coded
+/// tasks at once, and acknowledges a request only after every message derived from it is
 /// confirmed.
 public final class EncoderService: Sendable {
     let transport: any MessageTransport
     let configuration: EncoderConfiguration
     let topology: ServingTopology
     let models: [String: any InferenceModel]
+    /// Manifests larger than this (bytes) are not copied into tasks: N copies would cost more than
+    /// the wait for the manifest saves.
+    static let largestManifestCopy = 8_192
     /// The full-size code.
     let code: LinearCode
     /// Codes by batch size: `codes[k − 1]` for a batch of k queries.
@@ -399,16 +407,14 @@ public final class EncoderService: Sendable {
         }
     }
 
-    /// Encodes a batch with the code of its size and publishes its tasks, then (once they are all
-    /// confirmed) its manifest; reports the outcome to the loop.
+    /// Encodes a batch with the code of its size and publishes its manifest and its tasks at once;
+    /// reports the outcome to the loop once all are confirmed (or one failed).
     private func publish(_ batch: ReadyBatch, model name: String, sink: AsyncStream<Event>.Continuation) async {
         let model = models[name]!
         let now = clock.now()
         let batchCode = codes[batch.queries.count - 1]
         let code = batchCode.code
-        let batchID = StableHash.identifier(
-            batch.queries.map { "\($0.member.requestID)#\($0.member.index)#\($0.member.padding)" }.joined(
-                separator: "|"))
+        let batchID = batchIdentifier(members: batch.queries.map(\.member))
         let shard = topology.shard(of: batchID)
         let x = Matrix(rows: code.batchSize, columns: model.inputSize, float32Elements: batch.queries.flatMap(\.values))
         let coded: Matrix
@@ -435,19 +441,28 @@ public final class EncoderService: Sendable {
             encodedMicroseconds: encoded, outputSize: model.outputSize, labels: model.labels,
             members: batch.queries.map(\.member))
         let version: HeaderValue = .int(Int64(WireFormat.version))
+        let manifestBody = JSONBody.encode(manifest)
         let manifestMessage = OutgoingMessage(
             exchange: topology.resultsExchange, routingKey: "\(shard)",
             properties: MessageProperties(
                 contentType: WireFormat.jsonContentType, messageID: "\(batchID)/manifest", correlationID: batchID,
                 timestamp: UInt64(now / 1000), type: WireFormat.MessageType.manifest,
                 headers: [WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID)]),
-            body: JSONBody.encode(manifest), mandatory: true)
+            body: manifestBody, mandatory: true)
+        // Every task carries a copy of the manifest, which workers put on their results, so the
+        // decoder can answer as soon as it has the results; the manifest message itself (durable,
+        // replicated, slower) then only confirms it, or answers after a broker restart.
+        let manifestCopy: HeaderValue? =
+            configuration.copiesManifestIntoTasks && manifestBody.count <= Self.largestManifestCopy
+            ? .string(String(decoding: manifestBody, as: UTF8.self)) : nil
         let replyQueue = topology.workerResultsQueue(shard: shard)
         let shape = TensorBody.shapeHeader(model.inputShape)
         do {
-            // Tasks first: the decoder holds results that arrive before their manifest, and a batch
-            // whose tasks could not all be published never reaches the decoder at all.
+            // The manifest and the tasks go out together: the manifest's replicated write then
+            // overlaps the tasks' trip through the workers instead of adding to it (the decoder holds
+            // results that arrive before their manifest).
             try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await self.transport.publish(manifestMessage) }
                 for n in batchCode.publishOrder {
                     let message = OutgoingMessage(
                         exchange: topology.tasksExchange, routingKey: taskModel(name, index: n, code: code),
@@ -464,13 +479,12 @@ public final class EncoderService: Sendable {
                                 WireFormat.Header.model: .string(taskModel(name, index: n, code: code)),
                                 WireFormat.Header.deadline: .int(deadline),
                                 WireFormat.Header.shape: .string(shape),
-                            ]),
+                            ].merging(manifestCopy.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
                         body: TensorBody.encode(coded.row(n)), mandatory: true)
                     tasks.addTask { try await self.transport.publish(message) }
                 }
                 try await tasks.waitForAll()
             }
-            try await transport.publish(manifestMessage)
             metrics.increment("tasks_published", by: Double(code.workers))
             metrics.increment("queries_encoded", by: Double(batch.queries.count { !$0.member.padding }))
             metrics.observe("encode_wait", seconds: Double(now - batch.openedMilliseconds) / 1000)
@@ -482,6 +496,13 @@ public final class EncoderService: Sendable {
                 .publishFailed(batch, model: name, MessagingError(.protocolError, "\(error)", isRetryable: true)))
         }
     }
+}
+
+/// The deterministic id of a batch: two FNV-1a hashes of its slots
+/// (`<request_id>#<index>#<padding>` joined by `|`), 32 hex digits. The same requests batched the
+/// same way get the same id again.
+public func batchIdentifier(members: [BatchManifest.Member]) -> String {
+    StableHash.identifier(members.map { "\($0.requestID)#\($0.index)#\($0.padding)" }.joined(separator: "|"))
 }
 
 /// The order in which the encoder publishes a batch's N coded tasks.

@@ -56,7 +56,10 @@ public struct RequestValidator: Sendable {
         }
         let request: InferenceRequest
         do {
-            request = try JSONDecoder().decode(InferenceRequest.self, from: Data(delivery.body))
+            // The common form in one pass; anything else through JSONDecoder, which names the problem.
+            request =
+                try InferenceRequest.fastParse(delivery.body)
+                ?? JSONDecoder().decode(InferenceRequest.self, from: Data(delivery.body))
         } catch let DecodingError.dataCorrupted(context) {
             return .failure(WireFormatError(.malformedJSON, "the body is not valid JSON: \(Self.describe(context))"))
         } catch let DecodingError.keyNotFound(key, _) {

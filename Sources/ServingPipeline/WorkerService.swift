@@ -99,6 +99,10 @@ public final class WorkerService: Sendable {
         var replyTo: String
         var input: [Float]
         var receivedMicroseconds: Int64
+        /// The manifest copy the task carries, passed on to the result.
+        var manifest: HeaderValue? {
+            delivery.properties.headers[WireFormat.Header.manifest].flatMap { $0.stringValue == nil ? nil : $0 }
+        }
     }
 
     private enum Event: Sendable {
@@ -414,7 +418,7 @@ public final class WorkerService: Sendable {
                         WireFormat.Header.computeMicroseconds: .int(micros),
                         WireFormat.Header.receivedMicroseconds: .int(task.receivedMicroseconds),
                         WireFormat.Header.sentMicroseconds: .int(clock.microseconds()),
-                    ]),
+                    ].merging(task.manifest.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
                 body: TensorBody.encode(output), mandatory: true)
             state.inHand += 1
             group.addTask {

@@ -143,3 +143,58 @@ import Testing
         #expect(a.counters.duplicate == 0)
     }
 }
+
+@Suite struct ManifestCopyTests {
+    @Test func aBatchDecodesFromResultsCarryingItsManifestAndHoldsTheManifestMessageWithIt() throws {
+        var a = BatchAssemblerTests.assembler()
+        let manifest = BatchAssemblerTests.manifest(waitFor: 2)
+        #expect(a.needsManifest(batchID: "b1"))
+        #expect(a.receive(manifest: manifest, tag: nil, now: 0).isEmpty)
+        #expect(!a.needsManifest(batchID: "b1"))
+        _ = a.receive(result: BatchAssemblerTests.result(0, tag: 2), batchID: "b1", now: 1)
+        // The manifest message arrives before the batch decodes: its tag joins the batch.
+        #expect(a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(1), now: 2).isEmpty)
+        let actions = a.receive(result: BatchAssemblerTests.result(3, tag: 3), batchID: "b1", now: 3)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode, got \(actions)")
+            return
+        }
+        #expect(Set(job.tags.map(\.value)) == [1, 2, 3])
+        #expect(a.counters.duplicate == 0)
+    }
+
+    @Test func aManifestMessageAfterTheBatchDecodedFromACopyIsAcknowledgedAtOnce() {
+        var a = BatchAssemblerTests.assembler()
+        let manifest = BatchAssemblerTests.manifest(waitFor: 1)
+        _ = a.receive(result: BatchAssemblerTests.result(0, tag: 2), batchID: "b1", now: 0)
+        let actions = a.receive(manifest: manifest, tag: nil, now: 1)
+        #expect(actions.count == 1)
+        #expect(
+            a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(9), now: 2) == [
+                .ack([BatchAssemblerTests.tag(9)])
+            ])
+        a.finished(batchID: "b1", now: 3)
+        #expect(a.receive(manifest: manifest, tag: nil, now: 4).isEmpty)
+    }
+}
+
+@Suite struct CancellationScheduleTests {
+    @Test func aFinishedBatchIsAnnouncedOnlyIfResultsAreStillMissingAfterItsGrace() {
+        var s = CancellationSchedule(graceMilliseconds: 10)
+        s.finished(batchID: "late", outstanding: 2, now: 100)
+        s.finished(batchID: "caught-up", outstanding: 1, now: 101)
+        s.finished(batchID: "complete", outstanding: 0, now: 102)
+        #expect(s.waiting == 2)
+        #expect(s.nextDeadline == 110)
+        s.resultArrived(batchID: "caught-up")
+        s.resultArrived(batchID: "late")
+        #expect(s.announce(now: 109).isEmpty)
+        #expect(s.announce(now: 111) == ["late"])
+        #expect(s.waiting == 0)
+        #expect(s.nextDeadline == nil)
+        // A result of a batch already announced, or never finished, changes nothing.
+        s.resultArrived(batchID: "late")
+        s.resultArrived(batchID: "unknown")
+        #expect(s.announce(now: 1_000).isEmpty)
+    }
+}

@@ -24,15 +24,19 @@ struct LinearModel: InferenceModel {
 /// The services' message handling on the in-process transport (the live-broker suite proves the
 /// same against RabbitMQ).
 @Suite struct InMemoryPipelineTests {
+    /// The services of a system: an encoder, a decoder and `workers` workers, the first `silent` of
+    /// which hold one task each and never answer.
     static func services(
-        _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal
+        _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal,
+        stragglers: Int = 0, silent: Int = 0
     ) throws -> [@Sendable () async throws -> Void] {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let topology = ServingTopology()
         let encoder = try EncoderService(
             transport: transport,
-            configuration: EncoderConfiguration(scheme: scheme, stragglers: 0, maximumBatchWaitMilliseconds: 5),
+            configuration: EncoderConfiguration(
+                scheme: scheme, stragglers: stragglers, maximumBatchWaitMilliseconds: 5),
             topology: topology, models: [LinearModel()], logger: logger)
         let decoder = DecoderService(
             transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger)
@@ -40,9 +44,13 @@ struct LinearModel: InferenceModel {
             { try await encoder.run(stop: stop) }, { try await decoder.run(stop: stop) },
         ]
         for i in 0..<workers {
+            let silence = StragglerInjection(probability: 0, delay: .fixed(milliseconds: 0), neverReply: true)
             let worker = WorkerService(
-                transport: transport, configuration: WorkerConfiguration(workerID: "w\(i)"), topology: topology,
-                model: LinearModel(), logger: logger)
+                transport: transport,
+                configuration: i < silent
+                    ? WorkerConfiguration(prefetch: 1, workerID: "w\(i)", stragglers: silence)
+                    : WorkerConfiguration(workerID: "w\(i)"),
+                topology: topology, model: LinearModel(), logger: logger)
             runs.append { try await worker.run(stop: stop) }
         }
         return runs

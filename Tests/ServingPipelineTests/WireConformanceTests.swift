@@ -18,8 +18,11 @@ import Testing
     @Test func messagesTheServicesEmitConformToTheSchemas() async throws {
         let transport = InMemoryTransport()
         let stop = StopSignal()
+        // One silent worker holds a task: the decoder decodes from the others and, that task still
+        // outstanding after its grace, announces the batch (a cancellation notice).
         let runs = try InMemoryPipelineTests.services(
-            transport, scheme: SchemeConfiguration(kind: .nercc, workers: 6, batchSize: 2), workers: 6, stop: stop)
+            transport, scheme: SchemeConfiguration(kind: .nercc, workers: 6, batchSize: 2), workers: 6, stop: stop,
+            stragglers: 1, silent: 1)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
             try await Task.sleep(for: .milliseconds(50))
@@ -40,6 +43,9 @@ import Testing
                     properties: MessageProperties(messageID: "bad", replyTo: "reply"), body: Array("{}".utf8)))
             _ = try await InMemoryPipelineTests.collect(replies, on: transport) { got in
                 got.count >= 3
+            }
+            try await WorkerWindowTests.eventually {
+                transport.published.contains { $0.properties.type == WireFormat.MessageType.cancellation }
             }
             stop.stop()
             try await group.waitForAll()

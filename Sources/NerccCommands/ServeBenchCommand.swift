@@ -1,0 +1,395 @@
+import ArgumentParser
+import CodedComputing
+import Foundation
+import Logging
+import Messaging
+import RabbitMQMessaging
+import ServingPipeline
+
+/// `nercc bench serve`: serving latency and throughput of every scheme on the same workers, under
+/// open-loop Poisson load and closed-loop saturation, with and without stragglers.
+struct BenchServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract:
+            "Measure serving latency and throughput of every scheme on the same workers (open loop and closed loop).",
+        discussion: """
+            Starts a decoder and --workers worker processes of this binary on the broker at --url, then for each \
+            straggler model (the workers restart with its injection) and each scheme (an encoder of its own), \
+            measures closed-loop saturation (--saturation-concurrency requests in flight) and open-loop Poisson \
+            arrivals at each offered rate. Rates are absolute (--rates, requests/s) or fractions of the first \
+            scheme's saturated rate without stragglers (--load; the first straggler model must be 'none'). \
+            Latency runs from each request's due time to its answer; percentiles come from HdrHistogram. \
+            Writes serve.json, serve.csv, serve.md and SVG plots to --output-dir.
+
+            Schemes: scheme:N:K[:S], e.g. uncoded:4:4, replication:12:4, parity:6:4:1, bacc:12:4:3, nercc:12:4:3. \
+            Straggler models: none; tasks:P:MS (every worker delays each task with probability P by MS ms); \
+            pareto:P:MIN:SHAPE (delays drawn from a Pareto law); slow-workers:SHARE:MS (that share of the \
+            workers delays every task by MS ms). A delayed task holds one slot of its worker's window; the \
+            worker goes on with its other tasks.
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "The model description.")
+    var model = "models/mnist-mlp/model.json"
+
+    @Option(help: "Queries (.npy, 2-D), one per row.")
+    var input = "data/mnist/test-images.npy"
+
+    @Option(help: "Labels of the queries (.npy, 1-D), for accuracy; 'none' to skip.")
+    var labels = "data/mnist/test-labels.npy"
+
+    @Option(help: "Worker processes (every scheme runs on the same ones).")
+    var workers = 8
+
+    @Option(help: "Schemes, comma-separated scheme:N:K[:S].")
+    var schemes = "uncoded:4:4,replication:12:4,parity:6:4:1,bacc:12:4:3,nercc:12:4:3"
+
+    @Option(help: "Straggler models, comma-separated: none, tasks:P:MS, pareto:P:MIN:SHAPE, slow-workers:SHARE:MS.")
+    var stragglers = "none,tasks:0.15:400"
+
+    @Option(help: "Offered loads as fractions of the first scheme's saturated rate without stragglers.")
+    var load = "0.1,0.3,0.5,0.7"
+
+    @Option(help: "Offered loads in requests/s (instead of --load).")
+    var rates = ""
+
+    @Option(help: "Requests in flight in the closed-loop saturation runs; 0 skips them.")
+    var saturationConcurrency = 128
+
+    @Option(help: "Seconds measured per run.")
+    var duration = 15.0
+
+    @Option(help: "Seconds of load before measuring, per run.")
+    var warmup = 3.0
+
+    @Option(help: "Queries per request.")
+    var queriesPerRequest = 1
+
+    @Option(help: "Batch deadline of the encoders, ms.")
+    var deadlineMs = 5_000
+
+    @Option(help: "Extra argument for every encoder (repeatable), e.g. --encoder-arg=--partial-batches=pad.")
+    var encoderArg: [String] = []
+
+    @Option(help: "Extra argument for every worker (repeatable), e.g. --worker-arg=--max-batch=1.")
+    var workerArg: [String] = []
+
+    @Option(help: "Extra argument for the decoder (repeatable), e.g. --decoder-arg=--no-cancel-leftovers.")
+    var decoderArg: [String] = []
+
+    @Option(help: "First port of the services' /metrics endpoints (encoder, decoder, then the workers).")
+    var metricsPort = 19_400
+
+    @Option(help: "Seed of the arrivals and of the workers' straggler draws.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Directory for serve.json, serve.csv, serve.md, the SVG plots and the services' logs.")
+    var outputDir = "bench-serve"
+
+    func validate() throws {
+        guard workers >= 1 else { throw ValidationError("--workers must be ≥ 1") }
+        guard duration > 0, warmup >= 0 else { throw ValidationError("--duration must be > 0 and --warmup ≥ 0") }
+        guard queriesPerRequest >= 1 else { throw ValidationError("--queries-per-request must be ≥ 1") }
+        guard saturationConcurrency >= 0 else { throw ValidationError("--saturation-concurrency must be ≥ 0") }
+        guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
+        _ = try parsedSchemes()
+        let models = try parsedStragglers()
+        let (fractions, absolute) = try parsedRates()
+        if !fractions.isEmpty {
+            guard models.first?.name == "none" else {
+                throw ValidationError("--load needs 'none' as the first straggler model (or give --rates)")
+            }
+            guard saturationConcurrency > 0 else {
+                throw ValidationError("--load needs the saturation runs (--saturation-concurrency > 0)")
+            }
+        }
+        if fractions.isEmpty && absolute.isEmpty && saturationConcurrency == 0 {
+            throw ValidationError("nothing to measure: give --load or --rates, or --saturation-concurrency > 0")
+        }
+    }
+
+    /// One scheme to measure.
+    struct SchemeSpec: Sendable {
+        var label: String
+        var kind: SchemeKind
+        var workers: Int
+        var batchSize: Int
+        var stragglers: Int
+        var groupSize: Int? {
+            guard kind == .parity else { return nil }
+            return (1...batchSize).first { batchSize + (batchSize + $0 - 1) / $0 == workers }
+        }
+    }
+
+    func parsedSchemes() throws -> [SchemeSpec] {
+        try schemes.split(separator: ",").map { try Self.scheme(String($0)) }
+    }
+
+    static func scheme(_ item: String) throws -> SchemeSpec {
+        let parts = item.split(separator: ":").map(String.init)
+        let numbers = parts.dropFirst().map { Int($0) }
+        guard parts.count == 3 || parts.count == 4, let kind = SchemeKind(rawValue: parts[0]),
+            numbers.allSatisfy({ ($0 ?? -1) >= 0 }), (numbers[1] ?? 0) >= 1
+        else {
+            throw ValidationError("--schemes: '\(item)' is not scheme:N:K[:S] with a known scheme")
+        }
+        let n = numbers[0]!
+        let k = numbers[1]!
+        let s = parts.count == 4 ? numbers[2]! : 0
+        let spec = SchemeSpec(label: item, kind: kind, workers: n, batchSize: k, stragglers: s)
+        do {
+            _ = try EncoderService.validate(
+                EncoderConfiguration(
+                    scheme: .init(kind: kind, workers: n, batchSize: k, groupSize: spec.groupSize), stragglers: s))
+        } catch {
+            throw ValidationError("--schemes: '\(item)': \(error.message)")
+        }
+        return spec
+    }
+
+    /// A straggler model and the worker flags that inject it (per worker index).
+    struct StragglerModel: Sendable {
+        var name: String
+        var flags: @Sendable (Int, Int) -> [String]
+    }
+
+    func parsedStragglers() throws -> [StragglerModel] {
+        try stragglers.split(separator: ",").map { item in
+            let parts = item.split(separator: ":").map(String.init)
+            let numbers = parts.dropFirst().compactMap(Double.init)
+            let name = String(item)
+            func bad() -> ValidationError {
+                ValidationError(
+                    "--stragglers: '\(item)' is not none, tasks:P:MS, pareto:P:MIN:SHAPE or slow-workers:SHARE:MS")
+            }
+            guard numbers.count == parts.count - 1 else { throw bad() }
+            switch parts[0] {
+            case "none" where parts.count == 1:
+                return StragglerModel(name: name) { _, _ in [] }
+            case "tasks" where parts.count == 3 && (0...1).contains(numbers[0]) && numbers[1] >= 0:
+                return StragglerModel(name: name) { _, _ in
+                    ["--straggler-probability", "\(numbers[0])", "--straggler-delay-ms", "\(numbers[1])"]
+                }
+            case "pareto" where parts.count == 4 && (0...1).contains(numbers[0]) && numbers[1] > 0 && numbers[2] > 0:
+                return StragglerModel(name: name) { _, _ in
+                    [
+                        "--straggler-probability", "\(numbers[0])", "--straggler-delay-ms", "\(numbers[1])",
+                        "--straggler-distribution", "pareto", "--straggler-pareto-shape", "\(numbers[2])",
+                    ]
+                }
+            case "slow-workers" where parts.count == 3 && (0...1).contains(numbers[0]) && numbers[1] >= 0:
+                return StragglerModel(name: name) { index, total in
+                    let slow = Int((numbers[0] * Double(total)).rounded())
+                    return index < slow
+                        ? ["--straggler-probability", "1", "--straggler-delay-ms", "\(numbers[1])"] : []
+                }
+            default:
+                throw bad()
+            }
+        }
+    }
+
+    func parsedRates() throws -> (fractions: [Double], absolute: [Double]) {
+        func list(_ text: String, _ flag: String) throws -> [Double] {
+            try text.split(separator: ",").map {
+                guard let v = Double($0), v > 0 else {
+                    throw ValidationError("\(flag): '\($0)' is not a positive number")
+                }
+                return v
+            }
+        }
+        let absolute = try list(rates, "--rates")
+        return (absolute.isEmpty ? try list(load, "--load") : [], absolute)
+    }
+
+    func run() async throws {
+        let specs = try parsedSchemes()
+        let models = try parsedStragglers()
+        let (fractions, absolute) = try parsedRates()
+        let loaded = try loadModels([model])[0]
+        let queries = try MatrixFiles.read(input)
+        guard queries.columns == loaded.inputSize else {
+            throw CommandError("'\(input)' has \(queries.columns) columns; the model takes \(loaded.inputSize)")
+        }
+        let truth: [Int]? = labels == "none" ? nil : try MatrixFiles.readLabels(labels)
+        let parityNames = Set(specs.compactMap { $0.groupSize }).filter { $0 > 1 }.sorted().map {
+            parityModelName(loaded.name, groupSize: $0)
+        }
+        // Every parity model a scheme needs, served by the same workers as the model.
+        let parityModels = parityNames.map { name in
+            URL(fileURLWithPath: model).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent(name).appendingPathComponent("model.json").path
+        }
+        for path in parityModels where !FileManager.default.fileExists(atPath: path) {
+            throw CommandError("the parity scheme needs the parity model '\(path)', which does not exist")
+        }
+        let output = URL(fileURLWithPath: outputDir)
+        try FileManager.default.createDirectory(
+            at: output.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        let logger = connection.logger("nercc.bench")
+        // A topology of its own, so runs never meet leftovers of other systems on the broker.
+        let prefix = "\(connection.topologyPrefix)-bench-\(UUID().uuidString.lowercased().prefix(6))"
+        let topology = connection.topology(prefix: prefix)
+        let transport = try await connection.connect(name: ServiceRunner.processName("bench"), logger: logger)
+        let client = try await LoadGenerator(
+            transport: transport, topology: topology, model: loaded.name, queries: queries,
+            queriesPerRequest: queriesPerRequest, prefix: prefix)
+        let common = connection.serviceArguments(prefix: prefix) + ["--log-level", "warning"]
+        var points: [ServePoint] = []
+        var reference: Double? = nil
+        let machine = ServeReport.machineDescription()
+        print("nercc bench serve: \(machine)")
+        do {
+            for stragglerModel in models {
+                let logs = output.appendingPathComponent("logs")
+                let decoder = try ChildService(
+                    name: "decoder-\(stragglerModel.name)",
+                    arguments: ["decoder", "--http-port", "\(metricsPort + 1)"] + common + decoderArg,
+                    logDirectory: logs)
+                var workerProcesses: [ChildService] = []
+                for i in 0..<workers {
+                    let modelFlags = ([model] + parityModels).flatMap { ["--model", $0] }
+                    workerProcesses.append(
+                        try ChildService(
+                            name: "worker\(i)-\(stragglerModel.name)",
+                            arguments: ["worker"] + modelFlags + [
+                                "--worker-id", "bench-w\(i)", "--seed", "\(seed &+ UInt64(i) &* 7919)",
+                                "--http-port", "\(metricsPort + 2 + i)",
+                            ] + stragglerModel.flags(i, workers) + common + workerArg,
+                            logDirectory: logs))
+                }
+                let services = [decoder] + workerProcesses
+                defer { for s in services where s.isRunning { kill(s.process.processIdentifier, SIGKILL) } }
+                try await waitForConsumers(
+                    transport, queue: topology.tasksQueue(model: loaded.name), count: workers, services: services)
+                for spec in specs {
+                    var encoderArguments = [
+                        "encoder", "--model", model, "--scheme", spec.kind.rawValue, "--workers", "\(spec.workers)",
+                        "--batch", "\(spec.batchSize)", "--stragglers", "\(spec.stragglers)",
+                        "--deadline-ms", "\(deadlineMs)", "--http-port", "\(metricsPort)",
+                    ]
+                    if let g = spec.groupSize { encoderArguments += ["--group", "\(g)"] }
+                    let encoder = try ChildService(
+                        name: "encoder-\(stragglerModel.name)-\(spec.label.replacingOccurrences(of: ":", with: "_"))",
+                        arguments: encoderArguments + common + encoderArg, logDirectory: logs)
+                    try await waitForConsumers(
+                        transport, queue: topology.requestsQueue(model: loaded.name), count: 1,
+                        services: services + [encoder])
+                    // A short warm-up of the whole path before any measurement.
+                    client.reset()
+                    _ = await client.closedLoop(concurrency: 8, warmup: 0, duration: 1, drain: 2, run: "warm")
+                    var runs: [(mode: String, rate: Double?, concurrency: Int?)] = []
+                    if saturationConcurrency > 0 { runs.append(("closed", nil, saturationConcurrency)) }
+                    var offered = absolute
+                    if !fractions.isEmpty {
+                        if reference == nil, saturationConcurrency > 0 {
+                            // The reference is the first scheme's saturated rate without stragglers.
+                            let records = await measure(
+                                client, mode: "closed", rate: nil, concurrency: saturationConcurrency)
+                            let point = ServePoint(
+                                records: records.records, labels: truth, straggler: stragglerModel.name, scheme: spec,
+                                mode: "closed", offeredRate: nil, concurrency: saturationConcurrency,
+                                duration: duration, counters: records.counters)
+                            points.append(point)
+                            print(point.summaryLine)
+                            reference = point.achievedRequestsPerSecond
+                            runs.removeFirst()
+                        }
+                        offered = fractions.map { $0 * (reference ?? 0) }
+                    }
+                    runs += offered.map { ("open", $0, nil) }
+                    for run in runs {
+                        let measured = await measure(
+                            client, mode: run.mode, rate: run.rate, concurrency: run.concurrency)
+                        let point = ServePoint(
+                            records: measured.records, labels: truth, straggler: stragglerModel.name, scheme: spec,
+                            mode: run.mode, offeredRate: run.rate, concurrency: run.concurrency, duration: duration,
+                            counters: measured.counters)
+                        points.append(point)
+                        print(point.summaryLine)
+                    }
+                    await encoder.stop()
+                    try await drain(transport, topology: topology, model: loaded.name)
+                }
+                for s in services.reversed() { await s.stop() }
+            }
+        } catch {
+            await client.close()
+            await transport.close()
+            throw error
+        }
+        await client.close()
+        // The bench's own topology goes away with it.
+        var queues = [topology.requestsQueue(model: loaded.name), topology.unroutedQueue, topology.deadLetterQueue]
+        queues += ([loaded.name] + parityNames).map(topology.tasksQueue(model:))
+        queues += (0..<topology.shards).flatMap {
+            [topology.resultsQueue(shard: $0), topology.workerResultsQueue(shard: $0)]
+        }
+        for queue in queues { _ = try? await transport.deleteQueue(queue) }
+        await transport.close()
+        let report = ServeReport(
+            points: points, machine: machine, command: CommandLine.arguments.dropFirst().joined(separator: " "),
+            reference: reference)
+        try report.write(to: output)
+        print("wrote \(output.path)/serve.{json,csv,md} and plots")
+    }
+
+    /// One measured run, with the services' counters over it.
+    private func measure(_ client: LoadGenerator, mode: String, rate: Double?, concurrency: Int?) async -> (
+        records: [RequestRecord], counters: [String: Double]
+    ) {
+        client.reset()
+        let ports = [metricsPort] + (0..<workers).map { metricsPort + 2 + $0 }
+        let before = ports.map(MetricsScrape.counters(port:))
+        let run = "\(mode)-\(UUID().uuidString.lowercased().prefix(6))"
+        let drain = Double(deadlineMs) / 1000 + 3
+        let records: [RequestRecord]
+        if let rate {
+            records = await client.openLoop(
+                rate: rate, warmup: warmup, duration: duration, drain: drain, seed: seed, run: run)
+        } else {
+            records = await client.closedLoop(
+                concurrency: concurrency ?? 1, warmup: warmup, duration: duration, drain: drain, run: run)
+        }
+        let after = ports.map(MetricsScrape.counters(port:))
+        var counters: [String: Double] = [:]
+        for (b, a) in zip(before, after) {
+            for (name, value) in a where name.hasSuffix("_total") {
+                counters[name, default: 0] += value - (b[name] ?? 0)
+            }
+        }
+        return (records, counters)
+    }
+
+    /// Waits until `queue` has `count` consumers (the services are up), failing if one exits.
+    private func waitForConsumers(
+        _ transport: RabbitMQTransport, queue: String, count: Int, services: [ChildService]
+    ) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let dead = services.first(where: { !$0.isRunning }) {
+                throw CommandError("\(dead.name) exited:\n\(dead.tail())")
+            }
+            if let status = try? await transport.inspectQueue(queue), Int(status.consumerCount) >= count { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw CommandError("the services did not start consuming '\(queue)' within 60 s")
+    }
+
+    /// Waits (up to the batch deadline and a little more) until the task and result queues are empty,
+    /// so one run's leftovers do not load the next.
+    private func drain(_ transport: RabbitMQTransport, topology: ServingTopology, model: String) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(deadlineMs + 5_000)
+        let queues = [topology.tasksQueue(model: model), topology.workerResultsQueue(shard: 0)]
+        while ContinuousClock.now < deadline {
+            var empty = true
+            for q in queues {
+                if let status = try? await transport.inspectQueue(q), status.messageCount > 0 { empty = false }
+            }
+            if empty { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}
