@@ -54,8 +54,9 @@ cat <<MSG
 
 The system is still running. Watch it in the RabbitMQ management UI:
   $NERCC_MGMT_URL  (user guest, password guest)
-  Queues: nercc.requests.mnist-mlp, nercc.tasks.mnist-mlp (8 consumers, prefetch 1),
-          nercc.results.0 (the decoder, single active consumer), nercc.dead-letter
+  Queues: nercc.requests.mnist-mlp, nercc.tasks.mnist-mlp (8 consumers, prefetch 16 each),
+          nercc.results.0 (manifests) and nercc.worker-results.0 (results): the decoder,
+          single active consumer; nercc.cancel.<worker> (one per worker); nercc.dead-letter
 Submit more:  $NERCC_BIN submit --count 200
 Logs:         $NERCC_SERVICES_DIR/*.log
 Stop it all:  ops/quickstart.sh stop

@@ -88,6 +88,9 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Directory for serve.json, serve.csv, serve.md, the SVG plots and the services' logs.")
     var outputDir = "bench-serve"
 
+    @Option(help: "Measure nothing: write serve.csv, serve.md and the plots again from this serve.json.")
+    var fromJson: String?
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be ≥ 1") }
         guard duration > 0, warmup >= 0 else { throw ValidationError("--duration must be > 0 and --warmup ≥ 0") }
@@ -205,6 +208,33 @@ struct BenchServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let fromJson {
+            let report: ServeReport
+            do {
+                let decoder = JSONDecoder()
+                decoder.nonConformingFloatDecodingStrategy = .convertFromString(
+                    positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+                report = try decoder.decode(
+                    ServeReport.self, from: Data(contentsOf: URL(fileURLWithPath: fromJson)))
+            } catch {
+                throw CommandError("'\(fromJson)' is not a serve.json of nercc bench serve: \(error)")
+            }
+            // Throughput is the answered share of the measured window (files written before it was
+            // defined that way divided by the span up to the last answer instead).
+            var fixed = report
+            for i in fixed.points.indices {
+                let p = fixed.points[i]
+                let queriesPerRequest =
+                    p.achievedRequestsPerSecond > 0 ? p.achievedQueriesPerSecond / p.achievedRequestsPerSecond : 1
+                fixed.points[i].achievedRequestsPerSecond = Double(p.ok + p.degraded) / p.seconds
+                fixed.points[i].achievedQueriesPerSecond = fixed.points[i].achievedRequestsPerSecond * queriesPerRequest
+            }
+            let output = URL(fileURLWithPath: outputDir)
+            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+            try fixed.write(to: output)
+            print("wrote \(output.path)/serve.{json,csv,md} and plots")
+            return
+        }
         let specs = try parsedSchemes()
         let models = try parsedStragglers()
         let (fractions, absolute) = try parsedRates()
@@ -245,7 +275,7 @@ struct BenchServeCommand: AsyncParsableCommand {
             for stragglerModel in models {
                 let logs = output.appendingPathComponent("logs")
                 let decoder = try ChildService(
-                    name: "decoder-\(stragglerModel.name)",
+                    name: "decoder-\(ServeReport.fileName(stragglerModel.name))",
                     arguments: ["decoder", "--http-port", "\(metricsPort + 1)"] + common + decoderArg,
                     logDirectory: logs)
                 var workerProcesses: [ChildService] = []
@@ -253,7 +283,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                     let modelFlags = ([model] + parityModels).flatMap { ["--model", $0] }
                     workerProcesses.append(
                         try ChildService(
-                            name: "worker\(i)-\(stragglerModel.name)",
+                            name: "worker\(i)-\(ServeReport.fileName(stragglerModel.name))",
                             arguments: ["worker"] + modelFlags + [
                                 "--worker-id", "bench-w\(i)", "--seed", "\(seed &+ UInt64(i) &* 7919)",
                                 "--http-port", "\(metricsPort + 2 + i)",
@@ -272,7 +302,8 @@ struct BenchServeCommand: AsyncParsableCommand {
                     ]
                     if let g = spec.groupSize { encoderArguments += ["--group", "\(g)"] }
                     let encoder = try ChildService(
-                        name: "encoder-\(stragglerModel.name)-\(spec.label.replacingOccurrences(of: ":", with: "_"))",
+                        name:
+                            "encoder-\(ServeReport.fileName(stragglerModel.name))-\(ServeReport.fileName(spec.label))",
                         arguments: encoderArguments + common + encoderArg, logDirectory: logs)
                     try await waitForConsumers(
                         transport, queue: topology.requestsQueue(model: loaded.name), count: 1,
@@ -296,6 +327,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                             print(point.summaryLine)
                             reference = point.achievedRequestsPerSecond
                             runs.removeFirst()
+                            try await drain(transport, topology: topology, model: loaded.name)
                         }
                         offered = fractions.map { $0 * (reference ?? 0) }
                     }
@@ -309,8 +341,11 @@ struct BenchServeCommand: AsyncParsableCommand {
                             counters: measured.counters)
                         points.append(point)
                         print(point.summaryLine)
+                        try await drain(transport, topology: topology, model: loaded.name)
                     }
                     await encoder.stop()
+                    // What an overloaded run left unserved must not reach the next scheme's encoder.
+                    _ = try? await transport.deleteQueue(topology.requestsQueue(model: loaded.name))
                     try await drain(transport, topology: topology, model: loaded.name)
                 }
                 for s in services.reversed() { await s.stop() }
@@ -341,7 +376,7 @@ struct BenchServeCommand: AsyncParsableCommand {
         records: [RequestRecord], counters: [String: Double]
     ) {
         client.reset()
-        let ports = [metricsPort] + (0..<workers).map { metricsPort + 2 + $0 }
+        let ports = [metricsPort, metricsPort + 1] + (0..<workers).map { metricsPort + 2 + $0 }
         let before = ports.map(MetricsScrape.counters(port:))
         let run = "\(mode)-\(UUID().uuidString.lowercased().prefix(6))"
         let drain = Double(deadlineMs) / 1000 + 3
@@ -378,11 +413,15 @@ struct BenchServeCommand: AsyncParsableCommand {
         throw CommandError("the services did not start consuming '\(queue)' within 60 s")
     }
 
-    /// Waits (up to the batch deadline and a little more) until the task and result queues are empty,
-    /// so one run's leftovers do not load the next.
+    /// Waits (up to the batch deadline and a little more) until the request, task and result queues
+    /// are empty, so one run's backlog does not load the next.
     private func drain(_ transport: RabbitMQTransport, topology: ServingTopology, model: String) async throws {
         let deadline = ContinuousClock.now + .milliseconds(deadlineMs + 5_000)
-        let queues = [topology.tasksQueue(model: model), topology.workerResultsQueue(shard: 0)]
+        let queues =
+            [topology.requestsQueue(model: model), topology.tasksQueue(model: model)]
+            + (0..<topology.shards).flatMap {
+                [topology.resultsQueue(shard: $0), topology.workerResultsQueue(shard: $0)]
+            }
         while ContinuousClock.now < deadline {
             var empty = true
             for q in queues {

@@ -85,13 +85,11 @@ struct ServePoint: Codable, Sendable {
         timeouts = records.count { $0.status == "error" && $0.errorCode == "timeout" }
         errors = records.count { $0.status == "error" }
         missing = records.count { $0.completedMicroseconds == nil }
-        // Throughput: answers per second of the measured window, from the first due time to the last answer.
-        let first = records.map(\.dueMicroseconds).min() ?? 0
-        let last = answeredRecords.compactMap(\.completedMicroseconds).max() ?? first
-        let span = max(Double(last - first) / 1e6, duration)
+        // Throughput: the requests due (open loop) or sent (closed loop) in the measured window that
+        // were answered with predictions, per second of the window.
         let predicted = answeredRecords.filter { $0.status == "ok" || $0.status == "degraded" }
-        achievedRequestsPerSecond = Double(predicted.count) / span
-        achievedQueriesPerSecond = Double(predicted.reduce(0) { $0 + $1.queries }) / span
+        achievedRequestsPerSecond = Double(predicted.count) / duration
+        achievedQueriesPerSecond = Double(predicted.reduce(0) { $0 + $1.queries }) / duration
         let latencies = answeredRecords.compactMap(\.latencyMilliseconds)
         latency = LatencySummary(milliseconds: latencies)
         if let labels {
@@ -147,11 +145,19 @@ struct ServePoint: Codable, Sendable {
             }
     }
 
-    /// Tasks the workers ran, per answered query (from their counters).
+    /// Tasks the workers ran per query the encoder batched, over the whole run (warm-up and drain
+    /// included, so both counts cover the same queries).
     var computedPerQuery: Double? {
-        let computed = counters.filter { $0.key.hasSuffix("worker_tasks_computed_total") }.values.reduce(0, +)
-        let queries = achievedQueriesPerSecond * seconds
+        let computed = counters["nercc_worker_tasks_computed_total"] ?? 0
+        let queries = counters["nercc_encoder_queries_encoded_total"] ?? 0
         return queries > 0 && computed > 0 ? computed / queries : nil
+    }
+
+    /// Tasks the encoder published per query it batched.
+    var publishedPerQuery: Double? {
+        let published = counters["nercc_encoder_tasks_published_total"] ?? 0
+        let queries = counters["nercc_encoder_queries_encoded_total"] ?? 0
+        return queries > 0 && published > 0 ? published / queries : nil
     }
 
     /// One line for the console.
@@ -211,7 +217,8 @@ struct ServeReport: Codable {
         let header = [
             "straggler", "scheme", "label", "N", "K", "S", "mode", "offered_rps", "concurrency", "requests", "answered",
             "ok", "degraded", "timeouts", "errors", "missing", "achieved_rps", "achieved_qps", "p50_ms", "p90_ms",
-            "p99_ms", "p999_ms", "max_ms", "mean_ms", "accuracy", "tasks_per_query", "computed_per_query",
+            "p99_ms", "p999_ms", "max_ms", "mean_ms", "accuracy", "tasks_per_answered_query", "published_per_query",
+            "computed_per_query",
         ]
         var lines = [header.joined(separator: ",")]
         for p in points {
@@ -229,6 +236,7 @@ struct ServeReport: Codable {
             fields += [l.p50, l.p90, l.p99, l.p999, l.max, l.mean].map(f2)
             fields.append(p.accuracy.map { String(format: "%.4f", $0) } ?? "")
             fields.append(p.tasksPerQuery.map(f2) ?? "")
+            fields.append(p.publishedPerQuery.map(f2) ?? "")
             fields.append(p.computedPerQuery.map(f2) ?? "")
             lines.append(fields.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ","))
         }
@@ -246,9 +254,9 @@ struct ServeReport: Codable {
             out.append("### Stragglers: \(straggler)")
             out.append("")
             out.append(
-                "| scheme | load | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | timeouts | degraded | accuracy | tasks/query | mean k |"
+                "| scheme | load | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | timeouts | degraded | accuracy | tasks published / query | tasks computed / query | mean k |"
             )
-            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for p in points where p.straggler == straggler {
                 let load =
                     p.mode == "closed"
@@ -260,39 +268,32 @@ struct ServeReport: Codable {
                 out.append(
                     "| \(p.label) | \(load) | "
                         + String(
-                            format: "%.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %d | %@ | %@ | %@ |",
+                            format: "%.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %d | %@ | %@ | %@ | %@ |",
                             p.achievedRequestsPerSecond, p.latency.p50, p.latency.p90, p.latency.p99, p.latency.p999,
                             p.latency.max, p.timeouts, p.degraded,
                             p.accuracy.map { String(format: "%.1f%%", 100 * $0) } ?? "—",
-                            p.computedPerQuery.map { String(format: "%.2f", $0) }
-                                ?? p.tasksPerQuery.map { String(format: "%.2f", $0) } ?? "—",
+                            p.publishedPerQuery.map { String(format: "%.2f", $0) } ?? "—",
+                            p.computedPerQuery.map { String(format: "%.2f", $0) } ?? "—",
                             sizes.1 > 0 ? String(format: "%.2f", sizes.0 / sizes.1) : "—"))
             }
             out.append("")
         }
-        out.append("Stage breakdown (p50 / p99 ms) at each scheme's highest open-loop load:")
+        out.append("Stage breakdown (p50 / p99 ms) of every open-loop run:")
         out.append("")
         let stageNames = orderedUnique(points.flatMap { $0.stages.keys }).sorted {
             Int($0.prefix { $0 != " " }) ?? 0 < Int($1.prefix { $0 != " " }) ?? 0
         }
         out.append(
             "| stragglers | scheme | load | "
-                + stageNames.map { String($0.drop { $0 != " " }.dropFirst()) }.joined(separator: " | ")
-                + " |")
+                + stageNames.map { String($0.drop { $0 != " " }.dropFirst()) }.joined(separator: " | ") + " |")
         out.append("|---|---|---|" + stageNames.map { _ in "---|" }.joined())
-        for straggler in orderedUnique(points.map(\.straggler)) {
-            for label in orderedUnique(points.map(\.label)) {
-                guard
-                    let p = points.filter({ $0.straggler == straggler && $0.label == label && $0.mode == "open" })
-                        .max(by: { ($0.offeredRequestsPerSecond ?? 0) < ($1.offeredRequestsPerSecond ?? 0) })
-                else { continue }
-                let cells = stageNames.map { name in
-                    p.stages[name].map { String(format: "%.1f / %.1f", $0.p50, $0.p99) } ?? "—"
-                }
-                out.append(
-                    "| \(straggler) | \(label) | \(String(format: "%.0f/s", p.offeredRequestsPerSecond ?? 0)) | "
-                        + cells.joined(separator: " | ") + " |")
+        for p in points where p.mode == "open" {
+            let cells = stageNames.map { name in
+                p.stages[name].map { String(format: "%.1f / %.1f", $0.p50, $0.p99) } ?? "—"
             }
+            out.append(
+                "| \(p.straggler) | \(p.label) | \(String(format: "%.0f/s", p.offeredRequestsPerSecond ?? 0)) | "
+                    + cells.joined(separator: " | ") + " |")
         }
         return out.joined(separator: "\n") + "\n"
     }

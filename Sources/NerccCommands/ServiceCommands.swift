@@ -317,6 +317,13 @@ struct DecoderCommand: AsyncParsableCommand {
     )
     var cancelAfterMs: Int = Environment.int("NERCC_CANCEL_AFTER_MS", 10)
 
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Answer a batch from the manifest copy its results carry, without waiting for the manifest message; off where workers are not trusted to pass copies on unchanged (env NERCC_MANIFEST_COPIES)."
+    )
+    var manifestCopies: Bool = Environment.bool("NERCC_MANIFEST_COPIES", true)
+
     func validate() throws {
         guard shard >= 0, shard < connection.shards else {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
@@ -324,7 +331,7 @@ struct DecoderCommand: AsyncParsableCommand {
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
         guard cancelAfterMs >= 0 else { throw ValidationError("--cancel-after-ms must be ≥ 0") }
         try Environment.validate(["NERCC_SHARD", "NERCC_PREFETCH", "NERCC_CANCEL_AFTER_MS"], as: .integer)
-        try Environment.validate(["NERCC_CANCEL_LEFTOVERS"], as: .boolean)
+        try Environment.validate(["NERCC_CANCEL_LEFTOVERS", "NERCC_MANIFEST_COPIES"], as: .boolean)
     }
 
     func run() async throws {
@@ -337,7 +344,7 @@ struct DecoderCommand: AsyncParsableCommand {
             transport: transport,
             configuration: DecoderConfiguration(
                 shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers,
-                cancelGraceMilliseconds: Int64(cancelAfterMs)),
+                cancelGraceMilliseconds: Int64(cancelAfterMs), acceptsManifestCopies: manifestCopies),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info("decoder serving", metadata: ["shard": "\(shard)"])
         try await ServiceRunner.run(

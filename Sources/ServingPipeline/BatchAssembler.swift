@@ -160,6 +160,14 @@ public struct BatchAssembler: Sendable {
         return evaluate(manifest.batchID, now: now, atDeadline: false)
     }
 
+    /// Whether a batch is unknown or still collecting (not being answered, not finished).
+    public func isOpen(batchID: String) -> Bool {
+        switch batches[batchID] {
+        case .none, .collecting: true
+        default: false
+        }
+    }
+
     /// Whether a batch still lacks its manifest (it is unknown, or only its results have arrived).
     public func needsManifest(batchID: String) -> Bool {
         switch batches[batchID] {

@@ -18,12 +18,16 @@ public struct DecoderConfiguration: Sendable {
     /// How long a finished batch waits for its last results before it is announced
     /// (``CancellationSchedule``).
     public var cancelGraceMilliseconds: Int64
+    /// Use the manifest copies results carry (``WireFormat/Header/manifest``); off, every batch waits
+    /// for its manifest message (for workers that are not trusted to pass copies on unchanged).
+    public var acceptsManifestCopies: Bool
 
     /// Creates a configuration.
     public init(
         shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
-        cancelGraceMilliseconds: Int64 = 10
+        cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true
     ) {
+        self.acceptsManifestCopies = acceptsManifestCopies
         self.shard = shard
         self.prefetch = prefetch
         self.consumerTag = consumerTag
@@ -145,8 +149,9 @@ public final class DecoderService: Sendable {
                 switch event {
                 case .delivery(let delivery):
                     if delivery.properties.type == WireFormat.MessageType.manifest,
-                        let id = delivery.properties.correlationID
+                        let id = delivery.properties.correlationID, assembler.isOpen(batchID: id)
                     {
+                        // Only for batches not answered yet: a later manifest is acknowledged at once.
                         manifestArrivals[id] = clock.microseconds()
                     } else if delivery.properties.type == WireFormat.MessageType.result,
                         let id = delivery.properties.correlationID
@@ -303,7 +308,7 @@ public final class DecoderService: Sendable {
                 }
                 let values = try TensorBody.decode(delivery.body, shape: shape)
                 var actions: [BatchAssembler.Action] = []
-                if assembler.needsManifest(batchID: batchID),
+                if configuration.acceptsManifestCopies, assembler.needsManifest(batchID: batchID),
                     let copy = headers[WireFormat.Header.manifest]?.stringValue
                 {
                     if let manifest = manifestCopy(copy, batchID: batchID) {

@@ -77,6 +77,8 @@ public struct ServingTopology: Sendable, Equatable {
     public static let cancelNoticeTTLMilliseconds: Int64 = 10_000
     /// Most notices a worker's cancellation queue holds (older ones are dropped first).
     public static let cancelQueueLength: Int64 = 10_000
+    /// A worker's cancellation queue is deleted after this long without a consumer (ms).
+    public static let cancelQueueExpiry: Int64 = 60_000
 
     /// The shard of a batch: a stable hash of its id (FNV-1a), so every message of a batch reaches
     /// the same decoder whatever the broker does.
@@ -162,8 +164,8 @@ public struct ServingTopology: Sendable, Equatable {
         return t
     }
 
-    /// What a worker declares: its models' task queues, its own cancellation queue (exclusive, so it
-    /// goes away with the worker's connection) bound to the cancellation exchange when it follows
+    /// What a worker declares: its models' task queues, its own cancellation queue (auto-delete, so
+    /// it goes away with the worker) bound to the cancellation exchange when it follows
     /// cancellations, and the dead letters.
     public func worker(models: [String], workerID: String, followsCancellations: Bool = true) -> Topology {
         var t = followsCancellations ? deadLetters.merged(with: cancellations(worker: workerID)) : deadLetters
@@ -176,11 +178,14 @@ public struct ServingTopology: Sendable, Equatable {
         return Topology(
             exchanges: [.init(name: cancelExchange, type: "fanout")],
             queues: [
+                // Not exclusive: after a lost connection the broker may not have noticed the old one
+                // yet, and redeclaring an exclusive queue would fail (RESOURCE_LOCKED). Auto-delete and
+                // x-expires remove it once its worker is gone.
                 .init(
-                    name: queue, durable: false, exclusive: true, autoDelete: true,
+                    name: queue, durable: false, exclusive: false, autoDelete: true,
                     arguments: [
                         "x-queue-type": "classic", "x-message-ttl": .int(Self.cancelNoticeTTLMilliseconds),
-                        "x-max-length": .int(Self.cancelQueueLength),
+                        "x-max-length": .int(Self.cancelQueueLength), "x-expires": .int(Self.cancelQueueExpiry),
                     ])
             ],
             bindings: [.init(queue: queue, exchange: cancelExchange, routingKey: "")])

@@ -308,8 +308,11 @@ public final class WorkerService: Sendable {
         _ task: CodedTask, state: inout LoopState, group: inout TaskGroup<Void>,
         sink: AsyncStream<Event>.Continuation
     ) {
-        if state.finished.contains(task.batchID) {
-            metrics.increment("tasks_cancelled")
+        // A task that waited (in an injected delay) may have become useless meanwhile.
+        let cancelled = state.finished.contains(task.batchID)
+        let expired = task.deadline.map { clock.now() > $0 } ?? false
+        if cancelled || expired {
+            metrics.increment(cancelled ? "tasks_cancelled" : "tasks_expired")
             let tag = task.tag
             group.addTask { try? await self.transport.ack(tag) }
             return

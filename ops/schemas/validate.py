@@ -18,7 +18,8 @@
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
 envelope body length = 4 x product(x-nercc-shape), deterministic message ids, manifest members =
 scheme.batch_size, N and wait_for as the scheme implies, and the batch id rule, prediction class =
-argmax of its outputs, timestamps of one clock in order, and a few more.
+argmax of its outputs, timestamps of one clock in order, a manifest copy (x-nercc-manifest) on a
+task or result that is a valid manifest of the message's batch, and a few more.
 
 Exit status: 0 all good, 1 a problem was found (each is listed with file and JSON path),
 2 usage error or jsonschema missing.
@@ -231,16 +232,49 @@ def check_prediction(msg: dict) -> list[str]:
                 problems.append(f"$.{field}: {msg[field]} > N = {n} tasks")
     timing = msg.get("timing") or {}
     # Stamps taken on one machine's clock are in order; across machines clocks may differ.
+    # (manifest_received_us, when present, is the manifest message's arrival before the batch was
+    # answered; a batch answered from a manifest copy has none.)
     for earlier, later, clock in (("received_us", "encoded_us", "encoder"),
                                   ("task_received_us", "result_sent_us", "worker"),
+                                  ("manifest_received_us", "ready_us", "decoder"),
                                   ("ready_us", "decoded_us", "decoder")):
         if timing.get(earlier) is not None and timing.get(later) is not None and timing[earlier] > timing[later]:
             problems.append(f"$.timing.{later}: {timing[later]} is before {earlier} {timing[earlier]} ({clock} clock)")
     return problems
 
 
-def check_envelope(msg: dict, result: bool) -> list[str]:
+def check_manifest_copy(headers: dict, validators: dict, result: bool) -> list[str]:
+    """The x-nercc-manifest header, when present: the manifest's JSON body as a string, which must be
+    a valid manifest (schema and cross-field checks, the batch id rule included) of the message's
+    batch. On a task it must also describe the task's code (N, K, scheme, deadline)."""
+    copy = headers.get("x-nercc-manifest")
+    where = '$.headers["x-nercc-manifest"]'
+    if copy is None or "batch-manifest" not in validators:
+        return []
+    try:
+        manifest = json.loads(copy)
+    except ValueError as error:
+        return [f"{where}: the manifest copy is not JSON ({error})"]
+    errors = validate("batch-manifest", validators, manifest)
+    if errors:
+        return [f"{where}: the manifest copy is not a valid manifest: {e}" for e in errors]
     problems = []
+    if manifest["batch_id"] != headers["x-nercc-batch-id"]:
+        problems.append(
+            f"{where}: the manifest copy is of batch {manifest['batch_id']}, the message of batch {headers['x-nercc-batch-id']}")
+    if not result:
+        scheme = manifest["scheme"]
+        for header, value, field in (("x-nercc-workers", scheme["workers"], "scheme.workers"),
+                                     ("x-nercc-batch-size", scheme["batch_size"], "scheme.batch_size"),
+                                     ("x-nercc-scheme", scheme["name"], "scheme.name"),
+                                     ("x-nercc-deadline-ms", manifest["deadline_ms"], "deadline_ms")):
+            if headers[header] != value:
+                problems.append(f"{where}: the manifest copy's {field} {short(value)} differs from {header} {short(headers[header])}")
+    return problems
+
+
+def check_envelope(msg: dict, validators: dict, result: bool) -> list[str]:
+    problems = check_manifest_copy(msg["headers"], validators, result)
     props, headers = msg["properties"], msg["headers"]
     shape = [int(d) for d in headers["x-nercc-shape"].split(",")]
     expected = 4 * math.prod(shape)
@@ -275,14 +309,15 @@ def check_envelope(msg: dict, result: bool) -> list[str]:
     return problems
 
 
+# Each takes the message and the schema validators by name (for what one message embeds in another).
 CHECKS = {
-    "request": check_request,
-    "batch-manifest": check_batch_manifest,
-    "prediction": check_prediction,
-    "error-record": lambda msg: [],
-    "coded-task": lambda msg: check_envelope(msg, result=False),
-    "worker-result": lambda msg: check_envelope(msg, result=True),
-    "cancellation-notice": lambda msg: [],
+    "request": lambda msg, validators: check_request(msg),
+    "batch-manifest": lambda msg, validators: check_batch_manifest(msg),
+    "prediction": lambda msg, validators: check_prediction(msg),
+    "error-record": lambda msg, validators: [],
+    "coded-task": lambda msg, validators: check_envelope(msg, validators, result=False),
+    "worker-result": lambda msg, validators: check_envelope(msg, validators, result=True),
+    "cancellation-notice": lambda msg, validators: [],
 }
 
 
@@ -333,11 +368,11 @@ def display(path: Path) -> str:
         return str(path)
 
 
-def validate(name: str, validator: Draft202012Validator, message) -> list[str]:
-    errors = schema_errors(validator, message)
+def validate(name: str, validators: dict[str, Draft202012Validator], message) -> list[str]:
+    errors = schema_errors(validators[name], message)
     if errors or name not in CHECKS:
         return errors
-    return CHECKS[name](message)
+    return CHECKS[name](message, validators)
 
 
 def run_examples(verbose: bool) -> int:
@@ -354,7 +389,7 @@ def run_examples(verbose: bool) -> int:
         if not ok:
             continue
         covered_valid.add(name)
-        errors = validate(name, validators[name], message)
+        errors = validate(name, validators, message)
         if errors:
             problems += [f"{display(path)}: {e}" for e in errors]
         else:
@@ -371,7 +406,7 @@ def run_examples(verbose: bool) -> int:
         if not ok:
             continue
         covered_invalid.add(name)
-        errors = validate(name, validators[name], message)
+        errors = validate(name, validators, message)
         if errors:
             rejected += 1
             if verbose:
@@ -421,7 +456,7 @@ def run_emitted(paths: list[str]) -> int:
         if not ok:
             invalid += 1
             continue
-        errors = validate(name, validators[name], message)
+        errors = validate(name, validators, message)
         if errors:
             invalid += 1
             problems += [f"{display(path)}: {e}" for e in errors]
