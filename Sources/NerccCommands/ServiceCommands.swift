@@ -78,6 +78,13 @@ struct EncoderCommand: AsyncParsableCommand {
     )
     var manifestInTasks: Bool = Environment.bool("NERCC_MANIFEST_IN_TASKS", true)
 
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Cut a partial batch into the smallest batches that cost no more tasks per query (one query when N/K is whole) instead of sending it whole (env NERCC_SPLIT_PARTIAL_BATCHES)."
+    )
+    var splitPartialBatches: Bool = Environment.bool("NERCC_SPLIT_PARTIAL_BATCHES", true)
+
     @Option(help: "How long the decoder waits for a batch's results, ms (env NERCC_DEADLINE_MS).")
     var deadlineMs: Int = Environment.int("NERCC_DEADLINE_MS", 5_000)
 
@@ -101,7 +108,7 @@ struct EncoderCommand: AsyncParsableCommand {
                 "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
                 "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES",
             ], as: .integer)
-        try Environment.validate(["NERCC_MANIFEST_IN_TASKS"], as: .boolean)
+        try Environment.validate(["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES"], as: .boolean)
     }
 
     func run() async throws {
@@ -117,7 +124,8 @@ struct EncoderCommand: AsyncParsableCommand {
             stragglers: stragglers, maximumBatchWaitMilliseconds: Int64(batchWaitMs),
             padsPartialBatches: partialBatches == "pad", deadlineMilliseconds: Int64(deadlineMs),
             prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
-            consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks)
+            consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks,
+            splitsPartialBatches: splitPartialBatches)
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.

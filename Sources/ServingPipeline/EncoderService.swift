@@ -56,6 +56,9 @@ public struct EncoderConfiguration: Sendable {
     /// Put a copy of the manifest on every task (``WireFormat/Header/manifest``), so the decoder can
     /// answer from the results alone.
     public var copiesManifestIntoTasks: Bool
+    /// Cut a partial batch into the smallest batches that cost no more tasks per query
+    /// (``EncoderService/partialBatchPiece(_:)``) instead of sending it whole.
+    public var splitsPartialBatches: Bool
     /// Calibration profiles for `nercc`, by (N, K): a batch whose code has a profile's size uses its
     /// λs; with profiles given, other sizes use the model-agnostic rule (``AgnosticSmoothing``);
     /// without any, every size uses the configured λs.
@@ -66,9 +69,10 @@ public struct EncoderConfiguration: Sendable {
         scheme: SchemeConfiguration, stragglers: Int, maximumBatchWaitMilliseconds: Int64 = 2,
         padsPartialBatches: Bool = false, deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256,
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
-        copiesManifestIntoTasks: Bool = true
+        copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true
     ) {
         self.copiesManifestIntoTasks = copiesManifestIntoTasks
+        self.splitsPartialBatches = splitsPartialBatches
         self.scheme = scheme
         self.stragglers = stragglers
         self.maximumBatchWaitMilliseconds = maximumBatchWaitMilliseconds
@@ -207,6 +211,19 @@ public final class EncoderService: Sendable {
         return codes
     }
 
+    /// The size partial batches are cut into: the smallest k whose code costs the fewest tasks per
+    /// query (N_k / k). For N/K whole, every size costs N/K and the piece is one query, whose code is
+    /// the most tolerant of stragglers (any one of its N/K tasks answers it); for N = 12, K = 8 it is
+    /// 2 (3 tasks for 2 queries, where one query alone costs 2). Full batches form as before once K
+    /// queries wait, so the cut only applies when fewer than K wait.
+    static func partialBatchPiece(_ codes: [BatchCode]) -> Int {
+        let costs = codes.enumerated().map {
+            (size: $0.offset + 1, cost: Double($0.element.code.workers) / Double($0.offset + 1))
+        }
+        let best = costs.map(\.cost).min() ?? 1
+        return costs.first { $0.cost <= best * (1 + 1e-12) }?.size ?? 1
+    }
+
     private enum Event: Sendable {
         case delivery(Delivery)
         case flushCheck(String)
@@ -246,10 +263,11 @@ public final class EncoderService: Sendable {
             inputSizes: models.mapValues(\.inputSize), maximumBodyBytes: configuration.maximumRequestBytes)
         let rejection = MessageRejection(transport: transport, topology: topology, service: "encoder")
         let (events, sink) = AsyncStream<Event>.makeStream()
+        let piece = configuration.splitsPartialBatches ? Self.partialBatchPiece(codes) : code.batchSize
         var batchers = models.mapValues { _ in
             QueryBatcher(
                 batchSize: code.batchSize, maximumWaitMilliseconds: configuration.maximumBatchWaitMilliseconds,
-                padsPartialBatches: configuration.padsPartialBatches)
+                padsPartialBatches: configuration.padsPartialBatches, partialBatchPiece: piece)
         }
         let queues = models.keys.sorted().map { topology.requestsQueue(model: $0) } + [topology.unroutedQueue]
         let consumerTags = queues.map { "\(configuration.consumerTag) \($0)" }
@@ -292,13 +310,13 @@ public final class EncoderService: Sendable {
                     // Every delivery that was already waiting has been batched by now: send what
                     // there is unless more queries are expected soon.
                     flushChecks.remove(model)
-                    if let batch = batchers[model]!.flushIfDue(now: clock.now()) { ready.append((batch, model)) }
+                    ready += batchers[model]!.flushIfDue(now: clock.now()).map { ($0, model) }
                     touched.append(model)
                 case .timer:
                     let now = clock.now()
                     if let at = timerAt, now >= at { timerAt = nil }
                     for model in batchers.keys {
-                        if let batch = batchers[model]!.flushIfDue(now: now) { ready.append((batch, model)) }
+                        ready += batchers[model]!.flushIfDue(now: now).map { ($0, model) }
                         touched.append(model)
                     }
                 case .published(let batch, let model):
@@ -330,7 +348,7 @@ public final class EncoderService: Sendable {
                     if let error { logger.error("consumer of \(queue) ended", metadata: ["error": "\(error)"]) }
                     if consumersLeft == 0 {
                         for model in batchers.keys {
-                            if let batch = batchers[model]!.flushNow() { ready.append((batch, model)) }
+                            ready += batchers[model]!.flushNow().map { ($0, model) }
                         }
                     }
                 }

@@ -37,7 +37,8 @@ public struct ReadyBatch: Sendable, Equatable {
 /// Groups the queries of incoming requests into batches of at most K — the encoder's batching
 /// state machine (pure).
 ///
-/// A batch is emitted as soon as it holds K queries. What happens to a partial batch is the
+/// A batch is emitted as soon as it holds K queries. A partial batch that is sent is cut into
+/// pieces of ``partialBatchPiece`` queries. What happens to a partial batch is the
 /// ``partialBatchDecision(now:)``: waiting for more queries is worth it only when they arrive fast
 /// enough to fill the batch within `maximumWaitMilliseconds`. The batcher estimates the arrival
 /// rate (an exponentially weighted mean of the gap between queries) and waits when the K − k
@@ -55,6 +56,9 @@ public struct QueryBatcher: Sendable {
     public let maximumWaitMilliseconds: Int64
     /// Fill partial batches to K with copies of their last query (marked `padding`).
     public let padsPartialBatches: Bool
+    /// The size a partial batch is cut into when it is sent (the last piece may be smaller); K
+    /// sends it whole. See ``EncoderService`` for how the encoder chooses it.
+    public let partialBatchPiece: Int
 
     private var pending: [PendingQuery] = []
     private var openedAt: Int64?
@@ -79,11 +83,17 @@ public struct QueryBatcher: Sendable {
     /// Creates a batcher.
     ///
     /// - Precondition: `batchSize >= 1`, `maximumWaitMilliseconds >= 0`.
-    public init(batchSize: Int, maximumWaitMilliseconds: Int64, padsPartialBatches: Bool = false) {
+    /// - Precondition: `batchSize >= 1`, `maximumWaitMilliseconds >= 0`, 1 ≤ `partialBatchPiece`.
+    public init(
+        batchSize: Int, maximumWaitMilliseconds: Int64, padsPartialBatches: Bool = false,
+        partialBatchPiece: Int? = nil
+    ) {
         precondition(batchSize >= 1 && maximumWaitMilliseconds >= 0)
         self.batchSize = batchSize
         self.maximumWaitMilliseconds = maximumWaitMilliseconds
         self.padsPartialBatches = padsPartialBatches
+        self.partialBatchPiece = padsPartialBatches ? batchSize : min(max(partialBatchPiece ?? batchSize, 1), batchSize)
+        precondition(self.partialBatchPiece >= 1)
     }
 
     /// Adds a request's queries (all from one delivery); returns the batches that became full.
@@ -126,14 +136,18 @@ public struct QueryBatcher: Sendable {
         return .waitUntil(deadline)
     }
 
-    /// The partial batch when its wait is over (or waiting is not worth it), else nil.
-    public mutating func flushIfDue(now: Int64) -> ReadyBatch? {
-        partialBatchDecision(now: now) == .flushNow ? flushNow() : nil
+    /// The partial batch, cut into pieces of ``partialBatchPiece``, when its wait is over (or
+    /// waiting is not worth it); else nothing.
+    public mutating func flushIfDue(now: Int64) -> [ReadyBatch] {
+        partialBatchDecision(now: now) == .flushNow ? flushNow() : []
     }
 
-    /// The partial batch, whatever its age (used when draining).
-    public mutating func flushNow() -> ReadyBatch? {
-        pending.isEmpty ? nil : takeBatch()
+    /// The partial batch, cut into pieces of ``partialBatchPiece``, whatever its age (also used
+    /// when draining).
+    public mutating func flushNow() -> [ReadyBatch] {
+        var batches: [ReadyBatch] = []
+        while !pending.isEmpty { batches.append(takeBatch(count: min(partialBatchPiece, pending.count))) }
+        return batches
     }
 
     /// Records that the broker confirmed every message of `batch`; returns the request deliveries
@@ -167,16 +181,17 @@ public struct QueryBatcher: Sendable {
     /// Number of request deliveries not yet acknowledgeable.
     public var outstandingRequests: Int { outstanding.count }
 
-    private mutating func takeBatch() -> ReadyBatch {
-        var queries = pending
+    private mutating func takeBatch(count: Int? = nil) -> ReadyBatch {
+        let n = count ?? pending.count
+        var queries = Array(pending.prefix(n))
         if padsPartialBatches, let last = queries.last, queries.count < batchSize {
             var pad = last
             pad.member.padding = true
             queries += Array(repeating: pad, count: batchSize - queries.count)
         }
         let batch = ReadyBatch(queries: queries, openedMilliseconds: openedAt ?? 0)
-        pending = []
-        openedAt = nil
+        pending.removeFirst(n)
+        if pending.isEmpty { openedAt = nil }
         return batch
     }
 }

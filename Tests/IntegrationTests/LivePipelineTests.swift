@@ -43,7 +43,7 @@ struct LivePipelineTests {
         return services
     }
 
-    @Test func uncodedPredictionsEqualTheLocalModelExactly() async throws {
+    @Test func uncodedPredictionsEqualTheLocalModel() async throws {
         let prefix = LiveSystem.prefix()
         let services = try await Self.system(
             prefix: prefix, scheme: ["--scheme", "uncoded", "--workers", "4", "--batch", "4", "--stragglers", "0"],
@@ -58,8 +58,13 @@ struct LivePipelineTests {
             #expect(record.status == .ok)
             for p in record.predictions {
                 let image = record.requestID == "multi" ? 10 + p.index : Int(record.requestID.dropFirst())!
+                // A worker runs the tasks waiting for it as one forward pass, and OpenBLAS sums a
+                // batch in another order than a single sample (docs/inference.md, batch invariance):
+                // equal up to that rounding, and the same class.
                 let local = try Self.model.predict(flatRows: Self.images[image], count: 1)
-                #expect(p.outputs == local, "request \(record.requestID) query \(p.index)")
+                let gap = zip(p.outputs, local).map { abs($0 - $1) }.max() ?? .infinity
+                #expect(p.outputs.count == local.count && gap <= 1e-4, "request \(record.requestID) query \(p.index)")
+                #expect(p.predictedClass == local.indices.max { local[$0] < local[$1] })
             }
         }
         await client.transport.close()
@@ -240,16 +245,21 @@ struct LivePipelineTests {
         #expect(status == 0, "the worker did not drain and exit cleanly: \(services[2].output.suffix(800))")
         let replies = try await client.collect(seconds: 20) { TestClient.answered($0) >= 1 }
         #expect(TestClient.answered(replies) == 1)
-        // Management statistics lag by a few seconds: wait for the task's ack to show.
+        // The task left the queue settled: delivered once, not requeued, not dead-lettered. The ack
+        // counter itself is not asserted: a channel that closes right after its ack can take the
+        // counter's last increment with it, while the queue's depth is exact.
         var stats: [String: Any] = [:]
         let settled = try await LiveSystem.eventually(20) {
             stats = try await LiveSystem.queue("\(prefix).tasks.mnist-mlp")
-            let acks = (stats["message_stats"] as? [String: Any])?["ack"] as? Int ?? 0
-            return acks >= 1 && (stats["messages"] as? Int ?? -1) == 0
+            let delivered = (stats["message_stats"] as? [String: Any])?["deliver"] as? Int ?? 0
+            return delivered >= 1 && (stats["messages"] as? Int ?? -1) == 0
+                && (stats["messages_unacknowledged"] as? Int ?? -1) == 0
         }
-        #expect(settled, "the task was not acknowledged: \(stats)")
+        #expect(settled, "the task was not settled: \(stats)")
         let redelivered = (stats["message_stats"] as? [String: Any])?["redeliver"] as? Int ?? 0
         #expect(redelivered == 0)
+        let dead = try await LiveSystem.queue("\(prefix).dead-letter")
+        #expect((dead["messages"] as? Int ?? -1) == 0, "the task was dead-lettered: \(dead)")
         await client.transport.close()
     }
 
@@ -262,7 +272,7 @@ struct LivePipelineTests {
                 "--scheme", "parity", "--workers", "6", "--batch", "4", "--group", "2", "--stragglers", "0",
                 "--deadline-ms", "20000",
             ],
-            workers: [[], ["--never-reply"]], waitForWorkers: 2)
+            workers: [[], ["--never-reply", "--prefetch", "1"]], waitForWorkers: 2)
         services.append(
             try ServiceProcess(
                 ["worker", "--model", parityModel, "--worker-id", "\(prefix)-parity"], prefix: prefix, name: "parity"))

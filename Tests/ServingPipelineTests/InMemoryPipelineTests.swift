@@ -3,8 +3,9 @@ import Foundation
 import Logging
 import Messaging
 import ServingMessages
-import ServingPipeline
 import Testing
+
+@testable import ServingPipeline
 
 /// A linear model y = W x: coded schemes reconstruct it exactly when no worker straggles.
 struct LinearModel: InferenceModel {
@@ -98,12 +99,13 @@ struct LinearModel: InferenceModel {
             let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
             #expect(predictions.map(\.index) == Array(0..<6))
             // What the coding library computes for the same batches: [q0..q3] with the configured
-            // code, then [q4, q5] with the code of a batch of two (no padding): exact for uncoded and
-            // replication, the scheme's own approximation for the others.
+            // code, then the partial [q4, q5] cut into two batches of one (every size costs N/K tasks
+            // per query here, and one query is the most tolerant): exact for uncoded, replication
+            // and every batch of one, the scheme's own approximation for the others.
             let rule = PartialBatchRule(configuration: scheme, stragglers: 0)
             let model = LinearModel()
             var expected: [[Double]] = []
-            for batch in [[0, 1, 2, 3], [4, 5]] {
+            for batch in [[0, 1, 2, 3], [4], [5]] {
                 let code = try rule.derivedCode(batchSize: batch.count).code
                 let x = Matrix(rows: batch.count, columns: 3, float32Elements: batch.flatMap { queries[$0] })
                 let coded = try code.encode(x)
@@ -112,7 +114,7 @@ struct LinearModel: InferenceModel {
                 let estimates = try code.decode(y, received: Array(0..<code.workers))
                 expected += (0..<batch.count).map { estimates.row($0) }
             }
-            #expect(records.map { $0.batchSize ?? 0 }.sorted() == [2, 4])
+            #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 4])
             let exact = try model.predict(flatInputs: queries.flatMap { $0 }, count: 6)
             for p in predictions {
                 for j in 0..<2 {
@@ -277,6 +279,20 @@ struct LinearModel: InferenceModel {
             (0..<6).map { encoder.taskModel("linear", index: $0) } == Array(repeating: "linear", count: 4) + [
                 "linear-parity-k2", "linear-parity-k2",
             ])
+    }
+
+    @Test(arguments: [
+        (SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), 1),
+        (SchemeConfiguration(kind: .bacc, workers: 12, batchSize: 8), 2),
+        (SchemeConfiguration(kind: .parity, workers: 6, batchSize: 4, groupSize: 2), 2),
+        (SchemeConfiguration(kind: .uncoded, workers: 4, batchSize: 4), 1),
+    ])
+    func partialBatchesAreCutIntoTheSmallestBatchesThatCostTheFewestTasksPerQuery(
+        scheme: SchemeConfiguration, piece: Int
+    ) throws {
+        let full = try LinearCode(scheme)
+        let codes = try EncoderService.batchCodes(EncoderConfiguration(scheme: scheme, stragglers: 0), full: full)
+        #expect(EncoderService.partialBatchPiece(codes) == piece)
     }
 
     @Test(arguments: [(-1, "stragglers must be in 0...9"), (10, "stragglers must be in 0...9")])

@@ -29,7 +29,8 @@ import Testing
         // One query every 100 ms cannot fill three more slots within 50 ms.
         _ = batcher.add(Self.queries("b", count: 1, tag: 2), now: 100)
         #expect(batcher.partialBatchDecision(now: 100) == .flushNow)
-        let batch = batcher.flushIfDue(now: 100)
+        let batch = batcher.flushIfDue(now: 100).first
+        #expect(batcher.flushIfDue(now: 100).isEmpty)
         #expect(batch?.queries.map(\.member.requestID) == ["a", "b"])
         #expect(batch?.queries.allSatisfy { !$0.member.padding } == true)
         #expect(batch?.openedMilliseconds == 0)
@@ -43,18 +44,34 @@ import Testing
         _ = batcher.add(Self.queries("b", count: 1, tag: 2), now: 101)
         #expect(batcher.expectedFillMilliseconds == 2)
         #expect(batcher.partialBatchDecision(now: 101) == .waitUntil(110))
-        #expect(batcher.flushIfDue(now: 105) == nil)
+        #expect(batcher.flushIfDue(now: 105).isEmpty)
         // At the end of the wait the partial batch goes, whatever the rate says.
-        #expect(batcher.flushIfDue(now: 110)?.queries.count == 2)
+        #expect(batcher.flushIfDue(now: 110).map(\.queries.count) == [2])
         // The rate is weighted towards recent gaps: a lull makes waiting not worth it.
         _ = batcher.add(Self.queries("c", count: 1, tag: 3), now: 300)
         #expect(batcher.partialBatchDecision(now: 300) == .flushNow)
     }
 
+    @Test func aPartialBatchIsCutIntoPiecesWhileFullBatchesStayWhole() {
+        var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 0, partialBatchPiece: 1)
+        // Four waiting queries make a full batch at once; three make three batches of one.
+        #expect(batcher.add(Self.queries("a", count: 4, tag: 1), now: 0).map(\.queries.count) == [4])
+        _ = batcher.add(Self.queries("b", count: 3, tag: 2), now: 1)
+        #expect(batcher.flushNow().map(\.queries.count) == [1, 1, 1])
+        var pairs = QueryBatcher(batchSize: 8, maximumWaitMilliseconds: 0, partialBatchPiece: 2)
+        _ = pairs.add(Self.queries("c", count: 5, tag: 3), now: 0)
+        let batches = pairs.flushNow()
+        #expect(batches.map(\.queries.count) == [2, 2, 1])
+        #expect(batches.flatMap { $0.queries.map(\.member.index) } == [0, 1, 2, 3, 4])
+        // The request is acknowledged once all its pieces are confirmed.
+        #expect(batches.dropLast().flatMap { pairs.batchConfirmed($0) }.isEmpty)
+        #expect(pairs.batchConfirmed(batches.last!).map(\.value) == [3])
+    }
+
     @Test func withPaddingOnAPartialBatchIsFilledToKWithItsLastQuery() {
         var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, padsPartialBatches: true)
         _ = batcher.add(Self.queries("a", count: 2, tag: 1), now: 100)
-        guard let batch = batcher.flushNow() else {
+        guard let batch = batcher.flushNow().first else {
             Issue.record("the partial batch was not flushed")
             return
         }

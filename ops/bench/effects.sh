@@ -12,13 +12,15 @@ common=(--schemes uncoded:4:4,nercc:12:4:3 --stragglers none,tasks:0.15:400 --ra
 declare -A variants=(
     [all-on]=""
     [padded-batches]="--encoder-arg=--partial-batches=pad"
+    [whole-partial-batches]="--encoder-arg=--no-split-partial-batches"
     [no-cancellation]="--decoder-arg=--no-cancel-leftovers --worker-arg=--no-cancellations"
     [one-task-at-a-time]="--worker-arg=--prefetch=1 --worker-arg=--max-batch=1"
     [quorum-coded-queues]="--coded-queues quorum"
     [no-manifest-copies]="--encoder-arg=--no-manifest-in-tasks"
 )
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(all-on padded-batches no-cancellation one-task-at-a-time quorum-coded-queues no-manifest-copies)
+[ ${#names[@]} -eq 0 ] && names=(all-on padded-batches whole-partial-batches no-cancellation one-task-at-a-time
+    quorum-coded-queues no-manifest-copies)
 for name in "${names[@]}"; do
     [ -n "${variants[$name]+x}" ] || { echo "unknown variant '$name'" >&2; exit 2; }
     echo "==> $name"
