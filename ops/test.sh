@@ -28,25 +28,37 @@ ops/broker/start.sh
 source ops/broker/env.sh
 trap 'ops/broker/stop.sh >/dev/null 2>&1 || true' EXIT
 
+# One `swift test` run; its Swift Testing summary is printed, and a failure or a skipped test stops
+# the script.
+run_tests() {
+    local name=$1 log=".build/$1.log"
+    shift
+    set +e
+    swift test --skip-build "$@" 2>&1 | tee "$log" | grep -v -E '^(◇|􀟈) .* started\.$'
+    local status=${PIPESTATUS[0]}
+    set -e
+    echo "==> summary ($name)"
+    local skipped
+    skipped=$(grep -c -E '^(➜|􀙟) Test .* skipped' "$log" || true)
+    grep -E '^(✔|✘|􁁛|􀢄) Test run with' "$log" || echo "no Swift Testing summary was printed"
+    if [ "$status" -ne 0 ]; then
+        echo "tests failed (exit $status); failures:" >&2
+        grep -E '(✘|􀢄)' "$log" | head -50 >&2 || true
+        exit "$status"
+    fi
+    if [ "$skipped" -ne 0 ]; then
+        echo "error: $skipped tests were skipped; every suite must run here:" >&2
+        grep -E '^(➜|􀙟) Test .* skipped' "$log" | head -20 >&2
+        exit 1
+    fi
+}
+
 echo "==> swift test (unit, fixtures, live broker)"
 mkdir -p .build
-set +e
-swift test --skip-build 2>&1 | tee .build/test.log | grep -v -E '^(◇|􀟈) .* started\.$'
-status=${PIPESTATUS[0]}
-set -e
-echo "==> summary"
-skipped=$(grep -c -E '^(➜|􀙟) Test .* skipped' .build/test.log || true)
-grep -E '^(✔|✘|􁁛|􀢄) Test run with' .build/test.log || echo "no Swift Testing summary was printed"
-if [ "$status" -ne 0 ]; then
-    echo "tests failed (exit $status); failures:" >&2
-    grep -E '(✘|􀢄)' .build/test.log | head -50 >&2 || true
-    exit "$status"
-fi
-if [ "$skipped" -ne 0 ]; then
-    echo "error: $skipped tests were skipped; every suite must run here:" >&2
-    grep -E '^(➜|􀙟) Test .* skipped' .build/test.log | head -20 >&2
-    exit 1
-fi
+run_tests test --skip LiveAlarmTests
+# A memory alarm blocks every publisher on the broker: these run alone, after the others.
+echo "==> swift test (broker resource alarm)"
+NERCC_ALARM_TESTS=1 run_tests alarm --filter LiveAlarmTests
 
 echo "==> smoke: nercc code demo"
 "$NERCC_BINARY" code demo --trials 5 >/dev/null

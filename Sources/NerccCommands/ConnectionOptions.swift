@@ -147,6 +147,9 @@ struct ConnectionOptions: ParsableArguments {
 /// Runs a service until SIGTERM or SIGINT, then lets it drain and closes the connection; serves
 /// `/metrics` and `/health` meanwhile when `--http-port` is set.
 enum ServiceRunner {
+    /// A publish that waits longer than this for its confirm makes the service not ready.
+    static let publishStallLimit: Duration = .seconds(5)
+
     static func run(
         transport: RabbitMQTransport, logger: Logger, connection: ConnectionOptions, role: String,
         metrics: ServiceMetrics, _ body: @Sendable (StopSignal) async throws -> Void
@@ -155,8 +158,24 @@ enum ServiceRunner {
         var endpoint: HTTPEndpoint? = nil
         if connection.httpPort > 0 {
             let http = HTTPEndpoint(
-                metrics: { metrics.prometheusText(prefix: "nercc_\(role)") },
-                ready: { transport.isReady && metrics.gauge("consuming") == 1 && !stop.isStopped })
+                metrics: {
+                    // The connection's state, read at scrape time.
+                    metrics.set("blocked", transport.isBlocked ? 1 : 0)
+                    let wait = transport.oldestPublishWait.components
+                    metrics.set(
+                        "oldest_publish_wait_seconds", Double(wait.seconds) + Double(wait.attoseconds) / 1e18)
+                    metrics.set("connected", transport.isConnected ? 1 : 0)
+                    return metrics.prometheusText(prefix: "nercc_\(role)")
+                },
+                ready: {
+                    // Not ready while the broker blocks publishing (a resource alarm), while a publish
+                    // has waited for its confirm longer than `publishStallLimit`, while not consuming,
+                    // and once draining.
+                    transport.isReady && !transport.isBlocked && transport.oldestPublishWait < Self.publishStallLimit
+                        && metrics.gauge("consuming") == 1 && !stop.isStopped
+                },
+                // Not live once the transport gave up reconnecting: a restart is the only remedy.
+                live: { transport.terminalError == nil })
             try http.start(host: connection.httpHost, port: connection.httpPort)
             logger.info("serving /metrics and /health on \(connection.httpHost):\(connection.httpPort)")
             endpoint = http

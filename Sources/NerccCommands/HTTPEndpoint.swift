@@ -16,10 +16,15 @@ final class HTTPEndpoint: @unchecked Sendable {
     private var listener: Int32 = -1
     private let metrics: @Sendable () -> String
     private let ready: @Sendable () -> Bool
+    private let live: @Sendable () -> Bool
 
-    init(metrics: @escaping @Sendable () -> String, ready: @escaping @Sendable () -> Bool) {
+    init(
+        metrics: @escaping @Sendable () -> String, ready: @escaping @Sendable () -> Bool,
+        live: @escaping @Sendable () -> Bool = { true }
+    ) {
         self.metrics = metrics
         self.ready = ready
+        self.live = live
     }
 
     /// Binds `host:port` and starts answering; throws a one-line error when the address is unusable.
@@ -83,7 +88,9 @@ final class HTTPEndpoint: @unchecked Sendable {
         guard method == "GET" else { return ("405 Method Not Allowed", "only GET\n", "text/plain") }
         switch path {
         case "/metrics": return ("200 OK", metrics(), "text/plain; version=0.0.4")
-        case "/health/live": return ("200 OK", "live\n", "text/plain")
+        case "/health/live":
+            return live()
+                ? ("200 OK", "live\n", "text/plain") : ("503 Service Unavailable", "not live\n", "text/plain")
         case "/health", "/health/ready":
             return ready()
                 ? ("200 OK", "ready\n", "text/plain") : ("503 Service Unavailable", "not ready\n", "text/plain")

@@ -94,6 +94,18 @@ struct EncoderCommand: AsyncParsableCommand {
     @Option(help: "Largest accepted request body in bytes (env NERCC_MAX_REQUEST_BYTES).")
     var maxRequestBytes: Int = Environment.int("NERCC_MAX_REQUEST_BYTES", 16 << 20)
 
+    @Option(
+        help:
+            "Times a batch is published while the broker refuses it (nacks: a full queue with reject-publish) before its queries are answered 'overloaded' (env NERCC_PUBLISH_ATTEMPTS)."
+    )
+    var publishAttempts: Int = Environment.int("NERCC_PUBLISH_ATTEMPTS", 3)
+
+    @Option(
+        help:
+            "Wait before publishing a refused batch again, ms, doubled at each further attempt (env NERCC_PUBLISH_RETRY_MS)."
+    )
+    var publishRetryMs: Int = Environment.int("NERCC_PUBLISH_RETRY_MS", 200)
+
     func validate() throws {
         guard batchWaitMs >= 0 else { throw ValidationError("--batch-wait-ms must be ≥ 0") }
         guard ["adaptive", "pad"].contains(partialBatches) else {
@@ -102,11 +114,16 @@ struct EncoderCommand: AsyncParsableCommand {
         guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
         guard (1...65_535).contains(prefetch) else { throw ValidationError("--prefetch must be in 1...65535") }
         guard maxRequestBytes >= 1 else { throw ValidationError("--max-request-bytes must be ≥ 1") }
+        guard (1...20).contains(publishAttempts) else { throw ValidationError("--publish-attempts must be in 1...20") }
+        guard (0...60_000).contains(publishRetryMs) else {
+            throw ValidationError("--publish-retry-ms must be in 0...60000")
+        }
         try Environment.validate(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"], as: .number)
         try Environment.validate(
             [
                 "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
-                "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES",
+                "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES", "NERCC_PUBLISH_ATTEMPTS",
+                "NERCC_PUBLISH_RETRY_MS",
             ], as: .integer)
         try Environment.validate(["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES"], as: .boolean)
     }
@@ -125,7 +142,8 @@ struct EncoderCommand: AsyncParsableCommand {
             padsPartialBatches: partialBatches == "pad", deadlineMilliseconds: Int64(deadlineMs),
             prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
             consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks,
-            splitsPartialBatches: splitPartialBatches)
+            splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
+            publishRetryMilliseconds: Int64(publishRetryMs))
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.

@@ -166,6 +166,9 @@ final class TransportStatus: Sendable {
         var isTerminated = false
         /// Why it ended, when the application did not close the transport (it gave up reconnecting).
         var terminalError: MessagingError?
+        /// The deadline of the oldest publish still waiting to be sent or confirmed (its submission
+        /// time plus the publish timeout); nil when none waits.
+        var oldestPublishDeadline: ContinuousClock.Instant?
     }
 
     private struct State {

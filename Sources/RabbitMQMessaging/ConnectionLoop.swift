@@ -53,6 +53,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var deferred: [QueuedCommand] = []
     private var channelsToReopen: Set<UInt16> = []
     private var blocked = false
+    /// The last ``TransportStatus/Snapshot/oldestPublishDeadline`` reported.
+    private var reportedPublishDeadline: ContinuousClock.Instant?
     private var closeRequested = false
     private var reconnectAttempt = 0
     private var nextReconnect = ContinuousClock.now
@@ -790,7 +792,18 @@ final class ConnectionLoop: @unchecked Sendable {
 
     // MARK: - Deadlines
 
+    /// Tells other threads how long the oldest waiting publish has waited (readiness probes).
+    private func reportOldestPublish() {
+        let waiting =
+            waitingPublishesStart < waitingPublishes.count ? waitingPublishes[waitingPublishesStart].deadline : nil
+        let oldest = [tracker.earliestDeadline, waiting].compactMap { $0 }.min()
+        guard oldest != reportedPublishDeadline else { return }
+        reportedPublishDeadline = oldest
+        status.update { $0.oldestPublishDeadline = oldest }
+    }
+
     private func expireDeadlines(now: ContinuousClock.Instant) {
+        defer { reportOldestPublish() }
         for reply in tracker.expire(now: now) {
             reply.resume(
                 returning: .failure(

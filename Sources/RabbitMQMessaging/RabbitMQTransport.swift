@@ -245,6 +245,14 @@ public final class RabbitMQTransport: MessageTransport {
         runningStatus()?.snapshot.isBlocked ?? false
     }
 
+    /// How long the oldest publish still waiting for its confirm (or to be sent: blocked, or
+    /// disconnected) has waited; zero when none waits. A readiness probe should fail when publishes
+    /// stall.
+    public var oldestPublishWait: Duration {
+        guard let deadline = runningStatus()?.snapshot.oldestPublishDeadline else { return .zero }
+        return max(.zero, ContinuousClock.now - (deadline - configuration.publishTimeout))
+    }
+
     /// The generation that delivery tags currently carry. It changes whenever the connection, or its
     /// consuming channel, is re-established.
     public var generation: UInt64 {

@@ -103,6 +103,15 @@ public struct WireFormatError: Error, Sendable, Equatable, CustomStringConvertib
         case timeout
         /// The model failed on a task (dead-lettered tasks).
         case modelError = "model-error"
+        /// The broker kept refusing the batch's tasks (nacks: a full queue with `reject-publish`):
+        /// the system is overloaded and did not serve the query (error records; retry later).
+        case overloaded
+        /// The request's deadline (`x-nercc-deadline-ms`) or its AMQP `expiration` passed before it
+        /// was served (error records).
+        case expired
+        /// The broker could not route the batch's tasks (no queue takes the model's tasks): the
+        /// query was not served (error records; the request is dead-lettered).
+        case unroutable
     }
 
     /// The code.

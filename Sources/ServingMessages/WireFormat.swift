@@ -30,6 +30,8 @@ public enum WireFormat {
         public static let error = "nercc.error"
         /// The decoder's notice that batches are finished: their outstanding tasks need not run.
         public static let cancellation = "nercc.cancel"
+        /// The encoder's notice that it gave up on a batch (``BatchAbandonment``), to the decoder.
+        public static let abandon = "nercc.abandon"
     }
 
     /// Header names.
@@ -48,7 +50,8 @@ public enum WireFormat {
         public static let scheme = "x-nercc-scheme"
         /// Model name (string).
         public static let model = "x-nercc-model"
-        /// Deadline, milliseconds since the Unix epoch (integer).
+        /// Deadline, milliseconds since the Unix epoch (integer): a task's batch deadline; on a
+        /// request (optional), the time after which it is answered `expired` instead of served.
         public static let deadline = "x-nercc-deadline-ms"
         /// Tensor shape of a binary body, without the batch dimension, e.g. `"784"` or `"1,28,28"`.
         public static let shape = "x-nercc-shape"

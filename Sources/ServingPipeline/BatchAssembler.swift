@@ -11,7 +11,18 @@ import ServingMessages
 /// ``Action/decode(_:)`` was returned; waiting for ``finished(batchID:now:)``) → *finished*
 /// (remembered for `retentionMilliseconds` so that late results are recognised, then forgotten).
 /// A batch that reaches its deadline without a decodable set of results returns
-/// ``Action/timeOut(_:)`` instead.
+/// ``Action/timeOut(_:)`` instead. A batch the encoder abandoned (``abandon(batchID:)``) is
+/// forgotten while it is still collecting.
+///
+/// A batch answered from a manifest copy, before its manifest message arrived, holds its results
+/// unacknowledged until the manifest message comes (or `orphanTimeoutMilliseconds` passes): if the
+/// decoder dies meanwhile, its successor gets the results back with the manifest and answers the
+/// batch again under the same ids, instead of finding a manifest without results and answering it
+/// with a timeout.
+///
+/// A result whose coded index is outside the manifest's 0..<N or whose length is not the
+/// manifest's output size is never decoded from: it is acknowledged and counted as invalid, so it
+/// cannot keep a healthy batch from decoding.
 ///
 /// Time is handled by deadline queues, not by scanning every batch: manifest deadlines sit in a
 /// min-heap, and orphan and retention expiries (which grow with time) in FIFO queues, so
@@ -82,12 +93,18 @@ public struct BatchAssembler: Sendable {
         public var degraded = 0
         /// Batches that timed out.
         public var timedOut = 0
+        /// Results dropped because their coded index or length does not fit their batch.
+        public var invalid = 0
+        /// Batches dropped because the encoder abandoned them.
+        public var abandoned = 0
     }
 
     private enum State {
         case collecting(manifest: BatchManifest?, manifestTag: DeliveryTag?, results: [Result], firstSeen: Int64)
-        case decoding
-        case finished(until: Int64)
+        /// `held`: deliveries acknowledged only once the manifest message has arrived (the batch
+        /// was answered from a copy), or, once it has, when the outcome is confirmed.
+        case decoding(held: [DeliveryTag], manifestArrived: Bool)
+        case finished(until: Int64, held: [DeliveryTag], manifestArrived: Bool)
     }
 
     /// Decides whether a set of coded indices can be decoded at all for a manifest (ignoring how
@@ -107,6 +124,8 @@ public struct BatchAssembler: Sendable {
     private var orphanExpiries = Deque<Expiry>()
     /// When finished batches are forgotten (non-decreasing).
     private var retentionExpiries = Deque<Expiry>()
+    /// When results held for a manifest message that has not come are released (non-decreasing).
+    private var heldExpiries = Deque<Expiry>()
     private let decodable: Decodability
     /// How long finished batches are remembered.
     public let retentionMilliseconds: Int64
@@ -154,8 +173,20 @@ public struct BatchAssembler: Sendable {
             batches[manifest.batchID] = .collecting(
                 manifest: manifest, manifestTag: tag, results: results, firstSeen: seen)
             deadlines.insert(Expiry(at: manifest.deadlineMilliseconds, batchID: manifest.batchID))
-        case .decoding, .finished:
-            return tag.map { [.ack([$0])] } ?? []
+        case .decoding(let held, let arrived):
+            guard let tag else { return [] }
+            if arrived {
+                counters.duplicate += 1
+                return [.ack([tag])]
+            }
+            // Acknowledged with the batch's outcome.
+            batches[manifest.batchID] = .decoding(held: held + [tag], manifestArrived: true)
+            return []
+        case .finished(let until, let held, let arrived):
+            guard let tag else { return [] }
+            if arrived { return [.ack([tag])] }
+            batches[manifest.batchID] = .finished(until: until, held: [], manifestArrived: true)
+            return [.ack([tag] + held)]
         }
         return evaluate(manifest.batchID, now: now, atDeadline: false)
     }
@@ -166,6 +197,12 @@ public struct BatchAssembler: Sendable {
         case .none, .collecting: true
         default: false
         }
+    }
+
+    /// The manifest of a batch that is still collecting, if it has one.
+    public func manifest(of batchID: String) -> BatchManifest? {
+        if case .collecting(let manifest?, _, _, _) = batches[batchID] { return manifest }
+        return nil
     }
 
     /// Whether a batch still lacks its manifest (it is unknown, or only its results have arrived).
@@ -228,9 +265,17 @@ public struct BatchAssembler: Sendable {
             batches[first.batchID] = nil
             actions.append(.ack(results.map(\.tag)))
         }
+        while let first = heldExpiries.first, first.at <= now {
+            heldExpiries.removeFirst()
+            // The manifest message never came (its publish failed): the answer stands.
+            if case .finished(let until, let held, false) = batches[first.batchID], !held.isEmpty {
+                batches[first.batchID] = .finished(until: until, held: [], manifestArrived: false)
+                actions.append(.ack(held))
+            }
+        }
         while let first = retentionExpiries.first, first.at <= now {
             retentionExpiries.removeFirst()
-            if case .finished(let until) = batches[first.batchID], until == first.at {
+            if case .finished(let until, _, _) = batches[first.batchID], until == first.at {
                 batches[first.batchID] = nil
             }
         }
@@ -239,42 +284,85 @@ public struct BatchAssembler: Sendable {
 
     /// The earliest time at which ``tick(now:)`` may have something to do (O(1)).
     public var nextDeadline: Int64? {
-        [deadlines.min?.at, orphanExpiries.first?.at, retentionExpiries.first?.at].compactMap { $0 }.min()
+        [deadlines.min?.at, orphanExpiries.first?.at, retentionExpiries.first?.at, heldExpiries.first?.at]
+            .compactMap { $0 }.min()
     }
 
-    /// The service has published (and acknowledged) the outcome of a batch.
-    public mutating func finished(batchID: String, now: Int64) {
-        batches[batchID] = .finished(until: now + retentionMilliseconds)
+    /// The service has published (and acknowledged the job's tags of) the outcome of a batch.
+    /// Returns further deliveries to acknowledge now: the manifest message that arrived while the
+    /// batch was being answered, with the results held for it.
+    @discardableResult
+    public mutating func finished(batchID: String, now: Int64) -> [DeliveryTag] {
+        var held: [DeliveryTag] = []
+        var arrived = true
+        if case .decoding(let h, let a) = batches[batchID] { (held, arrived) = (h, a) }
+        batches[batchID] = .finished(
+            until: now + retentionMilliseconds, held: arrived ? [] : held, manifestArrived: arrived)
         retentionExpiries.append(Expiry(at: now + retentionMilliseconds, batchID: batchID))
+        if !arrived && !held.isEmpty {
+            heldExpiries.append(Expiry(at: now + orphanTimeoutMilliseconds, batchID: batchID))
+        }
+        return arrived ? held : []
     }
 
-    /// The service could not publish a batch's outcome and has returned its deliveries to the queue
-    /// (or lost them with the connection): forget the batch, so the redelivered manifest and results
-    /// assemble it again.
-    public mutating func abandoned(batchID: String) {
+    /// The service could not publish a batch's outcome and has returned the job's deliveries to the
+    /// queue (or lost them with the connection): forget the batch, so the redelivered manifest and
+    /// results assemble it again. Returns the held deliveries, to be returned as well.
+    @discardableResult
+    public mutating func abandoned(batchID: String) -> [DeliveryTag] {
+        var held: [DeliveryTag] = []
+        if case .decoding(let h, _) = batches[batchID] { held = h }
         batches[batchID] = nil
+        return held
+    }
+
+    /// The encoder abandoned a batch (its publishing failed): a batch still collecting is
+    /// forgotten, and its deliveries are returned to be acknowledged. A batch already being
+    /// answered, or answered, stands (nil).
+    public mutating func abandon(batchID: String) -> [DeliveryTag]? {
+        guard case .collecting(_, let manifestTag, let results, _) = batches[batchID] else { return nil }
+        batches[batchID] = nil
+        counters.abandoned += 1
+        return (manifestTag.map { [$0] } ?? []) + results.map(\.tag)
+    }
+
+    /// Counts a result the service dead-lettered because it does not fit its batch.
+    public mutating func countInvalidResult() { counters.invalid += 1 }
+
+    /// Whether a result fits its batch: a coded index in 0..<N and the manifest's output size.
+    public static func fits(index: Int, values: Int, manifest: BatchManifest) -> Bool {
+        index >= 0 && index < manifest.scheme.workers && values == manifest.outputSize
     }
 
     private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool) -> [Action] {
-        guard case .collecting(let manifest?, let manifestTag, let all, _) = batches[id] else { return [] }
-        // A result whose coded index the batch does not have is acknowledged with the batch but
-        // never decoded from, so it cannot keep a healthy batch from decoding.
-        let results = all.filter { $0.index < manifest.scheme.workers }
+        guard case .collecting(let manifest?, let manifestTag, let all, let seen) = batches[id] else { return [] }
+        var actions: [Action] = []
+        let results = all.filter { Self.fits(index: $0.index, values: $0.values.count, manifest: manifest) }
+        if results.count < all.count {
+            counters.invalid += all.count - results.count
+            actions.append(
+                .ack(all.filter { !Self.fits(index: $0.index, values: $0.values.count, manifest: manifest) }.map(\.tag))
+            )
+            batches[id] = .collecting(manifest: manifest, manifestTag: manifestTag, results: results, firstSeen: seen)
+        }
         let indices = results.map(\.index)
-        let tags = (manifestTag.map { [$0] } ?? []) + all.map(\.tag)
+        // Answered from a copy: the results wait for the manifest message (see the type's notes).
+        let tags = manifestTag.map { [$0] + results.map(\.tag) } ?? []
+        let decoding = State.decoding(
+            held: manifestTag == nil ? results.map(\.tag) : [], manifestArrived: manifestTag != nil)
         let enough = results.count >= manifest.waitFor && decodable(manifest, indices)
         if enough {
-            batches[id] = .decoding
+            batches[id] = decoding
             counters.decoded += 1
-            return [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
+            return actions + [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
         }
-        guard atDeadline else { return [] }
-        batches[id] = .decoding
+        guard atDeadline else { return actions }
+        batches[id] = decoding
         if !results.isEmpty && decodable(manifest, indices) {
             counters.degraded += 1
-            return [.decode(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
+            return actions + [.decode(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
         }
         counters.timedOut += 1
-        return [.timeOut(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
+        return actions + [.timeOut(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
     }
 }

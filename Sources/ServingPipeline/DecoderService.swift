@@ -88,7 +88,11 @@ public final class DecoderService: Sendable {
     private enum Event: Sendable {
         case delivery(Delivery)
         case timer
-        case done(batchID: String, tags: [DeliveryTag], ok: Bool)
+        /// A batch's answers were published (`unsent` nil) or not.
+        case done(batchID: String, tags: [DeliveryTag], unsent: [OutgoingMessage]?)
+        /// An abandonment's answers (its verdict's error records, or the batch's own answers that
+        /// were computed before and not confirmed) were published (`unsent` nil) or not.
+        case abandonmentDone(Abandonment, unsent: [OutgoingMessage]?)
         case cancellationsSent
         case consumerEnded((any Error)?)
     }
@@ -143,6 +147,14 @@ public final class DecoderService: Sendable {
             var announcing = false
             // When each open batch's manifest arrived (µs), for the stage breakdown.
             var manifestArrivals: [String: Int64] = [:]
+            // Which batch answers each query (exactly one answer per query); the batches whose
+            // answers are being published; the answers of batches whose publishing failed, to be
+            // published again, unchanged, when the batch comes back (never recomputed, so a repeat
+            // is the same answer); abandonments that wait for their batch's publishing to end.
+            var ledger = AnswerLedger()
+            var answering = Set<String>()
+            var unsent: [String: [OutgoingMessage]] = [:]
+            var waitingAbandonments: [String: [Delivery]] = [:]
             for await event in events {
                 var actions: [BatchAssembler.Action] = []
                 let now = clock.now()
@@ -158,24 +170,56 @@ public final class DecoderService: Sendable {
                     {
                         schedule.resultArrived(batchID: id)
                     }
-                    actions = await accept(delivery, assembler: &assembler, rejection: rejection, now: now)
+                    if delivery.properties.type == WireFormat.MessageType.abandon {
+                        if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
+                            ?? delivery.properties.correlationID, answering.contains(id)
+                        {
+                            // Decided once the batch's own answers are confirmed, or not.
+                            waitingAbandonments[id, default: []].append(delivery)
+                        } else if let work = await abandon(
+                            delivery, assembler: &assembler, ledger: &ledger, unsent: &unsent, rejection: rejection)
+                        {
+                            if !work.slots.isEmpty { metrics.increment("batches_abandoned_answered") }
+                            inFlight += 1
+                            group.addTask {
+                                let ok = await self.publishAll(work.messages, batchID: work.manifest.batchID)
+                                sink.yield(.abandonmentDone(work, unsent: ok ? nil : work.messages))
+                            }
+                        }
+                    } else {
+                        actions = await accept(
+                            delivery, assembler: &assembler, ledger: &ledger, rejection: rejection, now: now)
+                    }
                 case .timer:
                     if let at = timerAt, now >= at { timerAt = nil }
                     actions = assembler.tick(now: now)
                     finishedBatches += schedule.announce(now: now)
-                case .done(let batchID, let tags, let ok):
+                case .done(let batchID, let tags, let failed):
                     inFlight -= 1
                     manifestArrivals[batchID] = nil
-                    if ok {
-                        for t in tags { try? await transport.ack(t) }
-                        assembler.finished(batchID: batchID, now: now)
-                    } else {
+                    answering.remove(batchID)
+                    if let failed {
                         // Publishing failed (a publish timeout under a broker alarm, a nack, a lost
-                        // connection): give every delivery back so the batch is assembled and
-                        // answered again. After a lost connection the tags are stale and the broker
-                        // has already requeued them; rejecting them then does nothing.
-                        for t in tags { try? await transport.reject(t, requeue: true) }
-                        assembler.abandoned(batchID: batchID)
+                        // connection): give every delivery back so the batch is assembled again, and
+                        // keep its answers, which go out unchanged when it is. After a lost
+                        // connection the tags are stale and the broker has already requeued them;
+                        // rejecting them then does nothing.
+                        unsent[batchID] = failed
+                        for t in tags + assembler.abandoned(batchID: batchID) {
+                            try? await transport.reject(t, requeue: true)
+                        }
+                    } else {
+                        for t in tags + assembler.finished(batchID: batchID, now: now) { try? await transport.ack(t) }
+                    }
+                    for d in waitingAbandonments.removeValue(forKey: batchID) ?? [] { sink.yield(.delivery(d)) }
+                case .abandonmentDone(let work, let failed):
+                    inFlight -= 1
+                    if let failed {
+                        // The abandonment comes back and its answers go out again, unchanged.
+                        unsent[work.manifest.batchID] = failed
+                        for t in work.tags { try? await transport.reject(t, requeue: true) }
+                    } else {
+                        for t in work.tags { try? await transport.ack(t) }
                     }
                 case .cancellationsSent:
                     announcing = false
@@ -189,7 +233,22 @@ public final class DecoderService: Sendable {
                         for t in tags { try? await transport.ack(t) }
                     case .decode(let job), .timeOut(let job):
                         inFlight += 1
+                        let batchID = job.manifest.batchID
+                        answering.insert(batchID)
+                        if let earlier = unsent.removeValue(forKey: batchID) {
+                            // Answered before, and not confirmed: the same answers again.
+                            group.addTask {
+                                let ok = await self.publishAll(earlier, batchID: batchID)
+                                sink.yield(.done(batchID: batchID, tags: job.tags, unsent: ok ? nil : earlier))
+                            }
+                            continue
+                        }
                         let timedOut = if case .timeOut = action { true } else { false }
+                        // The queries this batch answers: not those answered already, nor those a
+                        // more recent batch of the same requests claims.
+                        let slots = ledger.answer(job.manifest)
+                        let skipped = job.manifest.members.count { !$0.padding } - slots.count
+                        if skipped > 0 { metrics.increment("answers_suppressed", by: Double(skipped)) }
                         let ready = clock.microseconds()
                         if configuration.cancelsLeftovers {
                             schedule.finished(
@@ -199,10 +258,10 @@ public final class DecoderService: Sendable {
                         }
                         let manifestArrived = manifestArrivals[job.manifest.batchID]
                         group.addTask {
-                            let ok = await self.complete(
-                                job, timedOut: timedOut, readyMicroseconds: ready,
+                            let failed = await self.complete(
+                                job, slots: slots, timedOut: timedOut, readyMicroseconds: ready,
                                 manifestReceivedMicroseconds: manifestArrived)
-                            sink.yield(.done(batchID: job.manifest.batchID, tags: job.tags, ok: ok))
+                            sink.yield(.done(batchID: batchID, tags: job.tags, unsent: failed))
                         }
                     }
                 }
@@ -257,6 +316,7 @@ public final class DecoderService: Sendable {
         for (name, value) in [
             ("results_late", c.late), ("results_duplicate", c.duplicate), ("results_orphaned", c.orphaned),
             ("batches_decoded", c.decoded), ("batches_degraded", c.degraded), ("batches_timed_out", c.timedOut),
+            ("results_invalid", c.invalid), ("batches_abandoned", c.abandoned),
         ] {
             let delta = Double(value) - metrics.value(name)
             if delta != 0 { metrics.increment(name, by: delta) }
@@ -264,7 +324,8 @@ public final class DecoderService: Sendable {
     }
 
     private func accept(
-        _ delivery: Delivery, assembler: inout BatchAssembler, rejection: MessageRejection, now: Int64
+        _ delivery: Delivery, assembler: inout BatchAssembler, ledger: inout AnswerLedger,
+        rejection: MessageRejection, now: Int64
     ) async -> [BatchAssembler.Action] {
         let headers = delivery.properties.headers
         if let v = headers[WireFormat.Header.version]?.intValue, v != Int64(WireFormat.version) {
@@ -289,6 +350,11 @@ public final class DecoderService: Sendable {
                     delivery, code: problem.code.rawValue, reason: problem.message, requestID: nil)
                 return []
             }
+            if ledger.isAbandoned(manifest) {
+                // An attempt the encoder gave up on: its queries are answered by their next batch.
+                return [.ack([delivery.tag])]
+            }
+            if assembler.needsManifest(batchID: manifest.batchID) { ledger.claim(manifest) }
             return assembler.receive(manifest: manifest, tag: delivery.tag, now: now)
         case WireFormat.MessageType.result:
             guard let batchID = headers[WireFormat.Header.batchID]?.stringValue ?? delivery.properties.correlationID,
@@ -311,11 +377,31 @@ public final class DecoderService: Sendable {
                 if configuration.acceptsManifestCopies, assembler.needsManifest(batchID: batchID),
                     let copy = headers[WireFormat.Header.manifest]?.stringValue
                 {
-                    if let manifest = manifestCopy(copy, batchID: batchID) {
+                    if let manifest = manifestCopy(copy, batchID: batchID), !ledger.isAbandoned(manifest) {
+                        ledger.claim(manifest)
                         actions = assembler.receive(manifest: manifest, tag: nil, now: now)
                     } else {
                         metrics.increment("manifest_copies_ignored")
                     }
+                }
+                // A result that does not fit its batch is dead-lettered, never stored: it could
+                // otherwise stand in for a valid result of the same index.
+                if let manifest = assembler.manifest(of: batchID),
+                    !BatchAssembler.fits(index: Int(index), values: values.count, manifest: manifest)
+                {
+                    let (code, reason) =
+                        index >= Int64(manifest.scheme.workers)
+                        ? (
+                            WireFormatError.Code.badHeader,
+                            "\(WireFormat.Header.codedIndex) \(index) is outside 0..<\(manifest.scheme.workers) for batch \(batchID)"
+                        )
+                        : (
+                            WireFormatError.Code.wrongShape,
+                            "the result has \(values.count) values; batch \(batchID) has output size \(manifest.outputSize)"
+                        )
+                    assembler.countInvalidResult()
+                    try? await rejection.reject(delivery, code: code.rawValue, reason: reason, requestID: nil)
+                    return actions
                 }
                 return actions
                     + assembler.receive(
@@ -334,6 +420,91 @@ public final class DecoderService: Sendable {
                 reason: "unexpected message type '\(delivery.properties.type ?? "none")' on a results queue",
                 requestID: nil)
             return []
+        }
+    }
+
+    /// What an abandonment publishes and acknowledges.
+    struct Abandonment: Sendable {
+        var manifest: BatchManifest
+        /// Error records of the verdict, or the batch's own answers computed before.
+        var messages: [OutgoingMessage]
+        /// The slots the verdict answers (none for the batch's own answers).
+        var slots: [Int]
+        /// The notice and the deliveries of the batch it forgot.
+        var tags: [DeliveryTag]
+    }
+
+    /// An abandonment from the encoder (never while the batch's answers are being published): the
+    /// decoder forgets the batch if it is still collecting (acknowledging its deliveries with the
+    /// notice) and never accepts that attempt again. What remains to publish: the batch's own
+    /// answers if they were computed and not confirmed (they stand), else, with a verdict, its error
+    /// record for every query not answered yet. Nil when nothing remains (the notice is then
+    /// acknowledged here) or the notice was dead-lettered.
+    private func abandon(
+        _ delivery: Delivery, assembler: inout BatchAssembler, ledger: inout AnswerLedger,
+        unsent: inout [String: [OutgoingMessage]], rejection: MessageRejection
+    ) async -> Abandonment? {
+        let notice: BatchAbandonment
+        do {
+            notice = try JSONDecoder().decode(BatchAbandonment.self, from: Data(delivery.body))
+        } catch {
+            try? await rejection.reject(
+                delivery, code: WireFormatError.Code.malformedJSON.rawValue, reason: "bad abandonment: \(error)",
+                requestID: nil)
+            return nil
+        }
+        // The manifest only names the batch and its queries here; its scheme is not built (the
+        // encoder's `expired` verdicts describe a request of up to 10,000 queries as one batch).
+        let header = delivery.properties.headers[WireFormat.Header.version]?.intValue
+        let problem: WireFormatError? =
+            (header.map { $0 != Int64(WireFormat.version) } ?? false) || notice.version != WireFormat.version
+                || notice.manifest.version != WireFormat.version
+            ? WireFormatError(.unsupportedVersion, "abandonment version \(notice.version) is not supported")
+            : notice.manifest.members.isEmpty ? WireFormatError(.badRequest, "the abandoned batch has no members") : nil
+        if let problem {
+            try? await rejection.reject(delivery, code: problem.code.rawValue, reason: problem.message, requestID: nil)
+            return nil
+        }
+        let manifest = notice.manifest
+        ledger.abandon(manifest)
+        let tags = [delivery.tag] + (assembler.abandon(batchID: manifest.batchID) ?? [])
+        logger.info(
+            "the encoder abandoned a batch",
+            metadata: ["batch": "\(manifest.batchID)", "verdict": "\(notice.error?.code ?? "requeued")"])
+        if let earlier = unsent.removeValue(forKey: manifest.batchID) {
+            return Abandonment(manifest: manifest, messages: earlier, slots: [], tags: tags)
+        }
+        guard let verdict = notice.error else {
+            for t in tags { try? await transport.ack(t) }
+            return nil
+        }
+        let slots = ledger.answer(manifest)
+        let skipped = manifest.members.count { !$0.padding } - slots.count
+        if skipped > 0 { metrics.increment("answers_suppressed", by: Double(skipped)) }
+        let chosen = Set(slots)
+        let requests = Dictionary(grouping: manifest.members.enumerated().filter { chosen.contains($0.offset) }) {
+            $0.element.requestID
+        }
+        var messages: [OutgoingMessage] = []
+        for (requestID, members) in requests {
+            let record = ErrorRecord(requestID: requestID, code: verdict.code, message: verdict.message)
+            messages += outputs(
+                body: record, type: WireFormat.MessageType.error, requestID: requestID, member: members[0].element,
+                manifest: manifest)
+        }
+        return Abandonment(manifest: manifest, messages: messages, slots: slots, tags: tags)
+    }
+
+    private func publishAll(_ messages: [OutgoingMessage], batchID: String) async -> Bool {
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for m in messages { group.addTask { try await self.transport.publish(m) } }
+                try await group.waitForAll()
+            }
+            return true
+        } catch {
+            logger.error("publishing answers failed", metadata: ["batch": "\(batchID)", "error": "\(error)"])
+            return false
         }
     }
 
@@ -368,23 +539,22 @@ public final class DecoderService: Sendable {
         return nil
     }
 
-    /// Decodes (or times out) a batch and publishes its outcome; true when every publish was confirmed.
+    /// Decodes (or times out) a batch and publishes its outcome; returns the messages when a publish
+    /// was not confirmed (nil when every one was).
     private func complete(
-        _ job: BatchAssembler.Job, timedOut: Bool, readyMicroseconds: Int64, manifestReceivedMicroseconds: Int64?
-    ) async -> Bool {
+        _ job: BatchAssembler.Job, slots: [Int], timedOut: Bool, readyMicroseconds: Int64,
+        manifestReceivedMicroseconds: Int64?
+    ) async -> [OutgoingMessage]? {
         let manifest = job.manifest
+        // Every query of the batch was answered by another batch: nothing to publish.
+        if slots.isEmpty { return nil }
         var messages: [OutgoingMessage] = []
-        let requests = Dictionary(grouping: manifest.members.enumerated().filter { !$0.element.padding }) {
+        let answered = Set(slots)
+        let requests = Dictionary(grouping: manifest.members.enumerated().filter { answered.contains($0.offset) }) {
             $0.element.requestID
         }
-        // Results of the wrong size cannot be decoded with the others; they are left out (and counted).
-        let usable = job.results.filter { $0.values.count == manifest.outputSize }
-        if usable.count < job.results.count {
-            metrics.increment("results_malformed", by: Double(job.results.count - usable.count))
-            logger.warning(
-                "results of the wrong size left out",
-                metadata: ["batch": "\(manifest.batchID)", "count": "\(job.results.count - usable.count)"])
-        }
+        // The assembler passes only results that fit the manifest (index in 0..<N, output size).
+        let usable = job.results
         var failure: ErrorRecord? = nil
         var estimates = Matrix(rows: 0, columns: 0)
         if timedOut {
@@ -449,18 +619,9 @@ public final class DecoderService: Sendable {
                 body: record, type: WireFormat.MessageType.prediction, requestID: requestID, member: first,
                 manifest: manifest)
         }
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for m in messages { group.addTask { try await self.transport.publish(m) } }
-                try await group.waitForAll()
-            }
-            metrics.observe("end_to_end", seconds: Double(clock.now() - manifest.createdMilliseconds) / 1000)
-            return true
-        } catch {
-            logger.error(
-                "publishing predictions failed", metadata: ["batch": "\(manifest.batchID)", "error": "\(error)"])
-            return false
-        }
+        guard await publishAll(messages, batchID: manifest.batchID) else { return messages }
+        metrics.observe("end_to_end", seconds: Double(clock.now() - manifest.createdMilliseconds) / 1000)
+        return nil
     }
 
     private func outputs<T: Encodable>(

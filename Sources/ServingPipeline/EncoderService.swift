@@ -63,14 +63,22 @@ public struct EncoderConfiguration: Sendable {
     /// λs; with profiles given, other sizes use the model-agnostic rule (``AgnosticSmoothing``);
     /// without any, every size uses the configured λs.
     public var profiles: [CalibratedLambdas]
+    /// How often a batch is published before its queries are answered `overloaded`, when the broker
+    /// refuses it (a nack: a full queue with `reject-publish`). At least 1.
+    public var publishAttempts: Int
+    /// Wait before publishing a refused batch again, in ms (doubled at each further attempt).
+    public var publishRetryMilliseconds: Int64
 
     /// Creates a configuration.
     public init(
         scheme: SchemeConfiguration, stragglers: Int, maximumBatchWaitMilliseconds: Int64 = 2,
         padsPartialBatches: Bool = false, deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256,
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
-        copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true
+        copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
+        publishRetryMilliseconds: Int64 = 200
     ) {
+        self.publishAttempts = max(1, publishAttempts)
+        self.publishRetryMilliseconds = max(0, publishRetryMilliseconds)
         self.copiesManifestIntoTasks = copiesManifestIntoTasks
         self.splitsPartialBatches = splitsPartialBatches
         self.scheme = scheme
@@ -111,6 +119,14 @@ struct BatchCode: Sendable {
 /// batch with the code of its size, publishes its manifest to the decoder's shard and its coded
 /// tasks at once, and acknowledges a request only after every message derived from it is
 /// confirmed.
+///
+/// Queries are batched per decoder shard — the shard of their request id — so that every batch a
+/// query ever lands in is answered by the same decoder, whose ``AnswerLedger`` answers it once.
+/// When publishing a batch fails, the encoder tells that decoder (``BatchAbandonment``) before it
+/// lets the requests go: requeued after a lost connection, or, when the broker kept refusing the
+/// batch for ``EncoderConfiguration/publishAttempts`` attempts, answered `overloaded` by the
+/// decoder and acknowledged. While a refused batch waits for its next attempt, no new batch is
+/// published: the requests wait in their queue (the encoder holds at most its prefetch).
 public final class EncoderService: Sendable {
     let transport: any MessageTransport
     let configuration: EncoderConfiguration
@@ -224,12 +240,31 @@ public final class EncoderService: Sendable {
         return costs.first { $0.cost <= best * (1 + 1e-12) }?.size ?? 1
     }
 
+    /// What became of an abandoned batch's requests.
+    enum Abandoned: Sendable {
+        /// The decoder answers them with the verdict (`overloaded`): acknowledge.
+        case answered
+        /// The decoder answers them (`unroutable`); they are dead-lettered for inspection.
+        case deadLettered
+        /// Requeued, to be served in another batch (no verdict, or the notice was not confirmed).
+        case requeued
+    }
+
+    /// A batcher: the queries of one model for one decoder shard.
+    struct BatcherKey: Hashable, Sendable {
+        var model: String
+        var shard: Int
+    }
+
     private enum Event: Sendable {
         case delivery(Delivery)
-        case flushCheck(String)
+        case flushCheck(BatcherKey)
         case timer
-        case published(ReadyBatch, model: String)
-        case publishFailed(ReadyBatch, model: String, MessagingError)
+        case published(ReadyBatch, BatcherKey)
+        case publishFailed(ReadyBatch, BatcherKey, MessagingError, BatchManifest?)
+        case retry(ReadyBatch, BatcherKey)
+        case abandoned(ReadyBatch, BatcherKey, Abandoned)
+        case expiredAnswered(DeliveryTag, answered: Bool)
         case consumerEnded(String, (any Error)?)
     }
 
@@ -264,10 +299,13 @@ public final class EncoderService: Sendable {
         let rejection = MessageRejection(transport: transport, topology: topology, service: "encoder")
         let (events, sink) = AsyncStream<Event>.makeStream()
         let piece = configuration.splitsPartialBatches ? Self.partialBatchPiece(codes) : code.batchSize
-        var batchers = models.mapValues { _ in
-            QueryBatcher(
-                batchSize: code.batchSize, maximumWaitMilliseconds: configuration.maximumBatchWaitMilliseconds,
-                padsPartialBatches: configuration.padsPartialBatches, partialBatchPiece: piece)
+        var batchers: [BatcherKey: QueryBatcher] = [:]
+        for model in models.keys {
+            for shard in 0..<max(topology.shards, 1) {
+                batchers[BatcherKey(model: model, shard: shard)] = QueryBatcher(
+                    batchSize: code.batchSize, maximumWaitMilliseconds: configuration.maximumBatchWaitMilliseconds,
+                    padsPartialBatches: configuration.padsPartialBatches, partialBatchPiece: piece)
+            }
         }
         let queues = models.keys.sorted().map { topology.requestsQueue(model: $0) } + [topology.unroutedQueue]
         let consumerTags = queues.map { "\(configuration.consumerTag) \($0)" }
@@ -293,73 +331,167 @@ public final class EncoderService: Sendable {
             var inFlight = 0
             // The earliest time a timer is set for; timers set for later ones fire harmlessly.
             var timerAt: Int64? = nil
-            var flushChecks = Set<String>()
+            var flushChecks = Set<BatcherKey>()
+            // Batches refused by the broker and waiting for their next attempt; while there are any,
+            // new batches wait in `held` instead of being published.
+            var refused = 0
+            var held: [(ReadyBatch, BatcherKey)] = []
             for await event in events {
-                var ready: [(ReadyBatch, String)] = []
-                var touched: [String] = []
+                var ready: [(ReadyBatch, BatcherKey)] = []
+                var touched: [BatcherKey] = []
                 switch event {
                 case .delivery(let delivery):
-                    if let (batches, model) = await accept(delivery, validator: validator, rejection: rejection) {
+                    if let (queries, model) = await accept(delivery, validator: validator, rejection: rejection) {
                         let now = clock.now()
-                        ready += batchers[model]!.add(batches, now: now, nowMicroseconds: clock.microseconds()).map {
-                            ($0, model)
+                        if let expiry = Self.expiry(of: delivery), expiry < now {
+                            // Past its deadline or expiration: answered `expired`, through the
+                            // decoder (a redelivered request may sit in an earlier batch there).
+                            inFlight += 1
+                            metrics.increment("requests_expired")
+                            let notice = expiredNotice(queries, model: model, expiry: expiry, now: now)
+                            group.addTask {
+                                let answered = await self.publishAbandonment(notice)
+                                sink.yield(.expiredAnswered(delivery.tag, answered: answered))
+                            }
+                            break
                         }
-                        touched.append(model)
+                        // All queries of a request go to the shard of its request id.
+                        let key = BatcherKey(
+                            model: model, shard: topology.shard(of: queries.first?.member.requestID ?? ""))
+                        ready += batchers[key]!.add(queries, now: now, nowMicroseconds: clock.microseconds()).map {
+                            ($0, key)
+                        }
+                        touched.append(key)
                     }
-                case .flushCheck(let model):
+                case .flushCheck(let key):
                     // Every delivery that was already waiting has been batched by now: send what
                     // there is unless more queries are expected soon.
-                    flushChecks.remove(model)
-                    ready += batchers[model]!.flushIfDue(now: clock.now()).map { ($0, model) }
-                    touched.append(model)
+                    flushChecks.remove(key)
+                    ready += batchers[key]!.flushIfDue(now: clock.now()).map { ($0, key) }
+                    touched.append(key)
                 case .timer:
                     let now = clock.now()
                     if let at = timerAt, now >= at { timerAt = nil }
-                    for model in batchers.keys {
-                        ready += batchers[model]!.flushIfDue(now: now).map { ($0, model) }
-                        touched.append(model)
+                    for key in batchers.keys {
+                        ready += batchers[key]!.flushIfDue(now: now).map { ($0, key) }
+                        touched.append(key)
                     }
-                case .published(let batch, let model):
+                case .published(let batch, let key):
                     inFlight -= 1
                     metrics.increment("batches_encoded")
-                    for tag in batchers[model]!.batchConfirmed(batch) {
+                    for tag in batchers[key]!.batchConfirmed(batch) {
                         do { try await transport.ack(tag) } catch {
                             logger.warning("ack of a request failed", metadata: ["error": "\(error)"])
                         }
                     }
-                case .publishFailed(let batch, let model, let error):
-                    inFlight -= 1
+                case .publishFailed(var batch, let key, let error, let manifest):
                     metrics.increment("batches_failed")
-                    // Give the requests back to the broker; after a lost connection their tags are stale
-                    // and the broker has requeued them already (the reject is then a no-op). A failure
-                    // that a retry cannot cure (the batch could not be encoded) dead-letters them
-                    // instead, so they are kept for inspection rather than redelivered in a loop.
-                    let requeue = error.isRetryable
-                    for tag in batchers[model]!.batchFailed(batch) {
-                        try? await transport.reject(tag, requeue: requeue)
+                    if let manifest, !error.isRetryable {
+                        // A failure a retry cannot cure, after the manifest may have gone out (no
+                        // queue takes the model's tasks): the decoder answers the queries
+                        // `unroutable`, then the requests are dead-lettered for inspection.
+                        let notice = BatchAbandonment(
+                            manifest: manifest,
+                            error: .init(
+                                code: WireFormatError.Code.unroutable.rawValue,
+                                message: "the broker could not route the batch: \(error.message)"))
+                        group.addTask { [batch] in
+                            let answered = await self.publishAbandonment(notice)
+                            sink.yield(.abandoned(batch, key, answered ? .deadLettered : .requeued))
+                        }
+                    } else if manifest == nil {
+                        // The batch could not be encoded (a defect; nothing was published):
+                        // dead-letter the requests, so they are kept for inspection rather than
+                        // redelivered in a loop.
+                        inFlight -= 1
+                        for tag in batchers[key]!.batchFailed(batch) {
+                            try? await transport.reject(tag, requeue: false)
+                        }
+                        logger.error(
+                            "a batch could not be encoded; its requests are dead-lettered",
+                            metadata: ["error": "\(error)"])
+                    } else if Self.isRefusal(error) && batch.refusals + 1 < configuration.publishAttempts {
+                        // The broker refused the batch (a nack: a full queue): try again later, and
+                        // publish nothing new meanwhile.
+                        batch.refusals += 1
+                        refused += 1
+                        metrics.increment("batches_retried")
+                        metrics.set("overloaded", 1)
+                        let wait = configuration.publishRetryMilliseconds << (batch.refusals - 1)
+                        logger.warning(
+                            "the broker refused a batch; publishing it again",
+                            metadata: ["error": "\(error)", "attempt": "\(batch.refusals + 1)", "in_ms": "\(wait)"])
+                        group.addTask { [batch] in
+                            try? await Task.sleep(for: .milliseconds(wait))
+                            sink.yield(.retry(batch, key))
+                        }
+                    } else {
+                        // Out of attempts, or the connection was lost: tell the decoder before the
+                        // requests go. A refused batch is answered `overloaded` (by the decoder, so the
+                        // verdict cannot contradict an answer the batch already got); otherwise the
+                        // requests are requeued and served in another batch.
+                        let verdict =
+                            Self.isRefusal(error)
+                            ? BatchAbandonment.Verdict(
+                                code: WireFormatError.Code.overloaded.rawValue,
+                                message:
+                                    "the broker refused the batch's tasks \(configuration.publishAttempts) times (\(error.message)); the system is overloaded, retry later"
+                            ) : nil
+                        let notice = BatchAbandonment(manifest: manifest!, error: verdict)
+                        group.addTask { [batch] in
+                            let answered = await self.publishAbandonment(notice)
+                            sink.yield(.abandoned(batch, key, answered ? .answered : .requeued))
+                        }
                     }
-                    logger.error(
-                        requeue
-                            ? "publishing a batch failed; its requests are requeued"
-                            : "a batch could not be encoded; its requests are dead-lettered",
-                        metadata: ["error": "\(error)"])
+                case .retry(let batch, let key):
+                    refused -= 1
+                    group.addTask { await self.publish(batch, key: key, sink: sink) }
+                case .abandoned(let batch, let key, let outcome):
+                    inFlight -= 1
+                    switch outcome {
+                    case .answered:
+                        // The decoder answers its queries with the verdict: the requests are done.
+                        metrics.increment("batches_overloaded")
+                        metrics.increment(
+                            "queries_overloaded", by: Double(batch.queries.count { !$0.member.padding }))
+                        for tag in batchers[key]!.batchConfirmed(batch) { try? await transport.ack(tag) }
+                        logger.error("the broker kept refusing a batch; its queries are answered overloaded")
+                    case .deadLettered:
+                        for tag in batchers[key]!.batchFailed(batch) {
+                            try? await transport.reject(tag, requeue: false)
+                        }
+                        logger.error(
+                            "a batch could not be routed; its queries are answered and its requests dead-lettered")
+                    case .requeued:
+                        // Give the requests back to the broker; after a lost connection their tags are
+                        // stale and the broker has requeued them already (the reject is then a no-op).
+                        for tag in batchers[key]!.batchFailed(batch) { try? await transport.reject(tag, requeue: true) }
+                        logger.error("publishing a batch failed; its requests are requeued")
+                    }
+                case .expiredAnswered(let tag, let answered):
+                    inFlight -= 1
+                    if answered {
+                        try? await transport.ack(tag)
+                    } else {
+                        try? await transport.reject(tag, requeue: true)
+                    }
                 case .consumerEnded(let queue, let error):
                     consumersLeft -= 1
                     if let error { logger.error("consumer of \(queue) ended", metadata: ["error": "\(error)"]) }
                     if consumersLeft == 0 {
-                        for model in batchers.keys {
-                            ready += batchers[model]!.flushNow().map { ($0, model) }
+                        for key in batchers.keys {
+                            ready += batchers[key]!.flushNow().map { ($0, key) }
                         }
                     }
                 }
                 // What the partial batches of the models just touched wait for.
                 let now = clock.now()
-                for model in touched where consumersLeft > 0 {
-                    switch batchers[model]!.partialBatchDecision(now: now) {
+                for key in touched where consumersLeft > 0 {
+                    switch batchers[key]!.partialBatchDecision(now: now) {
                     case .nothing:
                         break
                     case .flushNow:
-                        if flushChecks.insert(model).inserted { sink.yield(.flushCheck(model)) }
+                        if flushChecks.insert(key).inserted { sink.yield(.flushCheck(key)) }
                     case .waitUntil(let at):
                         if timerAt.map({ at < $0 }) ?? true {
                             timerAt = at
@@ -370,11 +502,17 @@ public final class EncoderService: Sendable {
                         }
                     }
                 }
-                for (batch, model) in ready {
-                    inFlight += 1
-                    group.addTask { await self.publish(batch, model: model, sink: sink) }
+                if refused > 0 {
+                    held += ready
+                } else {
+                    if metrics.gauge("overloaded") != 0 { metrics.set("overloaded", 0) }
+                    for (batch, key) in held + ready {
+                        inFlight += 1
+                        group.addTask { await self.publish(batch, key: key, sink: sink) }
+                    }
+                    held = []
                 }
-                if consumersLeft == 0 && inFlight == 0 { break }
+                if consumersLeft == 0 && inFlight == 0 && held.isEmpty { break }
             }
             metrics.set("consuming", 0)
             group.cancelAll()
@@ -425,15 +563,87 @@ public final class EncoderService: Sendable {
         }
     }
 
+    /// When a request stops being worth serving (ms since the epoch), if it says: its
+    /// `x-nercc-deadline-ms` header, or its AMQP `expiration` counted from when it was sent (its
+    /// `x-nercc-sent-us` header, else its `timestamp` rounded up to the next second, so that it is
+    /// never declared expired early). The earlier of the two.
+    static func expiry(of delivery: Delivery) -> Int64? {
+        let headers = delivery.properties.headers
+        var expiry = headers[WireFormat.Header.deadline]?.intValue
+        if let ttl = delivery.properties.expiration.flatMap({ Int64($0) }), ttl >= 0 {
+            let sent =
+                headers[WireFormat.Header.sentMicroseconds]?.intValue.flatMap { $0 > 0 ? $0 / 1_000 : nil }
+                ?? delivery.properties.timestamp.map { (Int64($0) + 1) * 1_000 }
+            if let sent { expiry = min(expiry ?? .max, sent + ttl) }
+        }
+        return expiry
+    }
+
+    /// The abandonment that has the decoder answer a request's queries `expired`: a batch of its own
+    /// (uncoded, never published as tasks) that only the verdict refers to.
+    private func expiredNotice(_ queries: [PendingQuery], model name: String, expiry: Int64, now: Int64)
+        -> BatchAbandonment
+    {
+        let members = queries.map(\.member)
+        let k = members.count
+        let encoded = clock.microseconds()
+        let manifest = BatchManifest(
+            batchID: batchIdentifier(members: members), model: name,
+            scheme: .init(name: SchemeKind.uncoded.rawValue, workers: k, batchSize: k), waitFor: k,
+            createdMilliseconds: now, deadlineMilliseconds: max(now, (encoded + 999) / 1_000),
+            encodedMicroseconds: encoded, outputSize: models[name]?.outputSize ?? 1, labels: nil, members: members)
+        return BatchAbandonment(
+            manifest: manifest,
+            error: .init(
+                code: WireFormatError.Code.expired.rawValue,
+                message: "the request expired \(now - expiry) ms before the encoder could serve it"))
+    }
+
+    /// Whether a publish failed because the broker refused it (a nack: a full queue with
+    /// `reject-publish`) rather than because it could not be sent or confirmed in time (a lost
+    /// connection, or one blocked by a resource alarm past the publish timeout: then nothing could be
+    /// answered either, and the requests are requeued instead).
+    static func isRefusal(_ error: MessagingError) -> Bool {
+        error.kind == .nacked
+    }
+
+    /// Publishes an abandonment to the batch's decoder; true when it carries a verdict and is
+    /// confirmed.
+    private func publishAbandonment(_ notice: BatchAbandonment) async -> Bool {
+        let manifest = notice.manifest
+        let message = OutgoingMessage(
+            exchange: topology.resultsExchange, routingKey: "\(topology.shard(of: manifest.members[0].requestID))",
+            properties: MessageProperties(
+                contentType: WireFormat.jsonContentType, messageID: "\(manifest.batchID)/abandon",
+                correlationID: manifest.batchID, timestamp: UInt64(clock.now() / 1000),
+                type: WireFormat.MessageType.abandon,
+                headers: [
+                    WireFormat.Header.version: .int(Int64(WireFormat.version)),
+                    WireFormat.Header.batchID: .string(manifest.batchID),
+                ]),
+            body: JSONBody.encode(notice), mandatory: true)
+        do {
+            try await transport.publish(message)
+            metrics.increment("batches_abandoned")
+            return notice.error != nil
+        } catch {
+            logger.warning(
+                "the decoder could not be told that a batch was abandoned",
+                metadata: ["batch": "\(manifest.batchID)", "error": "\(error)"])
+            return false
+        }
+    }
+
     /// Encodes a batch with the code of its size and publishes its manifest and its tasks at once;
     /// reports the outcome to the loop once all are confirmed (or one failed).
-    private func publish(_ batch: ReadyBatch, model name: String, sink: AsyncStream<Event>.Continuation) async {
+    private func publish(_ batch: ReadyBatch, key: BatcherKey, sink: AsyncStream<Event>.Continuation) async {
+        let name = key.model
         let model = models[name]!
         let now = clock.now()
         let batchCode = codes[batch.queries.count - 1]
         let code = batchCode.code
         let batchID = batchIdentifier(members: batch.queries.map(\.member))
-        let shard = topology.shard(of: batchID)
+        let shard = key.shard
         let x = Matrix(rows: code.batchSize, columns: model.inputSize, float32Elements: batch.queries.flatMap(\.values))
         let coded: Matrix
         do {
@@ -442,7 +652,7 @@ public final class EncoderService: Sendable {
             // Inputs were validated as finite; a failure here is a defect, reported and not retried.
             logger.critical("encoding failed", metadata: ["batch": "\(batchID)", "error": "\(error)"])
             sink.yield(
-                .publishFailed(batch, model: name, MessagingError(.protocolError, "\(error)", isRetryable: false)))
+                .publishFailed(batch, key, MessagingError(.protocolError, "\(error)", isRetryable: false), nil))
             return
         }
         let encoded = clock.microseconds()
@@ -506,12 +716,12 @@ public final class EncoderService: Sendable {
             metrics.increment("tasks_published", by: Double(code.workers))
             metrics.increment("queries_encoded", by: Double(batch.queries.count { !$0.member.padding }))
             metrics.observe("encode_wait", seconds: Double(now - batch.openedMilliseconds) / 1000)
-            sink.yield(.published(batch, model: name))
+            sink.yield(.published(batch, key))
         } catch let error as MessagingError {
-            sink.yield(.publishFailed(batch, model: name, error))
+            sink.yield(.publishFailed(batch, key, error, manifest))
         } catch {
             sink.yield(
-                .publishFailed(batch, model: name, MessagingError(.protocolError, "\(error)", isRetryable: true)))
+                .publishFailed(batch, key, MessagingError(.protocolError, "\(error)", isRetryable: true), manifest))
         }
     }
 }

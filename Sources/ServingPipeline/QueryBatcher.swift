@@ -25,6 +25,9 @@ public struct ReadyBatch: Sendable, Equatable {
     public var queries: [PendingQuery]
     /// When the first query of the batch arrived (ms since the epoch).
     public var openedMilliseconds: Int64
+    /// How many times publishing it has failed because the broker refused it (see
+    /// ``EncoderConfiguration/publishAttempts``).
+    public var refusals = 0
 
     /// How many real (non-padding) queries of each request delivery the batch holds.
     public var shares: [DeliveryTag: Int] {

@@ -1,7 +1,8 @@
 import DequeModule
 
 /// A set that remembers only its most recent `capacity` members: the worker's record of finished
-/// batches. Inserting past the capacity forgets the oldest member. O(1) per operation.
+/// batches, the decoder's record of answered queries. Inserting past the capacity forgets the
+/// oldest member. O(1) per operation.
 public struct RecentSet<Element: Hashable & Sendable>: Sendable {
     /// How many members it keeps.
     public let capacity: Int

@@ -80,10 +80,11 @@ public struct ServingTopology: Sendable, Equatable {
     /// A worker's cancellation queue is deleted after this long without a consumer (ms).
     public static let cancelQueueExpiry: Int64 = 60_000
 
-    /// The shard of a batch: a stable hash of its id (FNV-1a), so every message of a batch reaches
-    /// the same decoder whatever the broker does.
-    public func shard(of batchID: String) -> Int {
-        Int(StableHash.fnv1a(batchID) % UInt64(max(shards, 1)))
+    /// The decoder shard of a request: a stable hash of its request id (FNV-1a). The encoder batches
+    /// the queries of each shard apart, so every batch a query ever lands in — and every message of
+    /// that batch — reaches the same decoder, whatever the broker does.
+    public func shard(of requestID: String) -> Int {
+        Int(StableHash.fnv1a(requestID) % UInt64(max(shards, 1)))
     }
 
     private func quorum(_ name: String, extra: [String: HeaderValue] = [:]) -> Topology.Queue {

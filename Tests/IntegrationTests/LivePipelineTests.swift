@@ -153,12 +153,16 @@ struct LivePipelineTests {
         await client.transport.close()
     }
 
-    @Test func aDuplicatedResultIsDecodedOnce() async throws {
-        let prefix = LiveSystem.prefix()
+    /// A decoder alone, fed a hand-made batch: bacc with N = 4, K = 2 that waits for 3 results, then
+    /// the results with the coded indices given, in that order (the batch's output size is 2).
+    /// Returns the client (its replies are still to collect), the batch id and the decoder.
+    static func forgedBatch(prefix: String, results indices: [Int]) async throws -> (
+        TestClient, String, ServiceProcess
+    ) {
         let decoder = try ServiceProcess(["decoder"], prefix: prefix, name: "decoder")
         #expect(try await LiveSystem.waitForConsumers("\(prefix).results.0", 1))
         let client = try await TestClient.connect(prefix: prefix)
-        let batchID = "dup-\(prefix)"
+        let batchID = "forged-\(prefix)"
         let manifest = BatchManifest(
             batchID: batchID, model: "m", scheme: .init(name: "bacc", workers: 4, batchSize: 2), waitFor: 3,
             createdMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
@@ -174,21 +178,27 @@ struct LivePipelineTests {
                     contentType: WireFormat.jsonContentType, messageID: "\(batchID)/manifest",
                     type: WireFormat.MessageType.manifest, headers: [WireFormat.Header.version: 1]),
                 body: Array(try JSONEncoder().encode(manifest))))
-        func result(_ n: Int) -> OutgoingMessage {
-            OutgoingMessage(
-                exchange: "", routingKey: "\(prefix).results.0",
-                properties: MessageProperties(
-                    contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)/result",
-                    correlationID: batchID,
-                    type: WireFormat.MessageType.result,
-                    headers: [
-                        WireFormat.Header.version: 1, WireFormat.Header.batchID: .string(batchID),
-                        WireFormat.Header.codedIndex: .int(Int64(n)), WireFormat.Header.shape: "2",
-                    ]),
-                body: TensorBody.encode([Float(n), 1]))
+        for n in indices {
+            try await client.transport.publish(
+                OutgoingMessage(
+                    exchange: "", routingKey: "\(prefix).results.0",
+                    properties: MessageProperties(
+                        contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)/result",
+                        correlationID: batchID,
+                        type: WireFormat.MessageType.result,
+                        headers: [
+                            WireFormat.Header.version: 1, WireFormat.Header.batchID: .string(batchID),
+                            WireFormat.Header.codedIndex: .int(Int64(n)), WireFormat.Header.shape: "2",
+                        ]),
+                    body: TensorBody.encode([Float(n), 1])))
         }
+        return (client, batchID, decoder)
+    }
+
+    @Test func aDuplicatedResultIsDecodedOnce() async throws {
+        let prefix = LiveSystem.prefix()
         // Worker 1's result twice (a redelivery), then two more: the decoder needs three distinct ones.
-        for n in [1, 1, 0, 3, 2] { try await client.transport.publish(result(n)) }
+        let (client, _, decoder) = try await Self.forgedBatch(prefix: prefix, results: [1, 1, 0, 3, 2])
         let replies = try await client.collect(seconds: 5) { _ in false }
         let records = TestClient.predictions(replies)
         #expect(records.count == 1, "expected exactly one prediction for the batch, got \(records.count)")
@@ -197,6 +207,25 @@ struct LivePipelineTests {
             try await LiveSystem.eventually(10) {
                 (try await LiveSystem.queue("\(prefix).results.0")["messages"] as? Int ?? -1) == 0
             }, "the duplicate and the late result were not acknowledged")
+        await client.transport.close()
+        _ = decoder
+    }
+
+    @Test func aResultWithAnOutOfRangeIndexIsDeadLetteredAndTheBatchDecodes() async throws {
+        let prefix = LiveSystem.prefix()
+        // A misbehaving worker's result for coded index 12 of a batch of N = 4, then three valid ones.
+        let (client, batchID, decoder) = try await Self.forgedBatch(prefix: prefix, results: [12, 0, 1, 3])
+        let replies = try await client.collect(seconds: 5) { TestClient.answered($0) >= 2 }
+        let records = TestClient.predictions(replies)
+        #expect(records.count == 1 && records.first?.status == .ok, "the batch did not decode: \(replies.count)")
+        #expect(records.first?.received == 3)
+        var dead = try await client.transport.consume(
+            queue: "\(prefix).dead-letter", prefetch: 10, consumerTag: "dead"
+        ).makeAsyncIterator()
+        let letter = try await dead.next(before: ContinuousClock.now + .seconds(10))
+        #expect(letter?.properties.messageID == "\(batchID)/12/result", "the bad result was not dead-lettered")
+        #expect(letter?.properties.headers[WireFormat.Header.errorCode]?.stringValue == "bad-header")
+        #expect(letter?.properties.headers[WireFormat.Header.rejectedBy]?.stringValue == "decoder")
         await client.transport.close()
         _ = decoder
     }

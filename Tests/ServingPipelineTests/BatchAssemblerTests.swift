@@ -163,18 +163,21 @@ import Testing
         #expect(a.counters.duplicate == 0)
     }
 
-    @Test func aManifestMessageAfterTheBatchDecodedFromACopyIsAcknowledgedAtOnce() {
+    /// The manifest message of a batch being answered from a copy is held, and acknowledged with
+    /// the results once the answers are confirmed (AssemblerFaultTests has the other orders).
+    @Test func aManifestMessageAfterTheBatchDecodedFromACopyIsAcknowledgedWithTheBatch() {
         var a = BatchAssemblerTests.assembler()
         let manifest = BatchAssemblerTests.manifest(waitFor: 1)
         _ = a.receive(result: BatchAssemblerTests.result(0, tag: 2), batchID: "b1", now: 0)
         let actions = a.receive(manifest: manifest, tag: nil, now: 1)
         #expect(actions.count == 1)
-        #expect(
-            a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(9), now: 2) == [
-                .ack([BatchAssemblerTests.tag(9)])
-            ])
-        a.finished(batchID: "b1", now: 3)
+        #expect(a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(9), now: 2).isEmpty)
+        #expect(a.finished(batchID: "b1", now: 3) == [BatchAssemblerTests.tag(2), BatchAssemblerTests.tag(9)])
         #expect(a.receive(manifest: manifest, tag: nil, now: 4).isEmpty)
+        #expect(
+            a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(10), now: 5) == [
+                .ack([BatchAssemblerTests.tag(10)])
+            ])
     }
 }
 

@@ -29,16 +29,17 @@ struct LinearModel: InferenceModel {
     /// which hold one task each and never answer.
     static func services(
         _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal,
-        stragglers: Int = 0, silent: Int = 0
+        stragglers: Int = 0, silent: Int = 0, configure: (inout EncoderConfiguration) -> Void = { _ in }
     ) throws -> [@Sendable () async throws -> Void] {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let topology = ServingTopology()
+        var configuration = EncoderConfiguration(
+            scheme: scheme, stragglers: stragglers, maximumBatchWaitMilliseconds: 5)
+        configure(&configuration)
         let encoder = try EncoderService(
-            transport: transport,
-            configuration: EncoderConfiguration(
-                scheme: scheme, stragglers: stragglers, maximumBatchWaitMilliseconds: 5),
-            topology: topology, models: [LinearModel()], logger: logger)
+            transport: transport, configuration: configuration, topology: topology, models: [LinearModel()],
+            logger: logger)
         let decoder = DecoderService(
             transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger)
         var runs: [@Sendable () async throws -> Void] = [

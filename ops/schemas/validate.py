@@ -10,16 +10,18 @@
 
   python3 ops/schemas/validate.py --emitted DIR_OR_FILE [...]
       Validates captured messages: files named <schema>@<anything>.json (e.g. prediction@1.json,
-      coded-task@3.json, cancellation-notice@2.json). JSON messages (request, batch-manifest,
-      prediction, error-record, cancellation-notice) are their body; binary messages (coded-task,
-      worker-result) are an envelope
+      coded-task@3.json, batch-abandonment@2.json). JSON messages (request, batch-manifest,
+      prediction, error-record, cancellation-notice, batch-abandonment) are their body; binary
+      messages (coded-task, worker-result) are an envelope
       {"properties": {...}, "headers": {...}, "body_bytes": <int>, "body_base64": <optional>}.
 
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
 envelope body length = 4 x product(x-nercc-shape), deterministic message ids, manifest members =
 scheme.batch_size, N and wait_for as the scheme implies, and the batch id rule, prediction class =
 argmax of its outputs, timestamps of one clock in order, a manifest copy (x-nercc-manifest) on a
-task or result that is a valid manifest of the message's batch, and a few more.
+task or result that is a valid manifest of the message's batch, an abandonment's manifest that
+passes the manifest checks (and the abandonment schema's copy of the manifest schema kept identical
+to batch-manifest.schema.json), and a few more.
 
 Exit status: 0 all good, 1 a problem was found (each is listed with file and JSON path),
 2 usage error or jsonschema missing.
@@ -56,6 +58,7 @@ INVALID = EXAMPLES / "invalid"
 # The wire-format messages; each must have a valid example and at least one invalid one.
 WIRE_SCHEMAS = [
     "request", "batch-manifest", "prediction", "error-record", "coded-task", "worker-result", "cancellation-notice",
+    "batch-abandonment",
 ]
 ENVELOPE_SCHEMAS = {"coded-task", "worker-result"}
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -179,8 +182,10 @@ def check_batch_manifest(msg: dict) -> list[str]:
     encoded = msg.get("encoded_us")
     if encoded is not None:
         # Microseconds, taken just after created_ms (rounded to the millisecond) and before the deadline.
-        if not (msg["created_ms"] - 1) * 1000 <= encoded <= msg["deadline_ms"] * 1000:
-            problems.append(f"$.encoded_us: {encoded} is not between created_ms and deadline_ms in microseconds")
+        if encoded < (msg["created_ms"] - 1) * 1000:
+            problems.append(f"$.encoded_us: {encoded} is before created_ms in microseconds")
+        elif encoded > msg["deadline_ms"] * 1000:
+            problems.append(f"$.encoded_us: {encoded} is after deadline_ms in microseconds")
     for i, m in enumerate(members):
         if m["index"] >= m["request_queries"]:
             problems.append(f"$.members[{i}].index: {m['index']} >= request_queries {m['request_queries']}")
@@ -273,6 +278,12 @@ def check_manifest_copy(headers: dict, validators: dict, result: bool) -> list[s
     return problems
 
 
+def check_batch_abandonment(msg: dict) -> list[str]:
+    """The abandoned attempt's manifest: the manifest checks (the schema already holds it to the
+    manifest schema), with their JSON paths under $.manifest."""
+    return [f"$.manifest{p[1:]}" if p.startswith("$") else p for p in check_batch_manifest(msg["manifest"])]
+
+
 def check_envelope(msg: dict, validators: dict, result: bool) -> list[str]:
     problems = check_manifest_copy(msg["headers"], validators, result)
     props, headers = msg["properties"], msg["headers"]
@@ -318,14 +329,45 @@ CHECKS = {
     "coded-task": lambda msg, validators: check_envelope(msg, validators, result=False),
     "worker-result": lambda msg, validators: check_envelope(msg, validators, result=True),
     "cancellation-notice": lambda msg, validators: [],
+    "batch-abandonment": lambda msg, validators: check_batch_abandonment(msg),
 }
+
+# Schemas that carry a copy of the manifest schema: its type, required, additionalProperties and
+# properties in $defs/manifest, and its $defs beside that (the schemas use no cross-file $ref).
+MANIFEST_COPIES = ["batch-abandonment"]
+MANIFEST_KEYS = ("type", "required", "additionalProperties", "properties")
+
+
+def check_manifest_schema_copies(schemas: dict[str, dict]) -> list[str]:
+    """Each copy of batch-manifest.schema.json must be the same as the original."""
+    manifest = schemas.get("batch-manifest")
+    if manifest is None:
+        return []
+    problems = []
+    extra = set(manifest) - {"$schema", "$id", "title", "description", "$defs", *MANIFEST_KEYS}
+    for name in MANIFEST_COPIES:
+        schema = schemas.get(name)
+        if schema is None:
+            continue
+        where = f"schemas/{name}.schema.json"
+        defs = schema.get("$defs", {})
+        if extra:
+            problems.append(f"{where}: batch-manifest.schema.json has keywords its copy does not carry: {sorted(extra)}")
+        copy = defs.get("manifest", {})
+        for key in MANIFEST_KEYS:
+            if copy.get(key) != manifest.get(key):
+                problems.append(f"{where}: $.$defs.manifest.{key} differs from batch-manifest.schema.json")
+        for key, value in manifest.get("$defs", {}).items():
+            if defs.get(key) != value:
+                problems.append(f"{where}: $.$defs.{key} differs from batch-manifest.schema.json")
+    return problems
 
 
 # --- driver -----------------------------------------------------------------------------------
 
 
 def load_schemas(problems: list[str]) -> dict[str, Draft202012Validator]:
-    validators = {}
+    validators, schemas = {}, {}
     for path in sorted(SCHEMAS.glob("*.schema.json")):
         name = path.name[: -len(".schema.json")]
         rel = path.relative_to(REPO)
@@ -344,12 +386,14 @@ def load_schemas(problems: list[str]) -> dict[str, Draft202012Validator]:
         if schema.get("$id") != f"urn:nercc:schema:{name}:1":
             problems.append(f"{rel}: $id should be urn:nercc:schema:{name}:1, is {schema.get('$id')}")
         validators[name] = Draft202012Validator(schema)
+        schemas[name] = schema
         for i, example in enumerate(schema.get("examples", [])):
             for error in schema_errors(validators[name], example):
                 problems.append(f"{rel}: examples[{i}]: {error}")
     for name in WIRE_SCHEMAS:
         if name not in validators:
             problems.append(f"schemas/{name}.schema.json: missing or unusable")
+    problems += check_manifest_schema_copies(schemas)
     return validators
 
 
