@@ -8,8 +8,10 @@ import PackageDescription
 //   NumPyFormat (pure: .npy bytes ⇄ arrays)
 //   Messaging (transport protocol and message types; no I/O)
 //   CRabbitMQ (C: rabbitmq-c 0.11 + shim) ──▶ RabbitMQMessaging (the only importer of CRabbitMQ)
-//   CodedComputing, NeuralInference, Messaging, ServingMessages, swift-collections ──▶ ServingPipeline
-//   all of the above + ArgumentParser ──▶ NerccCommands ──▶ nercc (executable)
+//   CodedComputing, NeuralInference, Messaging, ServingMessages, swift-collections,
+//     swift-prometheus ──▶ ServingPipeline
+//   all of the above + ArgumentParser, Hummingbird, swift-service-lifecycle ──▶ NerccCommands
+//     ──▶ nercc (executable)
 let strict: [SwiftSetting] = [
     .unsafeFlags(["-warnings-as-errors"])
 ]
@@ -27,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -72,6 +77,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),
@@ -97,6 +103,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Messaging
 import RabbitMQMessaging
+import ServiceLifecycle
 import ServingPipeline
 
 /// Broker connection and topology options shared by every service and the client.
@@ -145,19 +146,38 @@ struct ConnectionOptions: ParsableArguments {
 }
 
 /// Runs a service until SIGTERM or SIGINT, then lets it drain and closes the connection; serves
-/// `/metrics` and `/health` meanwhile when `--http-port` is set.
+/// `/metrics` and `/health` meanwhile when `--http-port` is set. Signals and shutdown order are
+/// handled by a swift-service-lifecycle service group: on a signal the service drains first (the
+/// probes answer meanwhile, ready = 503), then the HTTP server stops.
 enum ServiceRunner {
     /// A publish that waits longer than this for its confirm makes the service not ready.
     static let publishStallLimit: Duration = .seconds(5)
 
+    /// The nercc service as a lifecycle service: graceful shutdown fires its stop signal.
+    private struct Serving: Service {
+        let stop: StopSignal
+        let body: @Sendable (StopSignal) async throws -> Void
+        let logger: Logger
+
+        func run() async throws {
+            try await withGracefulShutdownHandler {
+                try await body(stop)
+            } onGracefulShutdown: {
+                logger.notice("shutting down (a signal, or another part of the service ended): draining")
+                stop.stop()
+            }
+        }
+    }
+
     static func run(
         transport: RabbitMQTransport, logger: Logger, connection: ConnectionOptions, role: String,
-        metrics: ServiceMetrics, _ body: @Sendable (StopSignal) async throws -> Void
+        metrics: ServiceMetrics, _ body: @escaping @Sendable (StopSignal) async throws -> Void
     ) async throws {
         let stop = StopSignal()
-        var endpoint: HTTPEndpoint? = nil
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if connection.httpPort > 0 {
-            let http = HTTPEndpoint(
+            let http = try HealthServer.make(
+                host: connection.httpHost, port: connection.httpPort, logger: logger,
                 metrics: {
                     // The connection's state, read at scrape time.
                     metrics.set("blocked", transport.isBlocked ? 1 : 0)
@@ -165,7 +185,7 @@ enum ServiceRunner {
                     metrics.set(
                         "oldest_publish_wait_seconds", Double(wait.seconds) + Double(wait.attoseconds) / 1e18)
                     metrics.set("connected", transport.isConnected ? 1 : 0)
-                    return metrics.prometheusText(prefix: "nercc_\(role)")
+                    return metrics.prometheusText()
                 },
                 ready: {
                     // Not ready while the broker blocks publishing (a resource alarm), while a publish
@@ -176,30 +196,28 @@ enum ServiceRunner {
                 },
                 // Not live once the transport gave up reconnecting: a restart is the only remedy.
                 live: { transport.terminalError == nil })
-            try http.start(host: connection.httpHost, port: connection.httpPort)
             logger.info("serving /metrics and /health on \(connection.httpHost):\(connection.httpPort)")
-            endpoint = http
+            // Shut down last (services stop in reverse order): the probes answer while draining.
+            services.append(.init(service: http, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
-        defer { endpoint?.stop() }
-        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                logger.notice("signal \(sig): draining")
-                stop.stop()
-            }
-            source.resume()
-            return source
-        }
-        defer { sources.forEach { $0.cancel() } }
+        services.append(
+            .init(
+                service: Serving(stop: stop, body: body, logger: logger),
+                successTerminationBehavior: .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup))
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
-            try await body(stop)
+            try await group.run()
         } catch let error as MessagingError {
             await transport.close()
             throw CommandError(error.message)
         } catch let error as ServingError {
             await transport.close()
             throw CommandError(error.message)
+        } catch {
+            await transport.close()
+            throw error
         }
         await transport.close()
     }

@@ -186,7 +186,7 @@ struct EncoderCommand: AsyncParsableCommand {
         }
         let name = ServiceRunner.processName("encoder")
         let transport = try await connection.connect(name: name, logger: logger)
-        let metrics = ServiceMetrics()
+        let metrics = ServiceMetrics(prefix: "nercc_encoder")
         let service: EncoderService
         do {
             service = try EncoderService(
@@ -300,7 +300,7 @@ struct WorkerCommand: AsyncParsableCommand {
             logger.warning("straggler injection is on (testing aid)", metadata: ["injection": "\(injection)"])
         }
         let transport = try await connection.connect(name: "worker \(workerId)", logger: logger)
-        let metrics = ServiceMetrics()
+        let metrics = ServiceMetrics(prefix: "nercc_worker")
         let service = WorkerService(
             transport: transport,
             configuration: WorkerConfiguration(
@@ -365,7 +365,7 @@ struct DecoderCommand: AsyncParsableCommand {
         BLAS.useCallingThreadOnly()
         let name = ServiceRunner.processName("decoder")
         let transport = try await connection.connect(name: name, logger: logger)
-        let metrics = ServiceMetrics()
+        let metrics = ServiceMetrics(prefix: "nercc_decoder")
         let service = DecoderService(
             transport: transport,
             configuration: DecoderConfiguration(

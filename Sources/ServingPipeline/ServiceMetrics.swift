@@ -1,71 +1,84 @@
 import Foundation
+import Prometheus
 
-/// Counters and latency samples of a service, safe to update from any task; exposed in Prometheus
-/// text format by ``prometheusText(prefix:)``.
+/// Counters, gauges and latency histograms of a service, safe to update from any task, kept in a
+/// swift-prometheus registry and exposed in Prometheus text format by ``prometheusText()``.
+///
+/// Names are given without the service's prefix: `increment("batches_decoded")` is the counter
+/// `<prefix>_batches_decoded_total`, `set("consuming", 1)` the gauge `<prefix>_consuming`, and
+/// `observe("end_to_end", seconds:)` the histogram `<prefix>_end_to_end_seconds`. Counters only grow.
 public final class ServiceMetrics: @unchecked Sendable {
-    // Guarded by `lock`.
+    /// Upper bounds of the latency histograms' buckets, in seconds.
+    public static let latencyBuckets: [Double] = [
+        0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30,
+    ]
+
+    /// The registry the metrics live in.
+    public let registry = PrometheusCollectorRegistry()
+    /// The metric name prefix, e.g. `nercc_decoder`.
+    public let prefix: String
+    // Guarded by `lock`: the metrics by name, with the values the service reads back.
     private let lock = NSLock()
-    private var counters: [String: Double] = [:]
-    private var samples: [String: [Double]] = [:]
-    private var gauges: [String: Double] = [:]
-    private let sampleLimit = 100_000
+    private var counters: [String: (metric: Counter, value: Double)] = [:]
+    private var gauges: [String: (metric: Gauge, value: Double)] = [:]
+    private var histograms: [String: ValueHistogram] = [:]
 
-    /// Creates empty metrics.
-    public init() {}
-
-    /// Adds to a counter.
-    public func increment(_ name: String, by value: Double = 1) {
-        lock.withLock { counters[name, default: 0] += value }
+    /// Creates empty metrics whose names start with `prefix`.
+    public init(prefix: String = "nercc") {
+        self.prefix = prefix
     }
 
-    /// Records a latency sample in seconds (the last 100,000 are kept per name).
-    public func observe(_ name: String, seconds: Double) {
+    /// `<prefix>_<name>_<unit>` (without the unit when it is empty), without help text.
+    private func descriptor(_ name: String, unit: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: prefix, metricName: name, unitName: unit, helpText: "")
+    }
+
+    /// Adds `value` (≥ 0) to a counter.
+    public func increment(_ name: String, by value: Double = 1) {
+        guard value > 0 else { return }
         lock.withLock {
-            samples[name, default: []].append(seconds)
-            if samples[name]!.count > sampleLimit { samples[name]!.removeFirst(samples[name]!.count - sampleLimit) }
+            let counter = counters[name]?.metric ?? registry.makeCounter(descriptor: descriptor(name, unit: "total"))
+            counter.increment(by: value)
+            counters[name] = (counter, (counters[name]?.value ?? 0) + value)
         }
+    }
+
+    /// Records a latency in seconds in a histogram.
+    public func observe(_ name: String, seconds: Double) {
+        let histogram = lock.withLock {
+            if let existing = histograms[name] { return existing }
+            let made = registry.makeValueHistogram(
+                descriptor: descriptor(name, unit: "seconds"), buckets: Self.latencyBuckets)
+            histograms[name] = made
+            return made
+        }
+        histogram.record(seconds)
     }
 
     /// Sets a gauge (a value that goes up and down, such as `consuming`).
     public func set(_ name: String, _ value: Double) {
-        lock.withLock { gauges[name] = value }
+        lock.withLock {
+            let gauge = gauges[name]?.metric ?? registry.makeGauge(descriptor: descriptor(name, unit: ""))
+            gauge.set(value)
+            gauges[name] = (gauge, value)
+        }
     }
 
     /// A gauge's value (0 when never set).
     public func gauge(_ name: String) -> Double {
-        lock.withLock { gauges[name] ?? 0 }
+        lock.withLock { gauges[name]?.value ?? 0 }
     }
 
     /// A counter's value.
     public func value(_ name: String) -> Double {
-        lock.withLock { counters[name] ?? 0 }
+        lock.withLock { counters[name]?.value ?? 0 }
     }
 
-    /// Every counter.
-    public var snapshot: [String: Double] { lock.withLock { counters } }
+    /// Every counter's value.
+    public var snapshot: [String: Double] { lock.withLock { counters.mapValues(\.value) } }
 
-    /// Counters as Prometheus text; latency samples as summaries (p50, p90, p99, p99.9).
-    public func prometheusText(prefix: String) -> String {
-        let (c, s, g) = lock.withLock { (counters, samples, gauges) }
-        var lines: [String] = []
-        for (name, value) in g.sorted(by: { $0.key < $1.key }) {
-            lines.append("# TYPE \(prefix)_\(name) gauge")
-            lines.append("\(prefix)_\(name) \(value)")
-        }
-        for (name, value) in c.sorted(by: { $0.key < $1.key }) {
-            lines.append("# TYPE \(prefix)_\(name)_total counter")
-            lines.append("\(prefix)_\(name)_total \(value)")
-        }
-        for (name, values) in s.sorted(by: { $0.key < $1.key }) {
-            let sorted = values.sorted()
-            lines.append("# TYPE \(prefix)_\(name)_seconds summary")
-            for q in [0.5, 0.9, 0.99, 0.999] where !sorted.isEmpty {
-                let v = sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.down)))]
-                lines.append("\(prefix)_\(name)_seconds{quantile=\"\(q)\"} \(v)")
-            }
-            lines.append("\(prefix)_\(name)_seconds_sum \(values.reduce(0, +))")
-            lines.append("\(prefix)_\(name)_seconds_count \(values.count)")
-        }
-        return lines.joined(separator: "\n") + "\n"
+    /// Every metric in Prometheus text format.
+    public func prometheusText() -> String {
+        registry.emitToString()
     }
 }
