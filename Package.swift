@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 // Module graph (dependency direction is the architecture):
@@ -12,8 +12,10 @@ import PackageDescription
 //     swift-prometheus ──▶ ServingPipeline
 //   all of the above + ArgumentParser, Hummingbird, swift-service-lifecycle ──▶ NerccCommands
 //     ──▶ nercc (executable)
+// Warnings are errors in this package's own targets. `treatAllWarnings` is not an unsafe flag, so
+// the libraries stay usable as dependencies (SwiftPM ignores warning settings of dependencies).
 let strict: [SwiftSetting] = [
-    .unsafeFlags(["-warnings-as-errors"])
+    .treatAllWarnings(as: .error)
 ]
 
 let package = Package(
