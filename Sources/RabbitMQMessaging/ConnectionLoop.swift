@@ -344,6 +344,16 @@ final class ConnectionLoop: @unchecked Sendable {
         case NERCC_AMQP_CHANNEL_CLOSE:
             let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
             let text = FieldTableDecoding.string(close.reply_text)
+            // RabbitMQ 3.10.8 can send two channel.close frames for one consumer timeout. The
+            // channel is closed on both sides after the first close-ok; a second close-ok would be
+            // a protocol error that costs the whole connection. So a close for a channel that is
+            // waiting to be reopened is not answered.
+            guard !channelsToReopen.contains(channel) else {
+                logger.warning(
+                    "ignoring a repeated channel.close for a channel already closed",
+                    metadata: ["channel": "\(channel)", "code": "\(close.reply_code)", "text": "\(text)"])
+                break
+            }
             connection.sendChannelCloseOK(channel)
             channelClosed(channel, code: close.reply_code, text: text)
         case NERCC_AMQP_CONNECTION_CLOSE:
