@@ -15,7 +15,7 @@ public struct NerccCommand: AsyncParsableCommand {
         subcommands: [
             EncoderCommand.self, WorkerCommand.self, DecoderCommand.self, SubmitCommand.self, CodeCommand.self,
             EvaluateCommand.self, CalibrateCommand.self,
-            BenchCommand.self,
+            BenchCommand.self, ChaosCommand.self,
         ]
     )
 

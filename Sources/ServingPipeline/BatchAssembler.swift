@@ -131,14 +131,17 @@ public struct BatchAssembler: Sendable {
     public let retentionMilliseconds: Int64
     /// How long results may wait for their manifest.
     public let orphanTimeoutMilliseconds: Int64
+    /// How long a batch whose manifest arrives at or after its deadline still waits for results.
+    public let lateManifestGraceMilliseconds: Int64
     /// The counters.
     public private(set) var counters = Counters()
 
     /// Creates an assembler.
     public init(
         retentionMilliseconds: Int64 = 600_000, orphanTimeoutMilliseconds: Int64 = 60_000,
-        decodable: @escaping Decodability
+        lateManifestGraceMilliseconds: Int64 = 1_000, decodable: @escaping Decodability
     ) {
+        self.lateManifestGraceMilliseconds = lateManifestGraceMilliseconds
         self.decodable = decodable
         self.retentionMilliseconds = retentionMilliseconds
         self.orphanTimeoutMilliseconds = orphanTimeoutMilliseconds
@@ -152,7 +155,12 @@ public struct BatchAssembler: Sendable {
     /// A manifest arrived: from the decoder's manifest queue (with its delivery tag), or as the copy
     /// a worker's result carries (`tag` nil), which lets a batch decode before its own manifest
     /// message arrives. The manifest message is still held with the batch and acknowledged with it.
-    public mutating func receive(manifest: BatchManifest, tag: DeliveryTag?, now: Int64) -> [Action] {
+    public mutating func receive(manifest original: BatchManifest, tag: DeliveryTag?, now: Int64) -> [Action] {
+        // A manifest that comes after its deadline (redelivered to a successor decoder, whose results
+        // come back on the other queue at the same time) waits a little for its results instead of
+        // timing out at once.
+        var manifest = original
+        if manifest.deadlineMilliseconds <= now { manifest.deadlineMilliseconds = now + lateManifestGraceMilliseconds }
         switch batches[manifest.batchID] {
         case .none:
             batches[manifest.batchID] = .collecting(manifest: manifest, manifestTag: tag, results: [], firstSeen: now)
@@ -179,8 +187,10 @@ public struct BatchAssembler: Sendable {
                 counters.duplicate += 1
                 return [.ack([tag])]
             }
-            // Acknowledged with the batch's outcome.
-            batches[manifest.batchID] = .decoding(held: held + [tag], manifestArrived: true)
+            // Acknowledged with the batch's outcome, before the results: a decoder that dies between
+            // two acks then leaves results without their manifest (orphans, dropped), never a
+            // manifest without its results (which its successor would answer with a timeout).
+            batches[manifest.batchID] = .decoding(held: [tag] + held, manifestArrived: true)
             return []
         case .finished(let until, let held, let arrived):
             guard let tag else { return [] }
@@ -357,6 +367,15 @@ public struct BatchAssembler: Sendable {
             return actions + [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
         }
         guard atDeadline else { return actions }
+        if manifestTag == nil && !(results.count > 0 && decodable(manifest, indices)) {
+            // Known only from copies, and not decodable: its manifest message was acknowledged by a
+            // decoder that answered the batch and died before acknowledging these results, or is
+            // still on its way. Only a manifest message may end in a timeout record: the results are
+            // dropped like orphans, and a manifest message that still comes collects afresh.
+            batches[id] = nil
+            counters.orphaned += all.count
+            return actions + [.ack(results.map(\.tag))]
+        }
         batches[id] = decoding
         if !results.isEmpty && decodable(manifest, indices) {
             counters.degraded += 1

@@ -172,7 +172,7 @@ import Testing
         let actions = a.receive(manifest: manifest, tag: nil, now: 1)
         #expect(actions.count == 1)
         #expect(a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(9), now: 2).isEmpty)
-        #expect(a.finished(batchID: "b1", now: 3) == [BatchAssemblerTests.tag(2), BatchAssemblerTests.tag(9)])
+        #expect(a.finished(batchID: "b1", now: 3) == [BatchAssemblerTests.tag(9), BatchAssemblerTests.tag(2)])
         #expect(a.receive(manifest: manifest, tag: nil, now: 4).isEmpty)
         #expect(
             a.receive(manifest: manifest, tag: BatchAssemblerTests.tag(10), now: 5) == [

@@ -113,6 +113,55 @@ import Testing
         #expect(a.abandon(batchID: "b1") == nil)
     }
 
+    /// A successor decoder gets a batch's manifest back after its deadline: it waits a grace period
+    /// for the redelivered results (on the other queue) instead of timing out at once.
+    @Test func aManifestArrivingAfterItsDeadlineWaitsForItsResults() throws {
+        var a = BatchAssembler(
+            retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200, lateManifestGraceMilliseconds: 100
+        ) { _, indices in !indices.isEmpty }
+        var manifest = Self.manifest
+        manifest.deadlineMilliseconds = 1_000
+        #expect(a.receive(manifest: manifest, tag: Self.tag(1), now: 5_000).isEmpty)
+        #expect(a.tick(now: 5_050).isEmpty, "timed out before the grace period")
+        let actions = a.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 5_060)
+        guard case .decode = try #require(actions.first) else {
+            Issue.record("expected a decode, got \(actions)")
+            return
+        }
+        // Without results, it times out once the grace period is over.
+        var b = BatchAssembler(
+            retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200, lateManifestGraceMilliseconds: 100
+        ) { _, indices in !indices.isEmpty }
+        _ = b.receive(manifest: manifest, tag: Self.tag(1), now: 5_000)
+        guard case .timeOut = try #require(b.tick(now: 5_100).first) else {
+            Issue.record("expected a timeout at the end of the grace period")
+            return
+        }
+    }
+
+    /// A batch known only from manifest copies never ends in a timeout record: its manifest
+    /// message may have been acknowledged by a decoder that answered the batch and died before
+    /// acknowledging these results.
+    @Test func aBatchKnownOnlyFromCopiesIsDroppedNotTimedOutAtItsDeadline() throws {
+        // Decodable from two results or more.
+        var a = BatchAssembler(retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200) { _, indices in
+            indices.count >= 2
+        }
+        var manifest = Self.manifest
+        manifest.waitFor = 2
+        manifest.deadlineMilliseconds = 100
+        _ = a.receive(manifest: manifest, tag: nil, now: 0)
+        _ = a.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 1)
+        #expect(a.tick(now: 100) == [.ack([Self.tag(2)])])
+        #expect(a.counters.timedOut == 0 && a.counters.orphaned == 1)
+        // Its manifest message, if it still comes, collects afresh and may time out then.
+        #expect(a.receive(manifest: manifest, tag: Self.tag(3), now: 150).isEmpty)
+        guard case .timeOut = try #require(a.tick(now: 1_150).first) else {
+            Issue.record("expected a timeout once the manifest message waited its grace period")
+            return
+        }
+    }
+
     @Test func aBatchAnsweredFromACopyHoldsItsResultsUntilItsManifestArrives() throws {
         var a = Self.assembler()
         _ = a.receive(manifest: Self.manifest, tag: nil, now: 0)
@@ -130,7 +179,7 @@ import Testing
         _ = b.receive(manifest: Self.manifest, tag: nil, now: 0)
         _ = b.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 1)
         #expect(b.receive(manifest: Self.manifest, tag: Self.tag(9), now: 2).isEmpty)
-        #expect(b.finished(batchID: "b1", now: 3) == [Self.tag(2), Self.tag(9)])
+        #expect(b.finished(batchID: "b1", now: 3) == [Self.tag(9), Self.tag(2)], "the manifest first")
 
         // A manifest that never comes: the results are released after the orphan timeout.
         var c = Self.assembler()
