@@ -165,7 +165,17 @@ public struct BatchAssembler: Sendable {
         case .none:
             batches[manifest.batchID] = .collecting(manifest: manifest, manifestTag: tag, results: [], firstSeen: now)
             deadlines.insert(Expiry(at: manifest.deadlineMilliseconds, batchID: manifest.batchID))
-        case .collecting(let existing?, let existingTag, let results, let seen):
+        case .collecting(var existing?, let existingTag, let results, let seen):
+            // A later attempt at the same batch (the encoder published a refused batch again): the
+            // batch waits until that attempt's deadline, which the retries did not spend.
+            if manifest.deadlineMilliseconds > existing.deadlineMilliseconds,
+                (manifest.encodedMicroseconds ?? 0) > (existing.encodedMicroseconds ?? 0)
+            {
+                existing.deadlineMilliseconds = manifest.deadlineMilliseconds
+                deadlines.insert(Expiry(at: existing.deadlineMilliseconds, batchID: manifest.batchID))
+                batches[manifest.batchID] = .collecting(
+                    manifest: existing, manifestTag: existingTag, results: results, firstSeen: seen)
+            }
             guard let tag else { return [] }  // Another copy: the batch has its manifest.
             // The manifest message after a copy, or redelivered after a reconnect (the broker then
             // redelivers what the lost connection held, and only the new tag can still be

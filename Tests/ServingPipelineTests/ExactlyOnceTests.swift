@@ -162,6 +162,27 @@ import Testing
         }
     }
 
+    /// The encoder publishes a refused batch again, with a fresh deadline: the batch waits until
+    /// that one, so the retries do not spend its time.
+    @Test func aLaterAttemptAtTheSameBatchExtendsItsDeadline() throws {
+        var a = BatchAssembler(retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200) { _, indices in
+            indices.count >= 2
+        }
+        var first = Self.manifest
+        first.waitFor = 2
+        first.deadlineMilliseconds = 100
+        var second = first
+        second.deadlineMilliseconds = 300
+        second.encodedMicroseconds = (first.encodedMicroseconds ?? 0) + 200_000
+        _ = a.receive(manifest: first, tag: Self.tag(1), now: 0)
+        #expect(a.receive(manifest: second, tag: Self.tag(2), now: 50) == [.ack([Self.tag(2)])])
+        #expect(a.tick(now: 100).isEmpty, "timed out at the first attempt's deadline")
+        guard case .timeOut = try #require(a.tick(now: 300).first) else {
+            Issue.record("expected a timeout at the later attempt's deadline")
+            return
+        }
+    }
+
     @Test func aBatchAnsweredFromACopyHoldsItsResultsUntilItsManifestArrives() throws {
         var a = Self.assembler()
         _ = a.receive(manifest: Self.manifest, tag: nil, now: 0)
