@@ -123,7 +123,4 @@ public struct AnswerLedger: Sendable {
             if claims[key]?.batchID == manifest.batchID { claims[key] = nil }
         }
     }
-
-    /// Whether a query has been answered (within the record's capacity).
-    public func isAnswered(_ member: BatchManifest.Member) -> Bool { answered.contains(Key(member)) }
 }

@@ -481,17 +481,9 @@ public final class DecoderService: Sendable {
         let slots = ledger.answer(manifest)
         let skipped = manifest.members.count { !$0.padding } - slots.count
         if skipped > 0 { metrics.increment("answers_suppressed", by: Double(skipped)) }
-        let chosen = Set(slots)
-        let requests = Dictionary(grouping: manifest.members.enumerated().filter { chosen.contains($0.offset) }) {
-            $0.element.requestID
-        }
-        var messages: [OutgoingMessage] = []
-        for (requestID, members) in requests {
-            let record = ErrorRecord(requestID: requestID, code: verdict.code, message: verdict.message)
-            messages += outputs(
-                body: record, type: WireFormat.MessageType.error, requestID: requestID, member: members[0].element,
-                manifest: manifest)
-        }
+        let messages = errorRecords(
+            ErrorRecord(requestID: nil, code: verdict.code, message: verdict.message),
+            requests: Self.requests(of: manifest, slots: slots), manifest: manifest)
         return Abandonment(manifest: manifest, messages: messages, slots: slots, tags: tags)
     }
 
@@ -549,10 +541,7 @@ public final class DecoderService: Sendable {
         // Every query of the batch was answered by another batch: nothing to publish.
         if slots.isEmpty { return nil }
         var messages: [OutgoingMessage] = []
-        let answered = Set(slots)
-        let requests = Dictionary(grouping: manifest.members.enumerated().filter { answered.contains($0.offset) }) {
-            $0.element.requestID
-        }
+        let requests = Self.requests(of: manifest, slots: slots)
         // The assembler passes only results that fit the manifest (index in 0..<N, output size).
         let usable = job.results
         var failure: ErrorRecord? = nil
@@ -585,15 +574,11 @@ public final class DecoderService: Sendable {
         }
         let decoded = clock.microseconds()
         let decisive = job.results.last
-        for (requestID, members) in requests {
+        if let failure {
+            messages = errorRecords(failure, requests: requests, manifest: manifest)
+        }
+        for (requestID, members) in requests where failure == nil {
             let first = members[0].element
-            if var record = failure {
-                record.requestID = requestID
-                messages += outputs(
-                    body: record, type: WireFormat.MessageType.error, requestID: requestID, member: first,
-                    manifest: manifest)
-                continue
-            }
             let predictions = members.map { slot, member in
                 let row = estimates.row(slot).map { Float($0) }
                 let best = row.indices.max { row[$0] < row[$1] } ?? 0
@@ -622,6 +607,30 @@ public final class DecoderService: Sendable {
         guard await publishAll(messages, batchID: manifest.batchID) else { return messages }
         metrics.observe("end_to_end", seconds: Double(clock.now() - manifest.createdMilliseconds) / 1000)
         return nil
+    }
+
+    /// The slots of `manifest` grouped by request: each request's (slot, member) pairs.
+    private static func requests(of manifest: BatchManifest, slots: [Int]) -> [String: [(
+        offset: Int, element: BatchManifest.Member
+    )]] {
+        let chosen = Set(slots)
+        return Dictionary(grouping: manifest.members.enumerated().filter { chosen.contains($0.offset) }) {
+            $0.element.requestID
+        }
+    }
+
+    /// `record` for each of `requests`, with its request id: the batch error records.
+    private func errorRecords(
+        _ record: ErrorRecord, requests: [String: [(offset: Int, element: BatchManifest.Member)]],
+        manifest: BatchManifest
+    ) -> [OutgoingMessage] {
+        requests.flatMap { requestID, members in
+            var answer = record
+            answer.requestID = requestID
+            return outputs(
+                body: answer, type: WireFormat.MessageType.error, requestID: requestID, member: members[0].element,
+                manifest: manifest)
+        }
     }
 
     private func outputs<T: Encodable>(
