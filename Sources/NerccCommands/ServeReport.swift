@@ -145,15 +145,23 @@ struct ServePoint: Codable, Sendable {
             }
     }
 
-    /// Tasks the workers ran per query the encoder batched, over the whole run (warm-up and drain
-    /// included, so both counts cover the same queries).
+    /// Coded queries the workers ran per query the encoder batched, over the whole run (warm-up and
+    /// drain included, so both counts cover the same queries): the model work per query.
     var computedPerQuery: Double? {
-        let computed = counters["nercc_worker_tasks_computed_total"] ?? 0
+        let computed =
+            counters["nercc_worker_coded_queries_computed_total"] ?? counters["nercc_worker_tasks_computed_total"] ?? 0
         let queries = counters["nercc_encoder_queries_encoded_total"] ?? 0
         return queries > 0 && computed > 0 ? computed / queries : nil
     }
 
-    /// Tasks the encoder published per query it batched.
+    /// Rows per batch the encoder sent, on average over its tasks (1 without a backlog).
+    var meanRows: Double? {
+        let published = counters["nercc_encoder_tasks_published_total"] ?? 0
+        let coded = counters["nercc_encoder_coded_queries_published_total"] ?? 0
+        return published > 0 && coded > 0 ? coded / published : nil
+    }
+
+    /// Task messages the encoder published per query it batched.
     var publishedPerQuery: Double? {
         let published = counters["nercc_encoder_tasks_published_total"] ?? 0
         let queries = counters["nercc_encoder_queries_encoded_total"] ?? 0
@@ -218,7 +226,7 @@ struct ServeReport: Codable {
             "straggler", "scheme", "label", "N", "K", "S", "mode", "offered_rps", "concurrency", "requests", "answered",
             "ok", "degraded", "timeouts", "errors", "missing", "achieved_rps", "achieved_qps", "p50_ms", "p90_ms",
             "p99_ms", "p999_ms", "max_ms", "mean_ms", "accuracy", "tasks_per_answered_query", "published_per_query",
-            "computed_per_query",
+            "computed_per_query", "mean_rows",
         ]
         var lines = [header.joined(separator: ",")]
         for p in points {
@@ -238,6 +246,7 @@ struct ServeReport: Codable {
             fields.append(p.tasksPerQuery.map(f2) ?? "")
             fields.append(p.publishedPerQuery.map(f2) ?? "")
             fields.append(p.computedPerQuery.map(f2) ?? "")
+            fields.append(p.meanRows.map(f2) ?? "")
             lines.append(fields.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
@@ -254,9 +263,9 @@ struct ServeReport: Codable {
             out.append("### Stragglers: \(straggler)")
             out.append("")
             out.append(
-                "| scheme | load | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | timeouts | degraded | accuracy | tasks published / query | tasks computed / query | mean k |"
+                "| scheme | load | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | timeouts | degraded | accuracy | task messages / query | coded queries computed / query | mean k | mean rows |"
             )
-            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for p in points where p.straggler == straggler {
                 let load =
                     p.mode == "closed"
@@ -268,13 +277,14 @@ struct ServeReport: Codable {
                 out.append(
                     "| \(p.label) | \(load) | "
                         + String(
-                            format: "%.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %d | %@ | %@ | %@ | %@ |",
+                            format: "%.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %d | %@ | %@ | %@ | %@ | %@ |",
                             p.achievedRequestsPerSecond, p.latency.p50, p.latency.p90, p.latency.p99, p.latency.p999,
                             p.latency.max, p.timeouts, p.degraded,
                             p.accuracy.map { String(format: "%.1f%%", 100 * $0) } ?? "—",
                             p.publishedPerQuery.map { String(format: "%.2f", $0) } ?? "—",
                             p.computedPerQuery.map { String(format: "%.2f", $0) } ?? "—",
-                            sizes.1 > 0 ? String(format: "%.2f", sizes.0 / sizes.1) : "—"))
+                            sizes.1 > 0 ? String(format: "%.2f", sizes.0 / sizes.1) : "—",
+                            p.meanRows.map { String(format: "%.2f", $0) } ?? "—"))
             }
             out.append("")
         }

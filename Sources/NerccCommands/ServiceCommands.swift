@@ -106,6 +106,20 @@ struct EncoderCommand: AsyncParsableCommand {
     )
     var publishRetryMs: Int = Environment.int("NERCC_PUBLISH_RETRY_MS", 200)
 
+    @Option(
+        help: ArgumentHelp(
+            "Most rows of K queries in one batch (env NERCC_MAX_ROWS).",
+            discussion:
+                "When K or more queries wait, their whole rows go as one batch whose N tasks carry one coded query per row (x-nercc-rows), so a backlog costs fewer messages per query; 1 sends every K queries as a batch of their own. Workers must read x-nercc-rows (schemas/README.md)."
+        ))
+    var maxRows: Int = Environment.int("NERCC_MAX_ROWS", 8)
+
+    @Option(
+        help:
+            "Longest wait of whole rows for another row, ms from the batch's first query; they wait only while queries arrive fast enough to complete it in that time; 0 never waits (env NERCC_ROW_WAIT_MS)."
+    )
+    var rowWaitMs: Int = Environment.int("NERCC_ROW_WAIT_MS", 30)
+
     func validate() throws {
         guard batchWaitMs >= 0 else { throw ValidationError("--batch-wait-ms must be ≥ 0") }
         guard ["adaptive", "pad"].contains(partialBatches) else {
@@ -118,12 +132,14 @@ struct EncoderCommand: AsyncParsableCommand {
         guard (0...60_000).contains(publishRetryMs) else {
             throw ValidationError("--publish-retry-ms must be in 0...60000")
         }
+        guard (1...64).contains(maxRows) else { throw ValidationError("--max-rows must be in 1...64") }
+        guard (0...10_000).contains(rowWaitMs) else { throw ValidationError("--row-wait-ms must be in 0...10000") }
         try Environment.validate(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"], as: .number)
         try Environment.validate(
             [
                 "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
                 "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES", "NERCC_PUBLISH_ATTEMPTS",
-                "NERCC_PUBLISH_RETRY_MS",
+                "NERCC_PUBLISH_RETRY_MS", "NERCC_MAX_ROWS", "NERCC_ROW_WAIT_MS",
             ], as: .integer)
         try Environment.validate(["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES"], as: .boolean)
     }
@@ -143,7 +159,8 @@ struct EncoderCommand: AsyncParsableCommand {
             prefetch: UInt16(prefetch), maximumRequestBytes: maxRequestBytes,
             consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks,
             splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
-            publishRetryMilliseconds: Int64(publishRetryMs))
+            publishRetryMilliseconds: Int64(publishRetryMs), maximumRows: maxRows,
+            maximumRowWaitMilliseconds: Int64(rowWaitMs))
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.

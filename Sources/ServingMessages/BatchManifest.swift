@@ -123,19 +123,24 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     public var deadlineMilliseconds: Int64
     /// When the encoder encoded the batch and began publishing its tasks, µs since the Unix epoch.
     public var encodedMicroseconds: Int64?
-    /// Output size m of the model (elements per result).
+    /// Output size m of the model (elements per row of a result).
     public var outputSize: Int
+    /// R: queries per slot (absent: 1). A batch of R rows is R batches of the same code that share
+    /// their tasks: task n carries the R coded queries of index n, one per row, and its result the R
+    /// outputs. Member j sits in slot j mod K and row j / K, so `members` holds R·K entries.
+    public var rows: Int?
     /// The model's class labels, when it names them.
     public var labels: [String]?
-    /// The K slots, in order of the data points α_0..α_{K−1}.
+    /// The R·K members: row 0's K slots in order of the data points α_0..α_{K−1}, then row 1's, ….
     public var members: [Member]
 
     /// Creates a manifest.
     public init(
         version: Int = WireFormat.version, batchID: String, model: String, scheme: Scheme, waitFor: Int,
         createdMilliseconds: Int64, deadlineMilliseconds: Int64, encodedMicroseconds: Int64? = nil, outputSize: Int,
-        labels: [String]?, members: [Member]
+        labels: [String]?, members: [Member], rows: Int? = nil
     ) {
+        self.rows = rows
         self.encodedMicroseconds = encodedMicroseconds
         self.version = version
         self.batchID = batchID
@@ -149,8 +154,16 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         self.members = members
     }
 
+    /// R, the rows of the batch (1 when absent).
+    public var rowCount: Int { rows ?? 1 }
+
+    /// Where member `j` sits: its slot (data point) and row.
+    public func position(ofMember j: Int) -> (slot: Int, row: Int) {
+        (j % scheme.batchSize, j / scheme.batchSize)
+    }
+
     enum CodingKeys: String, CodingKey {
-        case version, model, scheme, members, labels
+        case version, model, scheme, members, labels, rows
         case batchID = "batch_id"
         case waitFor = "wait_for"
         case createdMilliseconds = "created_ms"

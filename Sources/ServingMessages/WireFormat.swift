@@ -55,6 +55,9 @@ public enum WireFormat {
         public static let deadline = "x-nercc-deadline-ms"
         /// Tensor shape of a binary body, without the batch dimension, e.g. `"784"` or `"1,28,28"`.
         public static let shape = "x-nercc-shape"
+        /// Rows of a task's or result's body (absent: 1): the body holds this many tensors of
+        /// `x-nercc-shape`, one after another.
+        public static let rows = "x-nercc-rows"
         /// Which worker produced a result (string).
         public static let worker = "x-nercc-worker"
         /// Time the worker spent computing, in microseconds (integer).

@@ -349,9 +349,10 @@ public struct BatchAssembler: Sendable {
     /// Counts a result the service dead-lettered because it does not fit its batch.
     public mutating func countInvalidResult() { counters.invalid += 1 }
 
-    /// Whether a result fits its batch: a coded index in 0..<N and the manifest's output size.
+    /// Whether a result fits its batch: a coded index in 0..<N and R rows of the manifest's output
+    /// size.
     public static func fits(index: Int, values: Int, manifest: BatchManifest) -> Bool {
-        index >= 0 && index < manifest.scheme.workers && values == manifest.outputSize
+        index >= 0 && index < manifest.scheme.workers && values == manifest.rowCount * manifest.outputSize
     }
 
     private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool) -> [Action] {

@@ -367,10 +367,19 @@ public final class DecoderService: Sendable {
                     requestID: nil)
                 return []
             }
-            do {
+            do throws(WireFormatError) {
                 var shape = [delivery.body.count / 4]
                 if let header = headers[WireFormat.Header.shape]?.stringValue {
                     shape = try TensorBody.parseShape(header)
+                }
+                // R rows of that shape (`x-nercc-rows`, 1 when absent).
+                if let header = headers[WireFormat.Header.rows] {
+                    guard let rows = header.intValue, rows >= 1, rows <= WorkerService.maximumRowsPerTask else {
+                        throw WireFormatError(
+                            .badHeader,
+                            "\(WireFormat.Header.rows) must be an integer in 1...\(WorkerService.maximumRowsPerTask)")
+                    }
+                    if rows > 1 { shape = [Int(rows)] + shape }
                 }
                 let values = try TensorBody.decode(delivery.body, shape: shape)
                 var actions: [BatchAssembler.Action] = []
@@ -397,7 +406,7 @@ public final class DecoderService: Sendable {
                         )
                         : (
                             WireFormatError.Code.wrongShape,
-                            "the result has \(values.count) values; batch \(batchID) has output size \(manifest.outputSize)"
+                            "the result has \(values.count) values; batch \(batchID) has \(manifest.rowCount) row(s) of output size \(manifest.outputSize)"
                         )
                     assembler.countInvalidResult()
                     try? await rejection.reject(delivery, code: code.rawValue, reason: reason, requestID: nil)
@@ -521,9 +530,16 @@ public final class DecoderService: Sendable {
         } catch {
             return WireFormatError(.badRequest, "the manifest's scheme is invalid: \(error)")
         }
-        guard manifest.members.count == manifest.scheme.batchSize else {
+        let rows = manifest.rowCount
+        guard rows >= 1, rows <= WorkerService.maximumRowsPerTask else {
             return WireFormatError(
-                .badRequest, "the manifest has \(manifest.members.count) members for K = \(manifest.scheme.batchSize)")
+                .badRequest, "the manifest's rows must be in 1...\(WorkerService.maximumRowsPerTask)")
+        }
+        guard manifest.members.count == rows * manifest.scheme.batchSize else {
+            return WireFormatError(
+                .badRequest,
+                "the manifest has \(manifest.members.count) members for K = \(manifest.scheme.batchSize) and \(rows) row(s)"
+            )
         }
         guard manifest.outputSize >= 1, manifest.waitFor >= 1 else {
             return WireFormatError(.badRequest, "the manifest needs output_size ≥ 1 and wait_for ≥ 1")
@@ -556,7 +572,8 @@ public final class DecoderService: Sendable {
             do {
                 let code = try codes.code(for: manifest.scheme)
                 let y = Matrix(
-                    rows: usable.count, columns: manifest.outputSize, float32Elements: usable.flatMap(\.values))
+                    rows: usable.count, columns: manifest.rowCount * manifest.outputSize,
+                    float32Elements: usable.flatMap(\.values))
                 estimates = try code.decode(
                     y, received: usable.map(\.index),
                     lambdaDecoder: manifest.scheme.lambdaDecoder(received: usable.count))
@@ -579,8 +596,11 @@ public final class DecoderService: Sendable {
         }
         for (requestID, members) in requests where failure == nil {
             let first = members[0].element
-            let predictions = members.map { slot, member in
-                let row = estimates.row(slot).map { Float($0) }
+            let o = manifest.outputSize
+            let predictions = members.map { j, member in
+                // Row r of the batch is columns r·o..<(r+1)·o of its slot's decoded row.
+                let (slot, r) = manifest.position(ofMember: j)
+                let row = estimates.row(slot)[(r * o)..<((r + 1) * o)].map { Float($0) }
                 let best = row.indices.max { row[$0] < row[$1] } ?? 0
                 return PredictionRecord.Prediction(
                     index: member.index, outputs: row, predictedClass: best,

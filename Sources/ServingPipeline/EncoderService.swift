@@ -68,6 +68,14 @@ public struct EncoderConfiguration: Sendable {
     public var publishAttempts: Int
     /// Wait before publishing a refused batch again, in ms (doubled at each further attempt).
     public var publishRetryMilliseconds: Int64
+    /// R: the most rows of K queries one batch holds. When at least K queries wait (a backlog), the
+    /// encoder sends their whole rows as one batch whose tasks carry one coded query per row, so
+    /// messages per query fall as load rises (see ``QueryBatcher``). 1 sends every batch alone.
+    public var maximumRows: Int
+    /// How long whole rows may wait for another row, in ms from the batch's first query: they wait
+    /// only while the arrival rate predicts the next row within that time (``QueryBatcher``); 0
+    /// never waits for rows.
+    public var maximumRowWaitMilliseconds: Int64
 
     /// Creates a configuration.
     public init(
@@ -75,8 +83,10 @@ public struct EncoderConfiguration: Sendable {
         padsPartialBatches: Bool = false, deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256,
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
         copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
-        publishRetryMilliseconds: Int64 = 200
+        publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30
     ) {
+        self.maximumRowWaitMilliseconds = max(0, maximumRowWaitMilliseconds)
+        self.maximumRows = max(1, maximumRows)
         self.publishAttempts = max(1, publishAttempts)
         self.publishRetryMilliseconds = max(0, publishRetryMilliseconds)
         self.copiesManifestIntoTasks = copiesManifestIntoTasks
@@ -134,7 +144,7 @@ public final class EncoderService: Sendable {
     let models: [String: any InferenceModel]
     /// Manifests larger than this (bytes) are not copied into tasks: N copies would cost more than
     /// the wait for the manifest saves.
-    static let largestManifestCopy = 8_192
+    static let largestManifestCopy = 16_384
     /// The full-size code.
     let code: LinearCode
     /// Codes by batch size: `codes[k − 1]` for a batch of k queries.
@@ -304,7 +314,9 @@ public final class EncoderService: Sendable {
             for shard in 0..<max(topology.shards, 1) {
                 batchers[BatcherKey(model: model, shard: shard)] = QueryBatcher(
                     batchSize: code.batchSize, maximumWaitMilliseconds: configuration.maximumBatchWaitMilliseconds,
-                    padsPartialBatches: configuration.padsPartialBatches, partialBatchPiece: piece)
+                    padsPartialBatches: configuration.padsPartialBatches, partialBatchPiece: piece,
+                    maximumRows: configuration.maximumRows,
+                    maximumRowWaitMilliseconds: configuration.maximumRowWaitMilliseconds)
             }
         }
         let queues = models.keys.sorted().map { topology.requestsQueue(model: $0) } + [topology.unroutedQueue]
@@ -326,6 +338,7 @@ public final class EncoderService: Sendable {
                 await stop.wait()
                 for tag in consumerTags { try? await self.transport.cancel(consumerTag: tag) }
             }
+
             var consumersLeft = queues.count
             metrics.set("consuming", 1)
             var inFlight = 0
@@ -640,11 +653,20 @@ public final class EncoderService: Sendable {
         let name = key.model
         let model = models[name]!
         let now = clock.now()
-        let batchCode = codes[batch.queries.count - 1]
+        // R rows of K queries use the full code; slot k of the encoded matrix holds the R queries of
+        // that slot, one after another, so one product encodes every row.
+        let rows = batch.rows
+        let batchCode = codes[(rows > 1 ? codes.count : batch.queries.count) - 1]
         let code = batchCode.code
         let batchID = batchIdentifier(members: batch.queries.map(\.member))
         let shard = key.shard
-        let x = Matrix(rows: code.batchSize, columns: model.inputSize, float32Elements: batch.queries.flatMap(\.values))
+        let d = model.inputSize
+        var elements = [Double](repeating: 0, count: code.batchSize * rows * d)
+        for (j, query) in batch.queries.enumerated() {
+            let start = (j % code.batchSize) * rows * d + (j / code.batchSize) * d
+            for (i, v) in query.values.enumerated() { elements[start + i] = Double(v) }
+        }
+        let x = Matrix(rows: code.batchSize, columns: rows * d, elements: elements)
         let coded: Matrix
         do {
             coded = try code.encode(x)
@@ -667,7 +689,7 @@ public final class EncoderService: Sendable {
                 lambdaDecoderByReceived: batchCode.lambdaDecoderByReceived),
             waitFor: batchCode.waitFor, createdMilliseconds: now, deadlineMilliseconds: deadline,
             encodedMicroseconds: encoded, outputSize: model.outputSize, labels: model.labels,
-            members: batch.queries.map(\.member))
+            members: batch.queries.map(\.member), rows: rows > 1 ? rows : nil)
         let version: HeaderValue = .int(Int64(WireFormat.version))
         let manifestBody = JSONBody.encode(manifest)
         let manifestMessage = OutgoingMessage(
@@ -707,6 +729,7 @@ public final class EncoderService: Sendable {
                                 WireFormat.Header.model: .string(taskModel(name, index: n, code: code)),
                                 WireFormat.Header.deadline: .int(deadline),
                                 WireFormat.Header.shape: .string(shape),
+                                WireFormat.Header.rows: .int(Int64(rows)),
                             ].merging(manifestCopy.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
                         body: TensorBody.encode(coded.row(n)), mandatory: true)
                     tasks.addTask { try await self.transport.publish(message) }
@@ -714,6 +737,7 @@ public final class EncoderService: Sendable {
                 try await tasks.waitForAll()
             }
             metrics.increment("tasks_published", by: Double(code.workers))
+            metrics.increment("coded_queries_published", by: Double(code.workers * rows))
             metrics.increment("queries_encoded", by: Double(batch.queries.count { !$0.member.padding }))
             metrics.observe("encode_wait", seconds: Double(now - batch.openedMilliseconds) / 1000)
             sink.yield(.published(batch, key))

@@ -19,10 +19,13 @@ public struct PendingQuery: Sendable, Equatable {
 }
 
 /// A batch ready to encode: 1 ≤ k ≤ K real queries (or, with padding on, exactly K slots whose tail
-/// repeats the last query).
+/// repeats the last query), or R > 1 full rows of K queries.
 public struct ReadyBatch: Sendable, Equatable {
-    /// The slots in order of α_0..α_{k−1}.
+    /// The queries: row 0's slots in order of α_0..α_{k−1}, then row 1's, … (query j sits in slot
+    /// j mod K and row j / K).
     public var queries: [PendingQuery]
+    /// R: the rows. Rows share the batch's tasks: task n carries the R coded queries of index n.
+    public var rows = 1
     /// When the first query of the batch arrived (ms since the epoch).
     public var openedMilliseconds: Int64
     /// How many times publishing it has failed because the broker refused it (see
@@ -40,7 +43,13 @@ public struct ReadyBatch: Sendable, Equatable {
 /// Groups the queries of incoming requests into batches of at most K — the encoder's batching
 /// state machine (pure).
 ///
-/// A batch is emitted as soon as it holds K queries. A partial batch that is sent is cut into
+/// A batch is emitted as soon as it holds K queries — or, with ``maximumRows`` R > 1, once R·K
+/// queries wait; whenever at least K queries wait and the deliveries already waiting have been read
+/// (``flushIfDue(now:)``), the whole rows go as one batch of ⌊waiting / K⌋ ≤ R rows — at once,
+/// unless the arrival rate predicts another row within ``maximumRowWaitMilliseconds`` of the
+/// batch's first query (then they wait for it, at most that long). So rows form from a backlog or
+/// under high load, where they cut the messages per query, and never at light load. A partial batch
+/// that is sent is cut into
 /// pieces of ``partialBatchPiece`` queries. What happens to a partial batch is the
 /// ``partialBatchDecision(now:)``: waiting for more queries is worth it only when they arrive fast
 /// enough to fill the batch within `maximumWaitMilliseconds`. The batcher estimates the arrival
@@ -62,6 +71,11 @@ public struct QueryBatcher: Sendable {
     /// The size a partial batch is cut into when it is sent (the last piece may be smaller); K
     /// sends it whole. See ``EncoderService`` for how the encoder chooses it.
     public let partialBatchPiece: Int
+    /// R: the most rows of K queries one batch holds (1 with padding).
+    public let maximumRows: Int
+    /// How long whole rows may wait for another row, in milliseconds from the batch's first query:
+    /// they wait only while the arrival rate predicts the next row within that time.
+    public let maximumRowWaitMilliseconds: Int64
 
     private var pending: [PendingQuery] = []
     private var openedAt: Int64?
@@ -85,13 +99,14 @@ public struct QueryBatcher: Sendable {
 
     /// Creates a batcher.
     ///
-    /// - Precondition: `batchSize >= 1`, `maximumWaitMilliseconds >= 0`.
-    /// - Precondition: `batchSize >= 1`, `maximumWaitMilliseconds >= 0`, 1 ≤ `partialBatchPiece`.
+    /// - Precondition: `batchSize >= 1`, `maximumWaitMilliseconds >= 0`, `maximumRows >= 1`.
     public init(
         batchSize: Int, maximumWaitMilliseconds: Int64, padsPartialBatches: Bool = false,
-        partialBatchPiece: Int? = nil
+        partialBatchPiece: Int? = nil, maximumRows: Int = 1, maximumRowWaitMilliseconds: Int64 = 0
     ) {
-        precondition(batchSize >= 1 && maximumWaitMilliseconds >= 0)
+        self.maximumRowWaitMilliseconds = max(0, maximumRowWaitMilliseconds)
+        precondition(batchSize >= 1 && maximumWaitMilliseconds >= 0 && maximumRows >= 1)
+        self.maximumRows = padsPartialBatches ? 1 : maximumRows
         self.batchSize = batchSize
         self.maximumWaitMilliseconds = maximumWaitMilliseconds
         self.padsPartialBatches = padsPartialBatches
@@ -117,7 +132,7 @@ public struct QueryBatcher: Sendable {
             outstanding[query.tag, default: 0] += 1
             if pending.isEmpty { openedAt = now }
             pending.append(query)
-            if pending.count == batchSize { ready.append(takeBatch()) }
+            if pending.count == batchSize * maximumRows { ready.append(takeBatch(rows: maximumRows)) }
         }
         return ready
     }
@@ -132,6 +147,15 @@ public struct QueryBatcher: Sendable {
     /// Whether to wait for more queries or send the partial batch now.
     public func partialBatchDecision(now: Int64) -> PartialBatchDecision {
         guard let opened = openedAt, !pending.isEmpty else { return .nothing }
+        if pending.count >= batchSize {
+            // Whole rows: wait for another while queries arrive fast enough to complete it in time.
+            let deadline = opened + maximumRowWaitMilliseconds
+            let missing = batchSize - pending.count % batchSize
+            guard pending.count < batchSize * maximumRows, now < deadline, let gap = meanGapMicroseconds,
+                gap * Double(missing) / 1_000 <= Double(deadline - now)
+            else { return .flushNow }
+            return .waitUntil(deadline)
+        }
         let deadline = opened + maximumWaitMilliseconds
         guard now < deadline, let fill = expectedFillMilliseconds, fill <= Double(maximumWaitMilliseconds) else {
             return .flushNow
@@ -139,17 +163,28 @@ public struct QueryBatcher: Sendable {
         return .waitUntil(deadline)
     }
 
-    /// The partial batch, cut into pieces of ``partialBatchPiece``, when its wait is over (or
-    /// waiting is not worth it); else nothing.
+    /// The whole rows waiting, as one batch, unless they wait for another; then the partial batch,
+    /// cut into pieces of ``partialBatchPiece``, when its wait is over (or waiting is not worth it).
     public mutating func flushIfDue(now: Int64) -> [ReadyBatch] {
-        partialBatchDecision(now: now) == .flushNow ? flushNow() : []
+        if pending.count >= batchSize, case .waitUntil = partialBatchDecision(now: now) { return [] }
+        let rows = takeRows()
+        return rows + (partialBatchDecision(now: now) == .flushNow ? flushNow() : [])
     }
 
-    /// The partial batch, cut into pieces of ``partialBatchPiece``, whatever its age (also used
-    /// when draining).
+    /// The whole rows waiting, then the partial batch cut into pieces of ``partialBatchPiece``,
+    /// whatever its age (also used when draining).
     public mutating func flushNow() -> [ReadyBatch] {
-        var batches: [ReadyBatch] = []
+        var batches = takeRows()
         while !pending.isEmpty { batches.append(takeBatch(count: min(partialBatchPiece, pending.count))) }
+        return batches
+    }
+
+    /// Batches of the whole rows of K queries waiting (at most R rows each).
+    private mutating func takeRows() -> [ReadyBatch] {
+        var batches: [ReadyBatch] = []
+        while pending.count >= batchSize {
+            batches.append(takeBatch(rows: min(maximumRows, pending.count / batchSize)))
+        }
         return batches
     }
 
@@ -184,15 +219,15 @@ public struct QueryBatcher: Sendable {
     /// Number of request deliveries not yet acknowledgeable.
     public var outstandingRequests: Int { outstanding.count }
 
-    private mutating func takeBatch(count: Int? = nil) -> ReadyBatch {
-        let n = count ?? pending.count
+    private mutating func takeBatch(count: Int? = nil, rows: Int = 1) -> ReadyBatch {
+        let n = count ?? rows * batchSize
         var queries = Array(pending.prefix(n))
         if padsPartialBatches, let last = queries.last, queries.count < batchSize {
             var pad = last
             pad.member.padding = true
             queries += Array(repeating: pad, count: batchSize - queries.count)
         }
-        let batch = ReadyBatch(queries: queries, openedMilliseconds: openedAt ?? 0)
+        let batch = ReadyBatch(queries: queries, rows: rows, openedMilliseconds: openedAt ?? 0)
         pending.removeFirst(n)
         if pending.isEmpty { openedAt = nil }
         return batch

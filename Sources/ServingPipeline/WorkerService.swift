@@ -97,7 +97,10 @@ public final class WorkerService: Sendable {
         var index: Int
         var deadline: Int64?
         var replyTo: String
+        /// R·(input size) values: the task's R rows, one after another.
         var input: [Float]
+        /// R, the rows of the task (`x-nercc-rows`, 1 when absent).
+        var rows: Int
         var receivedMicroseconds: Int64
         /// The manifest copy the task carries, passed on to the result.
         var manifest: HeaderValue? {
@@ -358,7 +361,14 @@ public final class WorkerService: Sendable {
         sink: AsyncStream<Event>.Continuation
     ) {
         guard let waiting = state.pending[model], !waiting.isEmpty else { return }
-        let batch = Array(waiting.prefix(configuration.maximumBatch))
+        // At most B tasks, and no more rows than B tasks of R_max rows would bring.
+        var batch: [CodedTask] = []
+        var rows = 0
+        for task in waiting.prefix(configuration.maximumBatch) {
+            if !batch.isEmpty && rows + task.rows > configuration.maximumBatch * Self.maximumRowsPerPass { break }
+            batch.append(task)
+            rows += task.rows
+        }
         state.pending[model] = Array(waiting.dropFirst(batch.count))
         if !state.pending[model]!.isEmpty, configuration.maximumBatchDelayMicroseconds == 0,
             state.computeChecks.insert(model).inserted
@@ -371,14 +381,18 @@ public final class WorkerService: Sendable {
         // One forward pass for the batch; when it fails, each task alone, so that only the tasks the
         // model cannot run are dead-lettered.
         var outputs: [[Float]?]
-        if let all = try? network.predict(flatInputs: batch.flatMap(\.input), count: batch.count) {
-            outputs = (0..<batch.count).map { Array(all[($0 * m)..<(($0 + 1) * m)]) }
+        if let all = try? network.predict(flatInputs: batch.flatMap(\.input), count: rows) {
+            var start = 0
+            outputs = batch.map { task in
+                defer { start += task.rows * m }
+                return Array(all[start..<(start + task.rows * m)])
+            }
         } else {
             outputs = []
             var failures: [(Delivery, String)] = []
             for task in batch {
                 do {
-                    outputs.append(try network.predict(flatInputs: task.input, count: 1))
+                    outputs.append(try network.predict(flatInputs: task.input, count: task.rows))
                 } catch {
                     outputs.append(nil)
                     failures.append((task.delivery, "\(error)"))
@@ -402,6 +416,7 @@ public final class WorkerService: Sendable {
         metrics.observe("compute", seconds: Double(micros) / 1e6)
         metrics.increment("forward_passes")
         metrics.increment("tasks_computed", by: Double(batch.count))
+        metrics.increment("coded_queries_computed", by: Double(rows))
         let shape = TensorBody.shapeHeader(network.outputShape)
         for (task, output) in zip(batch, outputs) {
             guard let output else { continue }
@@ -417,6 +432,7 @@ public final class WorkerService: Sendable {
                         WireFormat.Header.codedIndex: .int(Int64(task.index)),
                         WireFormat.Header.model: .string(model),
                         WireFormat.Header.shape: .string(shape),
+                        WireFormat.Header.rows: .int(Int64(task.rows)),
                         WireFormat.Header.worker: .string(configuration.workerID),
                         WireFormat.Header.computeMicroseconds: .int(micros),
                         WireFormat.Header.receivedMicroseconds: .int(task.receivedMicroseconds),
@@ -464,6 +480,12 @@ public final class WorkerService: Sendable {
         }
     }
 
+    /// The most rows a task may carry (`x-nercc-rows`).
+    public static let maximumRowsPerTask = 1_024
+    /// A forward pass takes at most B tasks and at most B × this many rows (the encoder's
+    /// `--max-rows` default).
+    static let maximumRowsPerPass = 8
+
     func parse(_ delivery: Delivery, model name: String) -> Result<CodedTask, WireFormatError> {
         let model = models[name]!
         let headers = delivery.properties.headers
@@ -501,13 +523,24 @@ public final class WorkerService: Sendable {
                 return .failure(error)
             }
         }
+        var rows = 1
+        if let header = headers[WireFormat.Header.rows] {
+            guard let r = header.intValue, r >= 1, r <= Self.maximumRowsPerTask else {
+                return .failure(
+                    WireFormatError(
+                        .badHeader,
+                        "the task's \(WireFormat.Header.rows) must be an integer in 1...\(Self.maximumRowsPerTask)"))
+            }
+            rows = Int(r)
+        }
         do {
-            let input = try TensorBody.decode(delivery.body, shape: model.inputShape)
+            let input = try TensorBody.decode(
+                delivery.body, shape: rows == 1 ? model.inputShape : [rows] + model.inputShape)
             return .success(
                 CodedTask(
                     delivery: delivery, model: name, batchID: batchID, index: Int(index),
                     deadline: headers[WireFormat.Header.deadline]?.intValue, replyTo: replyTo, input: input,
-                    receivedMicroseconds: clock.microseconds()))
+                    rows: rows, receivedMicroseconds: clock.microseconds()))
         } catch {
             return .failure(error)
         }

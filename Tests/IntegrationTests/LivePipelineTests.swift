@@ -104,6 +104,43 @@ struct LivePipelineTests {
         _ = services
     }
 
+    /// Sixteen queries waiting at once go as one batch of four rows of K = 4 (`--max-rows 4`): ten
+    /// task messages of four coded queries each, and every row decodes as a batch of its own would.
+    @Test func aBacklogGoesAsRowsThatShareTasksAndEachRowDecodesAsItsOwnBatch() async throws {
+        let prefix = LiveSystem.prefix()
+        let services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "10", "--batch", "4", "--stragglers", "0", "--max-rows", "4",
+            ],
+            workers: [[], [], []])
+        let client = try await TestClient.connect(prefix: prefix)
+        let queries = Array(Self.images[0..<16])
+        try await client.send(queries: queries, id: "rows")
+        let replies = try await client.collect { TestClient.answered($0) >= 16 }
+        let records = TestClient.predictions(replies)
+        // One batch answered all sixteen: one prediction message, of a code with K = 4.
+        #expect(records.count == 1)
+        let record = try #require(records.first)
+        #expect(record.batchSize == 4 && record.workers == 10)
+        #expect(record.predictions.map(\.index) == Array(0..<16))
+        let code = try LinearCode(SchemeConfiguration(kind: .nercc, workers: 10, batchSize: 4))
+        for row in 0..<4 {
+            let x = Matrix(rows: 4, columns: 784, float32Elements: queries[(4 * row)..<(4 * row + 4)].flatMap { $0 })
+            let outputs = try Self.model.predict(flatRows: try code.encode(x).elements.map { Float($0) }, count: 10)
+            let expected = try code.decode(
+                Matrix(rows: 10, columns: 10, float32Elements: outputs), received: Array(0..<10))
+            for p in record.predictions where p.index / 4 == row {
+                for j in 0..<10 {
+                    #expect(
+                        abs(Double(p.outputs[j]) - expected[p.index % 4, j]) <= 1e-3, "query \(p.index) output \(j)")
+                }
+            }
+        }
+        await client.transport.close()
+        _ = services
+    }
+
     @Test func aWorkerThatNeverRepliesDoesNotStopACodedBatch() async throws {
         let prefix = LiveSystem.prefix()
         let services = try await Self.system(

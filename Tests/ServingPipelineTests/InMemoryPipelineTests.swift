@@ -71,22 +71,23 @@ struct LinearModel: InferenceModel {
         return got
     }
 
-    @Test(arguments: [SchemeKind.uncoded, .nercc, .bacc, .replication])
-    func predictionsMatchTheModel(kind: SchemeKind) async throws {
+    /// Serves one request of `queries` on an encoder, a decoder and N workers of `kind` (K = 4, N = 4
+    /// uncoded, 8 otherwise); returns its prediction records once every query is answered.
+    static func serveOneRequest(
+        _ queries: [[Float]], kind: SchemeKind, configure: (inout EncoderConfiguration) -> Void = { _ in }
+    ) async throws -> [PredictionRecord] {
         let transport = InMemoryTransport()
-        let k = 4
         let n = kind == .uncoded ? 4 : 8
-        let scheme = SchemeConfiguration(kind: kind, workers: n, batchSize: k)
+        let scheme = SchemeConfiguration(kind: kind, workers: n, batchSize: 4)
         let stop = StopSignal()
-        let runs = try Self.services(transport, scheme: scheme, workers: n, stop: stop)
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        let runs = try Self.services(transport, scheme: scheme, workers: n, stop: stop, configure: configure)
+        let records = try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
             try await Task.sleep(for: .milliseconds(50))
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
-            let queries: [[Float]] = (0..<6).map { i in [Float(i), 1 - Float(i) / 2, 0.1 * Float(i * i)] }
-            let doubles = queries.map { $0.map(Double.init) }
-            let request = InferenceRequest(requestID: "req-1", model: "linear", queries: doubles)
+            let request = InferenceRequest(
+                requestID: "req-1", model: "linear", queries: queries.map { $0.map(Double.init) })
             try await transport.publish(
                 OutgoingMessage(
                     exchange: "nercc.requests", routingKey: "linear",
@@ -94,42 +95,82 @@ struct LinearModel: InferenceModel {
                     body: Array(try JSONEncoder().encode(request))))
             let deliveries = try await Self.collect(replies, on: transport) { got in
                 got.compactMap { try? JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
-                    .reduce(0) { $0 + $1.predictions.count } >= 6
+                    .reduce(0) { $0 + $1.predictions.count } >= queries.count
             }
-            let records = deliveries.map { try! JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
-            let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
-            #expect(predictions.map(\.index) == Array(0..<6))
-            // What the coding library computes for the same batches: [q0..q3] with the configured
-            // code, then the partial [q4, q5] cut into two batches of one (every size costs N/K tasks
-            // per query here, and one query is the most tolerant): exact for uncoded, replication
-            // and every batch of one, the scheme's own approximation for the others.
-            let rule = PartialBatchRule(configuration: scheme, stragglers: 0)
-            let model = LinearModel()
-            var expected: [[Double]] = []
-            for batch in [[0, 1, 2, 3], [4], [5]] {
-                let code = try rule.derivedCode(batchSize: batch.count).code
-                let x = Matrix(rows: batch.count, columns: 3, float32Elements: batch.flatMap { queries[$0] })
-                let coded = try code.encode(x)
-                let results = try model.predict(flatInputs: coded.elements.map { Float($0) }, count: code.workers)
-                let y = Matrix(rows: code.workers, columns: 2, float32Elements: results)
-                let estimates = try code.decode(y, received: Array(0..<code.workers))
-                expected += (0..<batch.count).map { estimates.row($0) }
-            }
-            #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 4])
-            let exact = try model.predict(flatInputs: queries.flatMap { $0 }, count: 6)
-            for p in predictions {
-                for j in 0..<2 {
-                    #expect(abs(Double(p.outputs[j]) - expected[p.index][j]) <= 1e-4, "query \(p.index) output \(j)")
-                    if kind == .uncoded || kind == .replication {
-                        #expect(p.outputs[j] == exact[p.index * 2 + j])
-                    }
-                }
-            }
-            #expect(records.allSatisfy { $0.status == .ok && $0.requestID == "req-1" })
             stop.stop()
             try await group.waitForAll()
+            return deliveries.map { try! JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
         }
         #expect(transport.unackedCount == 0)
+        return records
+    }
+
+    /// What the coding library computes for `batches` of `queries` (indices), each with the code of
+    /// its size and every result received: one estimate per query, in query order.
+    static func libraryEstimates(_ queries: [[Float]], batches: [[Int]], kind: SchemeKind) throws -> [[Double]] {
+        let scheme = SchemeConfiguration(kind: kind, workers: kind == .uncoded ? 4 : 8, batchSize: 4)
+        let rule = PartialBatchRule(configuration: scheme, stragglers: 0)
+        var expected: [[Double]] = []
+        for batch in batches {
+            let code = try rule.derivedCode(batchSize: batch.count).code
+            let x = Matrix(rows: batch.count, columns: 3, float32Elements: batch.flatMap { queries[$0] })
+            let coded = try code.encode(x)
+            let results = try LinearModel().predict(flatInputs: coded.elements.map { Float($0) }, count: code.workers)
+            let y = Matrix(rows: code.workers, columns: 2, float32Elements: results)
+            let estimates = try code.decode(y, received: Array(0..<code.workers))
+            expected += (0..<batch.count).map { estimates.row($0) }
+        }
+        return expected
+    }
+
+    @Test(arguments: [SchemeKind.uncoded, .nercc, .bacc, .replication])
+    func predictionsMatchTheModel(kind: SchemeKind) async throws {
+        let queries: [[Float]] = (0..<6).map { i in [Float(i), 1 - Float(i) / 2, 0.1 * Float(i * i)] }
+        let records = try await Self.serveOneRequest(queries, kind: kind)
+        let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
+        #expect(predictions.map(\.index) == Array(0..<6))
+        // What the coding library computes for the same batches: [q0..q3] with the configured code,
+        // then the partial [q4, q5] cut into two batches of one (every size costs N/K tasks per query
+        // here, and one query is the most tolerant): exact for uncoded, replication and every batch
+        // of one, the scheme's own approximation for the others.
+        let expected = try Self.libraryEstimates(queries, batches: [[0, 1, 2, 3], [4], [5]], kind: kind)
+        #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 4])
+        let exact = try LinearModel().predict(flatInputs: queries.flatMap { $0 }, count: 6)
+        for p in predictions {
+            for j in 0..<2 {
+                #expect(abs(Double(p.outputs[j]) - expected[p.index][j]) <= 1e-4, "query \(p.index) output \(j)")
+                if kind == .uncoded || kind == .replication {
+                    #expect(p.outputs[j] == exact[p.index * 2 + j])
+                }
+            }
+        }
+        #expect(records.allSatisfy { $0.status == .ok && $0.requestID == "req-1" })
+    }
+
+    /// A backlog of at least K queries goes as one batch of whole rows: its N tasks carry one coded
+    /// query per row, and each row decodes exactly as a batch of its own with the same code would.
+    @Test(arguments: [SchemeKind.uncoded, .nercc, .bacc, .replication])
+    func rowsOfABacklogShareTheirTasksAndDecodeLikeBatchesOfTheirOwn(kind: SchemeKind) async throws {
+        // 11 queries in one request: two rows of four (one batch), then three batches of one.
+        let queries: [[Float]] = (0..<11).map { i in [Float(i), 1 - Float(i) / 3, 0.05 * Float(i * i)] }
+        let records = try await Self.serveOneRequest(queries, kind: kind) { $0.maximumRows = 2 }
+        #expect(records.count == 4)
+        let batchOf = Dictionary(
+            uniqueKeysWithValues: records.flatMap { r in r.predictions.map { ($0.index, r.batchID) } })
+        // The first eight queries share one batch (and so its N tasks); the others have their own.
+        #expect(Set((0..<8).map { batchOf[$0]! }).count == 1)
+        #expect(Set((8..<11).map { batchOf[$0]! }).count == 3)
+        #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 1, 4])
+        let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
+        #expect(predictions.map(\.index) == Array(0..<11))
+        let expected = try Self.libraryEstimates(
+            queries, batches: [[0, 1, 2, 3], [4, 5, 6, 7], [8], [9], [10]], kind: kind)
+        for p in predictions {
+            for j in 0..<2 {
+                #expect(abs(Double(p.outputs[j]) - expected[p.index][j]) <= 1e-4, "query \(p.index) output \(j)")
+            }
+        }
+        #expect(records.allSatisfy { $0.status == .ok && $0.requestID == "req-1" })
     }
 
     /// When the predictions cannot be published (the broker nacks them, as under a resource

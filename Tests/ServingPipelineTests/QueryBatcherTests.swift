@@ -68,6 +68,50 @@ import Testing
         #expect(pairs.batchConfirmed(batches.last!).map(\.value) == [3])
     }
 
+    @Test func aBacklogOfWholeRowsGoesAsOneBatchAndNeverWaits() {
+        var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, partialBatchPiece: 1, maximumRows: 3)
+        // Ten waiting queries: no batch while they are being read (fewer than R·K = 12)…
+        #expect(batcher.add(Self.queries("a", count: 10, tag: 1), now: 0).isEmpty)
+        // …and once they are read, whole rows go at once, whatever the wait allows.
+        #expect(batcher.partialBatchDecision(now: 0) == .flushNow)
+        let sent = batcher.flushIfDue(now: 0)
+        #expect(sent.map(\.rows) == [2, 1, 1])
+        #expect(sent.map(\.queries.count) == [8, 1, 1])
+        #expect(sent[0].queries.map(\.member.index) == Array(0..<8))
+        // R·K waiting queries form a batch of R rows as they arrive.
+        let full = batcher.add(Self.queries("b", count: 13, tag: 2), now: 1)
+        #expect(full.map(\.rows) == [3])
+        #expect(full.first?.queries.map(\.member.index) == Array(0..<12))
+        #expect(batcher.pendingCount == 1)
+        // The request is acknowledged when the batches holding all its queries are confirmed.
+        #expect(batcher.batchConfirmed(sent[0]).isEmpty)
+        #expect(batcher.batchConfirmed(sent[1]).isEmpty)
+        #expect(batcher.batchConfirmed(sent[2]).map(\.value) == [1])
+    }
+
+    @Test func wholeRowsWaitForAnotherOnlyWhileArrivalsCompleteItWithinTheRowWait() {
+        var batcher = QueryBatcher(
+            batchSize: 4, maximumWaitMilliseconds: 2, partialBatchPiece: 1, maximumRows: 3,
+            maximumRowWaitMilliseconds: 10)
+        // One query per millisecond from t = 100: at t = 104 a row and one query wait, and the
+        // three missing for the next row are expected by t = 107, within the wait (t = 110).
+        for t in 0..<5 { _ = batcher.add(Self.queries("q\(t)", count: 1, tag: UInt64(t + 1)), now: 100 + Int64(t)) }
+        #expect(batcher.partialBatchDecision(now: 104) == .waitUntil(110))
+        #expect(batcher.flushIfDue(now: 104).isEmpty)
+        // At t = 107 two rows wait; a third would take 4 ms more, past the wait: both go now.
+        for t in 5..<8 { _ = batcher.add(Self.queries("q\(t)", count: 1, tag: UInt64(t + 1)), now: 100 + Int64(t)) }
+        #expect(batcher.partialBatchDecision(now: 107) == .flushNow)
+        let sent = batcher.flushIfDue(now: 107)
+        #expect(sent.map(\.rows) == [2])
+        #expect(sent.first?.queries.map(\.member.requestID) == (0..<8).map { "q\($0)" })
+        // After a lull the rate predicts no row in time: a whole row goes at once.
+        _ = batcher.add(Self.queries("late", count: 4, tag: 9), now: 300)
+        #expect(batcher.partialBatchDecision(now: 300) == .flushNow)
+        #expect(batcher.flushIfDue(now: 300).map(\.rows) == [1])
+        // R·K waiting queries go at once, whatever the rate.
+        #expect(batcher.add(Self.queries("burst", count: 12, tag: 10), now: 301).map(\.rows) == [3])
+    }
+
     @Test func withPaddingOnAPartialBatchIsFilledToKWithItsLastQuery() {
         var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, padsPartialBatches: true)
         _ = batcher.add(Self.queries("a", count: 2, tag: 1), now: 100)

@@ -21,6 +21,7 @@ VARIANTS = [
     ("one-task-at-a-time", "one task at a time (worker `--prefetch 1 --max-batch 1`)"),
     ("quorum-coded-queues", "tasks and results on quorum queues, persistent (`--coded-queues quorum`)"),
     ("no-manifest-copies", "no manifest copies on tasks (`--no-manifest-in-tasks`)"),
+    ("no-rows", "no rows: every batch alone (`--max-rows 1`)"),
 ]
 
 
@@ -32,6 +33,13 @@ def per_query(p, counter):
     c = p["counters"]
     queries = c.get("nercc_encoder_queries_encoded_total") or 1
     return c.get(counter, 0) / queries
+
+
+def computed_per_query(p):
+    """Coded queries the workers ran per query (tasks computed, before rows were counted)."""
+    c = p["counters"]
+    key = "nercc_worker_coded_queries_computed_total"
+    return per_query(p, key if key in c else "nercc_worker_tasks_computed_total")
 
 
 def mean_batch(p):
@@ -64,7 +72,7 @@ def stages(path, loads=2):
 
 
 def effects(directory):
-    print("| variant | stragglers | load | `nercc` p50 / p99 ms | `uncoded` p50 / p99 ms | p50 ratio | mean batch | tasks published / computed per query |")
+    print("| variant | stragglers | load | `nercc` p50 / p99 ms | `uncoded` p50 / p99 ms | p50 ratio | mean batch | task messages / coded queries computed per query |")
     print("|---|---|---|---|---|---|---|---|")
     for name, title in VARIANTS:
         path = os.path.join(directory, name, "serve.json")
@@ -82,7 +90,7 @@ def effects(directory):
                     f'| {title if first else ""} | {model} | {rate}/s | {n["latency"]["p50"]:.1f} / {n["latency"]["p99"]:.1f}{short} '
                     f'| {u["latency"]["p50"]:.1f} / {u["latency"]["p99"]:.1f} | {n["latency"]["p50"] / u["latency"]["p50"]:.2f} '
                     f'| {mean_batch(n):.2f} | {per_query(n, "nercc_encoder_tasks_published_total"):.2f} / '
-                    f'{per_query(n, "nercc_worker_tasks_computed_total"):.2f} |'
+                    f'{computed_per_query(n):.2f} |'
                 )
                 first = False
 
@@ -97,7 +105,7 @@ def every_point(path):
         print(
             f'{p["straggler"]:22} {p["label"]:18} {p["offeredRequestsPerSecond"]:5.0f}/s p50 {l["p50"]:7.1f} '
             f'p99 {l["p99"]:7.1f} p99.9 {l["p999"]:7.1f} acc {100 * (p["accuracy"] or 0):.1f}% '
-            f'k {mean_batch(p):.2f} computed/q {per_query(p, "nercc_worker_tasks_computed_total"):.2f} '
+            f'k {mean_batch(p):.2f} computed/q {computed_per_query(p):.2f} '
             f'timeouts {p["timeouts"]}'
         )
 

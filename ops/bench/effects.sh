@@ -17,10 +17,11 @@ declare -A variants=(
     [one-task-at-a-time]="--worker-arg=--prefetch=1 --worker-arg=--max-batch=1"
     [quorum-coded-queues]="--coded-queues quorum"
     [no-manifest-copies]="--encoder-arg=--no-manifest-in-tasks"
+    [no-rows]="--encoder-arg=--max-rows=1"
 )
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(all-on padded-batches whole-partial-batches no-cancellation one-task-at-a-time
-    quorum-coded-queues no-manifest-copies)
+    quorum-coded-queues no-manifest-copies no-rows)
 for name in "${names[@]}"; do
     [ -n "${variants[$name]+x}" ] || { echo "unknown variant '$name'" >&2; exit 2; }
     echo "==> $name"

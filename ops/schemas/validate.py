@@ -16,8 +16,8 @@
       {"properties": {...}, "headers": {...}, "body_bytes": <int>, "body_base64": <optional>}.
 
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
-envelope body length = 4 x product(x-nercc-shape), deterministic message ids, manifest members =
-scheme.batch_size, N and wait_for as the scheme implies, and the batch id rule, prediction class =
+envelope body length = 4 x x-nercc-rows x product(x-nercc-shape), deterministic message ids, manifest members =
+rows x scheme.batch_size, N and wait_for as the scheme implies, and the batch id rule, prediction class =
 argmax of its outputs, timestamps of one clock in order, a manifest copy (x-nercc-manifest) on a
 task or result that is a valid manifest of the message's batch, an abandonment's manifest that
 passes the manifest checks (and the abandonment schema's copy of the manifest schema kept identical
@@ -149,9 +149,10 @@ def check_batch_manifest(msg: dict) -> list[str]:
     scheme, members = msg["scheme"], msg["members"]
     name, n, k = scheme["name"], scheme["workers"], scheme["batch_size"]
     # The code is the batch's own (N_k, k): a partial batch has k < K slots, all real, unless the
-    # encoder pads; either way there is one member per slot.
-    if len(members) != k:
-        problems.append(f"$.members: {len(members)} members for scheme.batch_size = {k}")
+    # encoder pads; either way there is one member per slot and row (rows: R, absent = 1).
+    rows = msg.get("rows", 1)
+    if len(members) != rows * k:
+        problems.append(f"$.members: {len(members)} members for scheme.batch_size = {k} and rows = {rows}")
     if n < k:
         problems.append(f"$.scheme.workers: N = {n} < K = {k}")
     if name == "uncoded" and n != k:
@@ -267,6 +268,9 @@ def check_manifest_copy(headers: dict, validators: dict, result: bool) -> list[s
     if manifest["batch_id"] != headers["x-nercc-batch-id"]:
         problems.append(
             f"{where}: the manifest copy is of batch {manifest['batch_id']}, the message of batch {headers['x-nercc-batch-id']}")
+    if manifest.get("rows", 1) != headers.get("x-nercc-rows", 1):
+        problems.append(
+            f"{where}: the manifest copy's rows {manifest.get('rows', 1)} differs from x-nercc-rows {headers.get('x-nercc-rows', 1)}")
     if not result:
         scheme = manifest["scheme"]
         for header, value, field in (("x-nercc-workers", scheme["workers"], "scheme.workers"),
@@ -288,10 +292,11 @@ def check_envelope(msg: dict, validators: dict, result: bool) -> list[str]:
     problems = check_manifest_copy(msg["headers"], validators, result)
     props, headers = msg["properties"], msg["headers"]
     shape = [int(d) for d in headers["x-nercc-shape"].split(",")]
-    expected = 4 * math.prod(shape)
+    rows = headers.get("x-nercc-rows", 1)
+    expected = 4 * rows * math.prod(shape)
     if msg["body_bytes"] != expected:
         problems.append(
-            f"$.body_bytes: {msg['body_bytes']} bytes, but shape {headers['x-nercc-shape']} of float32 needs {expected}")
+            f"$.body_bytes: {msg['body_bytes']} bytes, but {rows} row(s) of shape {headers['x-nercc-shape']} of float32 need {expected}")
     batch, index = props["correlation_id"], headers["x-nercc-coded-index"]
     if headers["x-nercc-batch-id"] != batch:
         problems.append(f'$.headers["x-nercc-batch-id"]: {headers["x-nercc-batch-id"]} differs from correlation_id {batch}')
