@@ -9,6 +9,9 @@ public enum WireFormat {
     /// The wire format's major version.
     public static let version = 1
 
+    /// The most rows a task, a result or a manifest may declare (`x-nercc-rows`, `rows`).
+    public static let maximumRows = 1_024
+
     /// Content type of JSON bodies (requests, manifests, predictions, error records).
     public static let jsonContentType = "application/json"
     /// Content type of binary tensor bodies: little-endian float32, C order, shape in `x-nercc-shape`.

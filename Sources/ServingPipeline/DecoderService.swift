@@ -374,10 +374,10 @@ public final class DecoderService: Sendable {
                 }
                 // R rows of that shape (`x-nercc-rows`, 1 when absent).
                 if let header = headers[WireFormat.Header.rows] {
-                    guard let rows = header.intValue, rows >= 1, rows <= WorkerService.maximumRowsPerTask else {
+                    guard let rows = header.intValue, rows >= 1, rows <= WireFormat.maximumRows else {
                         throw WireFormatError(
                             .badHeader,
-                            "\(WireFormat.Header.rows) must be an integer in 1...\(WorkerService.maximumRowsPerTask)")
+                            "\(WireFormat.Header.rows) must be an integer in 1...\(WireFormat.maximumRows)")
                     }
                     if rows > 1 { shape = [Int(rows)] + shape }
                 }
@@ -531,9 +531,9 @@ public final class DecoderService: Sendable {
             return WireFormatError(.badRequest, "the manifest's scheme is invalid: \(error)")
         }
         let rows = manifest.rowCount
-        guard rows >= 1, rows <= WorkerService.maximumRowsPerTask else {
+        guard rows >= 1, rows <= WireFormat.maximumRows else {
             return WireFormatError(
-                .badRequest, "the manifest's rows must be in 1...\(WorkerService.maximumRowsPerTask)")
+                .badRequest, "the manifest's rows must be in 1...\(WireFormat.maximumRows)")
         }
         guard manifest.members.count == rows * manifest.scheme.batchSize else {
             return WireFormatError(

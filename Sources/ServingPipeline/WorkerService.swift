@@ -480,8 +480,6 @@ public final class WorkerService: Sendable {
         }
     }
 
-    /// The most rows a task may carry (`x-nercc-rows`).
-    public static let maximumRowsPerTask = 1_024
     /// A forward pass takes at most B tasks and at most B × this many rows (the encoder's
     /// `--max-rows` default).
     static let maximumRowsPerPass = 8
@@ -525,11 +523,11 @@ public final class WorkerService: Sendable {
         }
         var rows = 1
         if let header = headers[WireFormat.Header.rows] {
-            guard let r = header.intValue, r >= 1, r <= Self.maximumRowsPerTask else {
+            guard let r = header.intValue, r >= 1, r <= WireFormat.maximumRows else {
                 return .failure(
                     WireFormatError(
                         .badHeader,
-                        "the task's \(WireFormat.Header.rows) must be an integer in 1...\(Self.maximumRowsPerTask)"))
+                        "the task's \(WireFormat.Header.rows) must be an integer in 1...\(WireFormat.maximumRows)"))
             }
             rows = Int(r)
         }

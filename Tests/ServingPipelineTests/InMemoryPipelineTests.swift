@@ -255,6 +255,31 @@ struct LinearModel: InferenceModel {
 /// No service crashes on a malformed message: tasks and results that do not follow the wire format
 /// are dead-lettered with a reason, and the services keep serving.
 @Suite struct MalformedMessageTests {
+    /// Rows: a count outside 1...1024, or a body of another number of rows.
+    static let rowCases: [(String, String, String?, [String: HeaderValue], [UInt8], String)] = [
+        (
+            "nercc.tasks", "linear", "reply", ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-rows": 0],
+            [UInt8](repeating: 0, count: 12), "bad-header"
+        ),
+        (
+            "nercc.tasks", "linear", "reply", ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-rows": 2],
+            [UInt8](repeating: 0, count: 12), "wrong-shape"
+        ),
+        (
+            "", "nercc.results.0", nil, ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0, "x-nercc-rows": "two"],
+            [UInt8](repeating: 0, count: 8), "bad-header"
+        ),
+    ]
+
+    @Test(arguments: rowCases)
+    func malformedRowsAreDeadLettered(
+        exchange: String, routingKey: String, replyTo: String?, headers: [String: HeaderValue], body: [UInt8],
+        code: String
+    ) async throws {
+        try await malformedTasksAndResultsAreDeadLettered(
+            exchange: exchange, routingKey: routingKey, replyTo: replyTo, headers: headers, body: body, code: code)
+    }
+
     @Test(arguments: [
         ("nercc.tasks", "linear", nil as String?, [String: HeaderValue](), [UInt8]([1, 2, 3]), "bad-header"),
         ("nercc.tasks", "linear", nil, ["x-nercc-batch-id": "b", "x-nercc-coded-index": 0], [UInt8](), "bad-header"),
