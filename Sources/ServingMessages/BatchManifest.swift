@@ -159,7 +159,12 @@ public struct BatchManifest: Codable, Sendable, Equatable {
 
     /// Where member `j` sits: its slot (data point) and row.
     public func position(ofMember j: Int) -> (slot: Int, row: Int) {
-        (j % scheme.batchSize, j / scheme.batchSize)
+        Self.position(ofMember: j, batchSize: scheme.batchSize)
+    }
+
+    /// Where member `j` of a batch of K = `batchSize` slots sits: slot j mod K, row j / K.
+    public static func position(ofMember j: Int, batchSize: Int) -> (slot: Int, row: Int) {
+        (j % batchSize, j / batchSize)
     }
 
     enum CodingKeys: String, CodingKey {

@@ -338,7 +338,6 @@ public final class EncoderService: Sendable {
                 await stop.wait()
                 for tag in consumerTags { try? await self.transport.cancel(consumerTag: tag) }
             }
-
             var consumersLeft = queues.count
             metrics.set("consuming", 1)
             var inFlight = 0
@@ -663,7 +662,8 @@ public final class EncoderService: Sendable {
         let d = model.inputSize
         var elements = [Double](repeating: 0, count: code.batchSize * rows * d)
         for (j, query) in batch.queries.enumerated() {
-            let start = (j % code.batchSize) * rows * d + (j / code.batchSize) * d
+            let (slot, row) = BatchManifest.position(ofMember: j, batchSize: code.batchSize)
+            let start = slot * rows * d + row * d
             for (i, v) in query.values.enumerated() { elements[start + i] = Double(v) }
         }
         let x = Matrix(rows: code.batchSize, columns: rows * d, elements: elements)
