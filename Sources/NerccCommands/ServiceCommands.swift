@@ -367,7 +367,33 @@ struct DecoderCommand: AsyncParsableCommand {
     )
     var manifestCopies: Bool = Environment.bool("NERCC_MANIFEST_COPIES", true)
 
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Decode a batch of an approximate scheme (bacc, nercc) from fewer results than it waits for, marked degraded, when the rest are late: the straggler wait (env NERCC_EARLY_DECODE)."
+    )
+    var earlyDecode: Bool = Environment.bool("NERCC_EARLY_DECODE", true)
+
+    @Option(
+        help:
+            "The straggler wait: how long a batch that could be answered approximately waits for the rest of its results, in ms (env NERCC_EARLY_DECODE_AFTER_MS)."
+    )
+    var earlyDecodeAfterMs: Int = Environment.int("NERCC_EARLY_DECODE_AFTER_MS", 30)
+
+    @Option(
+        help:
+            "How many results beyond S a batch may lose when decoded early, as a share of S, rounded up: 0.5 decodes (12, 4, 3) from 7 of its 12 results (env NERCC_EARLY_DECODE_EXTRA_SHARE)."
+    )
+    var earlyDecodeExtraShare: Double = Environment.double("NERCC_EARLY_DECODE_EXTRA_SHARE", 0.5)
+
     func validate() throws {
+        guard earlyDecodeAfterMs >= 0 else { throw ValidationError("--early-decode-after-ms must be ≥ 0") }
+        guard earlyDecodeExtraShare.isFinite, (0...1).contains(earlyDecodeExtraShare) else {
+            throw ValidationError("--early-decode-extra-share must be in 0...1, got \(earlyDecodeExtraShare)")
+        }
+        try Environment.validate(["NERCC_EARLY_DECODE_AFTER_MS"], as: .integer)
+        try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE"], as: .number)
+        try Environment.validate(["NERCC_EARLY_DECODE"], as: .boolean)
         guard shard >= 0, shard < connection.shards else {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
         }
@@ -387,7 +413,9 @@ struct DecoderCommand: AsyncParsableCommand {
             transport: transport,
             configuration: DecoderConfiguration(
                 shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers,
-                cancelGraceMilliseconds: Int64(cancelAfterMs), acceptsManifestCopies: manifestCopies),
+                cancelGraceMilliseconds: Int64(cancelAfterMs), acceptsManifestCopies: manifestCopies,
+                earlyDecodeAfterMilliseconds: earlyDecode ? Int64(earlyDecodeAfterMs) : nil,
+                earlyDecodeExtraShare: earlyDecodeExtraShare),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info("decoder serving", metadata: ["shard": "\(shard)"])
         try await ServiceRunner.run(

@@ -89,8 +89,11 @@ public struct BatchAssembler: Sendable {
         public var orphaned = 0
         /// Batches decoded with every result the scheme waits for.
         public var decoded = 0
-        /// Batches decoded at the deadline from fewer results.
+        /// Batches decoded from fewer results than they wait for: at the deadline, or after the
+        /// straggler wait (``EarlyDecode``).
         public var degraded = 0
+        /// Of the degraded batches, those decoded after the straggler wait rather than at the deadline.
+        public var decodedEarly = 0
         /// Batches that timed out.
         public var timedOut = 0
         /// Results dropped because their coded index or length does not fit their batch.
@@ -111,6 +114,23 @@ public struct BatchAssembler: Sendable {
     /// many the manifest waits for).
     public typealias Decodability = @Sendable (BatchManifest, [Int]) -> Bool
 
+    /// The straggler wait: a batch that holds at least `minimumResults(manifest)` results (fewer
+    /// than it waits for) is decoded from what it has, as *degraded*, once it has held that many for
+    /// `afterMilliseconds` — instead of waiting for the rest up to its deadline. `minimumResults`
+    /// returns nil for batches that never decode early (exact schemes, or no result to spare).
+    public struct EarlyDecode: Sendable {
+        /// How long a batch that could be decoded approximately waits for the rest of its results.
+        public var afterMilliseconds: Int64
+        /// The fewest results a batch is decoded early from, or nil.
+        public var minimumResults: @Sendable (BatchManifest) -> Int?
+
+        /// Creates the rule.
+        public init(afterMilliseconds: Int64, minimumResults: @escaping @Sendable (BatchManifest) -> Int?) {
+            self.afterMilliseconds = max(0, afterMilliseconds)
+            self.minimumResults = minimumResults
+        }
+    }
+
     private struct Expiry: Comparable {
         var at: Int64
         var batchID: String
@@ -126,7 +146,13 @@ public struct BatchAssembler: Sendable {
     private var retentionExpiries = Deque<Expiry>()
     /// When results held for a manifest message that has not come are released (non-decreasing).
     private var heldExpiries = Deque<Expiry>()
+    /// When batches that could be decoded approximately stop waiting for the rest (non-decreasing).
+    private var earlyExpiries = Deque<Expiry>()
+    /// Batches with a pending entry in `earlyExpiries`, and its time.
+    private var earlyPending: [String: Int64] = [:]
     private let decodable: Decodability
+    /// The straggler wait, if on.
+    public let earlyDecode: EarlyDecode?
     /// How long finished batches are remembered.
     public let retentionMilliseconds: Int64
     /// How long results may wait for their manifest.
@@ -139,8 +165,10 @@ public struct BatchAssembler: Sendable {
     /// Creates an assembler.
     public init(
         retentionMilliseconds: Int64 = 600_000, orphanTimeoutMilliseconds: Int64 = 60_000,
-        lateManifestGraceMilliseconds: Int64 = 1_000, decodable: @escaping Decodability
+        lateManifestGraceMilliseconds: Int64 = 1_000, earlyDecode: EarlyDecode? = nil,
+        decodable: @escaping Decodability
     ) {
+        self.earlyDecode = earlyDecode
         self.lateManifestGraceMilliseconds = lateManifestGraceMilliseconds
         self.decodable = decodable
         self.retentionMilliseconds = retentionMilliseconds
@@ -273,6 +301,12 @@ public struct BatchAssembler: Sendable {
             else { continue }
             actions += evaluate(first.batchID, now: now, atDeadline: true)
         }
+        while let first = earlyExpiries.first, first.at <= now {
+            earlyExpiries.removeFirst()
+            guard earlyPending[first.batchID] == first.at else { continue }
+            earlyPending[first.batchID] = nil
+            actions += evaluate(first.batchID, now: now, atDeadline: false, early: true)
+        }
         while let first = orphanExpiries.first, first.at <= now {
             orphanExpiries.removeFirst()
             guard case .collecting(nil, _, let results, let seen) = batches[first.batchID],
@@ -304,8 +338,11 @@ public struct BatchAssembler: Sendable {
 
     /// The earliest time at which ``tick(now:)`` may have something to do (O(1)).
     public var nextDeadline: Int64? {
-        [deadlines.min?.at, orphanExpiries.first?.at, retentionExpiries.first?.at, heldExpiries.first?.at]
-            .compactMap { $0 }.min()
+        [
+            deadlines.min?.at, earlyExpiries.first?.at, orphanExpiries.first?.at, retentionExpiries.first?.at,
+            heldExpiries.first?.at,
+        ]
+        .compactMap { $0 }.min()
     }
 
     /// The service has published (and acknowledged the job's tags of) the outcome of a batch.
@@ -355,7 +392,7 @@ public struct BatchAssembler: Sendable {
         index >= 0 && index < manifest.scheme.workers && values == manifest.rowCount * manifest.outputSize
     }
 
-    private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool) -> [Action] {
+    private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool, early: Bool = false) -> [Action] {
         guard case .collecting(let manifest?, let manifestTag, let all, let seen) = batches[id] else { return [] }
         var actions: [Action] = []
         let results = all.filter { Self.fits(index: $0.index, values: $0.values.count, manifest: manifest) }
@@ -374,10 +411,29 @@ public struct BatchAssembler: Sendable {
         let enough = results.count >= manifest.waitFor && decodable(manifest, indices)
         if enough {
             batches[id] = decoding
+            earlyPending[id] = nil
             counters.decoded += 1
             return actions + [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
         }
+        if let earlyDecode, let minimum = earlyDecode.minimumResults(manifest), minimum < manifest.waitFor,
+            results.count >= minimum
+        {
+            if early {
+                if decodable(manifest, indices) {
+                    batches[id] = decoding
+                    counters.degraded += 1
+                    counters.decodedEarly += 1
+                    return actions + [.decode(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
+                }
+            } else if earlyPending[id] == nil {
+                // The straggler wait starts when the batch first holds enough to answer approximately.
+                let at = now + earlyDecode.afterMilliseconds
+                earlyPending[id] = at
+                earlyExpiries.append(Expiry(at: at, batchID: id))
+            }
+        }
         guard atDeadline else { return actions }
+        earlyPending[id] = nil
         if manifestTag == nil && !(results.count > 0 && decodable(manifest, indices)) {
             // Known only from copies, and not decodable: its manifest message was acknowledged by a
             // decoder that answered the batch and died before acknowledging these results, or is

@@ -21,18 +21,42 @@ public struct DecoderConfiguration: Sendable {
     /// Use the manifest copies results carry (``WireFormat/Header/manifest``); off, every batch waits
     /// for its manifest message (for workers that are not trusted to pass copies on unchanged).
     public var acceptsManifestCopies: Bool
+    /// The straggler wait, in milliseconds (nil: off): a batch of an approximate scheme that holds
+    /// enough results to be answered approximately (``earlyDecodeMinimum(for:extraShare:)``) waits
+    /// this long for the rest, then is decoded from what it has, as *degraded*.
+    public var earlyDecodeAfterMilliseconds: Int64?
+    /// The share of a batch's S it may lose beyond S when it is decoded early (0.5: a (12, 4, 3)
+    /// batch may lose ⌈1.5⌉ = 2 more results, and is decoded from 7 instead of 9).
+    public var earlyDecodeExtraShare: Double
 
     /// Creates a configuration.
     public init(
         shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
-        cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true
+        cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
+        earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5
     ) {
+        self.earlyDecodeAfterMilliseconds = earlyDecodeAfterMilliseconds.map { max(0, $0) }
+        self.earlyDecodeExtraShare = min(max(earlyDecodeExtraShare, 0), 1)
         self.acceptsManifestCopies = acceptsManifestCopies
         self.shard = shard
         self.prefetch = prefetch
         self.consumerTag = consumerTag
         self.cancelsLeftovers = cancelsLeftovers
         self.cancelGraceMilliseconds = max(0, cancelGraceMilliseconds)
+    }
+
+    /// The fewest results a batch is decoded from after the straggler wait, or nil when it never is:
+    /// only the approximate schemes (`bacc`, `nercc`, `nercc-ag`) decode from fewer results than they
+    /// wait for, and they give up at most ⌈share · S⌉ more (S = N − wait_for), never going below K
+    /// results. (12, 4, 3) with share 0.5: 7 results instead of 9.
+    public static func earlyDecodeMinimum(for manifest: BatchManifest, extraShare: Double) -> Int? {
+        guard let kind = SchemeKind(rawValue: manifest.scheme.name),
+            [.bacc, .nercc, .nerccAgnostic].contains(kind)
+        else { return nil }
+        let stragglers = manifest.scheme.workers - manifest.waitFor
+        let extra = Int((extraShare * Double(stragglers)).rounded(.up))
+        let minimum = max(manifest.scheme.batchSize, manifest.waitFor - extra)
+        return minimum < manifest.waitFor ? max(1, minimum) : nil
     }
 }
 
@@ -115,7 +139,13 @@ public final class DecoderService: Sendable {
         }
         let rejection = MessageRejection(transport: transport, topology: topology, service: "decoder")
         let codes = self.codes
-        var assembler = BatchAssembler { manifest, indices in
+        let share = configuration.earlyDecodeExtraShare
+        let early = configuration.earlyDecodeAfterMilliseconds.map {
+            BatchAssembler.EarlyDecode(afterMilliseconds: $0) {
+                DecoderConfiguration.earlyDecodeMinimum(for: $0, extraShare: share)
+            }
+        }
+        var assembler = BatchAssembler(earlyDecode: early) { manifest, indices in
             guard let code = try? codes.code(for: manifest.scheme) else { return false }
             return code.canDecode(received: indices)
         }
@@ -315,7 +345,8 @@ public final class DecoderService: Sendable {
     private func publishCounters(_ c: BatchAssembler.Counters) {
         for (name, value) in [
             ("results_late", c.late), ("results_duplicate", c.duplicate), ("results_orphaned", c.orphaned),
-            ("batches_decoded", c.decoded), ("batches_degraded", c.degraded), ("batches_timed_out", c.timedOut),
+            ("batches_decoded", c.decoded), ("batches_degraded", c.degraded), ("batches_decoded_early", c.decodedEarly),
+            ("batches_timed_out", c.timedOut),
             ("results_invalid", c.invalid), ("batches_abandoned", c.abandoned),
         ] {
             let delta = Double(value) - metrics.value(name)

@@ -142,6 +142,100 @@ import Testing
         #expect(!job.tags.contains(Self.tag(1)) && !job.tags.contains(Self.tag(2)))
         #expect(a.counters.duplicate == 0)
     }
+
+    /// An assembler whose batches may be decoded from `minimum` results after a straggler wait of
+    /// `after` ms.
+    static func earlyAssembler(minimum: Int?, after: Int64 = 20) -> BatchAssembler {
+        BatchAssembler(
+            retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200,
+            earlyDecode: .init(afterMilliseconds: after) { _ in minimum }
+        ) { _, indices in !indices.isEmpty }
+    }
+
+    @Test func aBatchThatCouldBeAnsweredApproximatelyWaitsTheStragglerWaitThenDecodesDegraded() throws {
+        var a = Self.earlyAssembler(minimum: 2)
+        _ = a.receive(manifest: Self.manifest(waitFor: 3, deadline: 1_000), tag: Self.tag(1), now: 0)
+        #expect(a.receive(result: Self.result(4, tag: 2), batchID: "b1", now: 1).isEmpty)
+        // One result is not enough to answer early: nothing is scheduled before the deadline.
+        #expect(a.nextDeadline == 1_000)
+        // The second is: the straggler wait runs from now.
+        #expect(a.receive(result: Self.result(0, tag: 3), batchID: "b1", now: 5).isEmpty)
+        #expect(a.nextDeadline == 25)
+        #expect(a.tick(now: 24).isEmpty)
+        let actions = a.tick(now: 25)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action, got \(actions)")
+            return
+        }
+        #expect(job.degraded)
+        #expect(job.results.map(\.index) == [4, 0])
+        #expect(Set(job.tags.map(\.value)) == [1, 2, 3])
+        #expect(a.counters.degraded == 1 && a.counters.decodedEarly == 1 && a.counters.decoded == 0)
+        // The straggler is late when it comes.
+        a.finished(batchID: "b1", now: 26)
+        #expect(a.receive(result: Self.result(2, tag: 4), batchID: "b1", now: 30) == [.ack([Self.tag(4)])])
+        #expect(a.counters.late == 1)
+    }
+
+    @Test func theRestArrivingWithinTheStragglerWaitDecodesInFull() throws {
+        var a = Self.earlyAssembler(minimum: 2)
+        _ = a.receive(manifest: Self.manifest(waitFor: 3), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(1, tag: 2), batchID: "b1", now: 1)
+        _ = a.receive(result: Self.result(3, tag: 3), batchID: "b1", now: 2)
+        let actions = a.receive(result: Self.result(0, tag: 4), batchID: "b1", now: 21)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action, got \(actions)")
+            return
+        }
+        #expect(!job.degraded)
+        a.finished(batchID: "b1", now: 22)
+        // The wait that was scheduled does nothing once it expires.
+        #expect(a.tick(now: 22).isEmpty)
+        #expect(a.counters.decoded == 1 && a.counters.degraded == 0 && a.counters.decodedEarly == 0)
+    }
+
+    @Test func aBatchWithoutAMinimumWaitsForItsDeadline() {
+        var a = Self.earlyAssembler(minimum: nil)
+        _ = a.receive(manifest: Self.manifest(waitFor: 3, deadline: 100), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(1, tag: 2), batchID: "b1", now: 1)
+        _ = a.receive(result: Self.result(3, tag: 3), batchID: "b1", now: 2)
+        #expect(a.nextDeadline == 100)
+        #expect(a.tick(now: 99).isEmpty)
+        #expect(a.counters.decodedEarly == 0)
+    }
+
+    /// Results that arrive before the manifest start the straggler wait when the manifest comes.
+    @Test func theStragglerWaitStartsWhenTheManifestArrivesAfterEnoughResults() throws {
+        var a = Self.earlyAssembler(minimum: 2, after: 10)
+        _ = a.receive(result: Self.result(1, tag: 2), batchID: "b1", now: 0)
+        _ = a.receive(result: Self.result(2, tag: 3), batchID: "b1", now: 1)
+        #expect(a.receive(manifest: Self.manifest(waitFor: 3), tag: Self.tag(1), now: 7).isEmpty)
+        #expect(a.tick(now: 16).isEmpty)
+        guard case .decode(let job) = try #require(a.tick(now: 17).first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(job.degraded && job.results.count == 2)
+    }
+
+    /// Only the approximate schemes decode early, from at most ⌈share·S⌉ results fewer than they
+    /// wait for and never from fewer than K.
+    @Test(
+        arguments: [
+            ("nercc", 12, 4, 9, 0.5, 7), ("bacc", 12, 4, 9, 0.5, 7), ("nercc-ag", 12, 4, 9, 0.5, 7),
+            ("nercc", 12, 4, 9, 1.0, 6), ("nercc", 12, 4, 9, 0.0, nil), ("nercc", 12, 8, 8, 0.5, nil),
+            ("nercc", 3, 1, 1, 0.5, nil), ("nercc", 9, 3, 6, 0.5, 4), ("lcc", 12, 4, 9, 0.5, nil),
+            ("uncoded", 4, 4, 4, 0.5, nil), ("replication", 12, 4, 4, 0.5, nil), ("parity", 6, 4, 4, 0.5, nil),
+        ] as [(String, Int, Int, Int, Double, Int?)])
+    func theEarlyDecodeMinimumOfEachScheme(
+        name: String, n: Int, k: Int, waitFor: Int, share: Double, minimum: Int?
+    ) {
+        let manifest = BatchManifest(
+            batchID: "b", model: "m", scheme: .init(name: name, workers: n, batchSize: k), waitFor: waitFor,
+            createdMilliseconds: 0, deadlineMilliseconds: 1, outputSize: 1, labels: nil,
+            members: (0..<k).map { .init(requestID: "r", index: $0, requestQueries: k) })
+        #expect(DecoderConfiguration.earlyDecodeMinimum(for: manifest, extraShare: share) == minimum)
+    }
 }
 
 @Suite struct ManifestCopyTests {

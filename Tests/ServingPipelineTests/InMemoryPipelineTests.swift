@@ -29,7 +29,8 @@ struct LinearModel: InferenceModel {
     /// which hold one task each and never answer.
     static func services(
         _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal,
-        stragglers: Int = 0, silent: Int = 0, configure: (inout EncoderConfiguration) -> Void = { _ in }
+        stragglers: Int = 0, silent: Int = 0, decoder decoderConfiguration: DecoderConfiguration = .init(),
+        configure: (inout EncoderConfiguration) -> Void = { _ in }
     ) throws -> [@Sendable () async throws -> Void] {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
@@ -41,7 +42,7 @@ struct LinearModel: InferenceModel {
             transport: transport, configuration: configuration, topology: topology, models: [LinearModel()],
             logger: logger)
         let decoder = DecoderService(
-            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger)
+            transport: transport, configuration: decoderConfiguration, topology: topology, logger: logger)
         var runs: [@Sendable () async throws -> Void] = [
             { try await encoder.run(stop: stop) }, { try await decoder.run(stop: stop) },
         ]
@@ -71,17 +72,13 @@ struct LinearModel: InferenceModel {
         return got
     }
 
-    /// Serves one request of `queries` on an encoder, a decoder and N workers of `kind` (K = 4, N = 4
-    /// uncoded, 8 otherwise); returns its prediction records once every query is answered.
-    static func serveOneRequest(
-        _ queries: [[Float]], kind: SchemeKind, configure: (inout EncoderConfiguration) -> Void = { _ in }
+    /// Runs the services, publishes one request of `queries` with a reply queue, and returns the
+    /// prediction records it is answered with once `done` holds, then stops the services.
+    static func request(
+        _ queries: [[Float]], of runs: [@Sendable () async throws -> Void], on transport: InMemoryTransport,
+        stop: StopSignal, until done: @escaping ([PredictionRecord]) -> Bool
     ) async throws -> [PredictionRecord] {
-        let transport = InMemoryTransport()
-        let n = kind == .uncoded ? 4 : 8
-        let scheme = SchemeConfiguration(kind: kind, workers: n, batchSize: 4)
-        let stop = StopSignal()
-        let runs = try Self.services(transport, scheme: scheme, workers: n, stop: stop, configure: configure)
-        let records = try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
             try await Task.sleep(for: .milliseconds(50))
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
@@ -94,12 +91,26 @@ struct LinearModel: InferenceModel {
                     properties: MessageProperties(contentType: "application/json", replyTo: "reply"),
                     body: Array(try JSONEncoder().encode(request))))
             let deliveries = try await Self.collect(replies, on: transport) { got in
-                got.compactMap { try? JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
-                    .reduce(0) { $0 + $1.predictions.count } >= queries.count
+                done(got.compactMap { try? JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) })
             }
             stop.stop()
             try await group.waitForAll()
-            return deliveries.map { try! JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
+            return try deliveries.map { try JSONDecoder().decode(PredictionRecord.self, from: Data($0.body)) }
+        }
+    }
+
+    /// Serves one request of `queries` on an encoder, a decoder and N workers of `kind` (K = 4, N = 4
+    /// uncoded, 8 otherwise); returns its prediction records once every query is answered.
+    static func serveOneRequest(
+        _ queries: [[Float]], kind: SchemeKind, configure: (inout EncoderConfiguration) -> Void = { _ in }
+    ) async throws -> [PredictionRecord] {
+        let transport = InMemoryTransport()
+        let n = kind == .uncoded ? 4 : 8
+        let scheme = SchemeConfiguration(kind: kind, workers: n, batchSize: 4)
+        let stop = StopSignal()
+        let runs = try Self.services(transport, scheme: scheme, workers: n, stop: stop, configure: configure)
+        let records = try await Self.request(queries, of: runs, on: transport, stop: stop) { got in
+            got.reduce(0) { $0 + $1.predictions.count } >= queries.count
         }
         #expect(transport.unackedCount == 0)
         return records
@@ -171,6 +182,42 @@ struct LinearModel: InferenceModel {
             }
         }
         #expect(records.allSatisfy { $0.status == .ok && $0.requestID == "req-1" })
+    }
+
+    /// More workers straggle than the code tolerates (3 of N = 8 where S = 2), but a batch of an
+    /// approximate scheme does not wait for its deadline: once it holds N − S − ⌈S/2⌉ = 5 results and
+    /// the rest are late by the straggler wait, it is decoded from those five, marked degraded, and
+    /// the estimates are the coding library's from the same five results.
+    @Test(.timeLimit(.minutes(1)), arguments: [SchemeKind.nercc, .bacc])
+    func aBatchMissingMoreThanSResultsIsAnsweredDegradedAfterTheStragglerWait(kind: SchemeKind) async throws {
+        let transport = InMemoryTransport()
+        let scheme = SchemeConfiguration(kind: kind, workers: 8, batchSize: 4)
+        let stop = StopSignal()
+        // The deadline is ten minutes away: only the straggler wait can answer within the time limit.
+        let runs = try Self.services(
+            transport, scheme: scheme, workers: 8, stop: stop, stragglers: 2, silent: 3,
+            decoder: DecoderConfiguration(earlyDecodeAfterMilliseconds: 20)
+        ) { $0.deadlineMilliseconds = 600_000 }
+        let queries: [[Float]] = (0..<4).map { i in [Float(i) - 1, 0.5 * Float(i), 2 - Float(i * i) / 4] }
+        let records = try await Self.request(queries, of: runs, on: transport, stop: stop) { !$0.isEmpty }
+        let record = try #require(records.first)
+        #expect(record.status == .degraded)
+        #expect(record.received == 5 && record.needed == 6)
+        // Which five answered depends on which workers took which task: the estimates must be the
+        // library's decode from one of the 56 sets of five.
+        let code = try LinearCode(scheme)
+        let coded = try code.encode(Matrix(rows: 4, columns: 3, float32Elements: queries.flatMap { $0 }))
+        let y = try LinearModel().predict(flatInputs: coded.elements.map { Float($0) }, count: 8)
+        let outputs = record.predictions.sorted { $0.index < $1.index }.flatMap(\.outputs).map(Double.init)
+        var matches = 0
+        for mask in 0..<256 where mask.nonzeroBitCount == 5 {
+            let received = (0..<8).filter { mask & (1 << $0) != 0 }
+            let rows = Matrix(
+                rows: 5, columns: 2, float32Elements: received.flatMap { y[($0 * 2)..<($0 * 2 + 2)] })
+            let estimates = try code.decode(rows, received: received)
+            if zip(estimates.elements, outputs).allSatisfy({ abs($0 - $1) <= 1e-4 }) { matches += 1 }
+        }
+        #expect(matches >= 1, "the answer is not the decode of any five results: \(outputs)")
     }
 
     /// When the predictions cannot be published (the broker nacks them, as under a resource

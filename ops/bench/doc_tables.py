@@ -22,6 +22,7 @@ VARIANTS = [
     ("quorum-coded-queues", "tasks and results on quorum queues, persistent (`--coded-queues quorum`)"),
     ("no-manifest-copies", "no manifest copies on tasks (`--no-manifest-in-tasks`)"),
     ("no-rows", "no rows: every batch alone (`--max-rows 1`)"),
+    ("no-early-decode", "no straggler wait (decoder `--no-early-decode`)"),
 ]
 
 

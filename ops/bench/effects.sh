@@ -18,10 +18,11 @@ declare -A variants=(
     [quorum-coded-queues]="--coded-queues quorum"
     [no-manifest-copies]="--encoder-arg=--no-manifest-in-tasks"
     [no-rows]="--encoder-arg=--max-rows=1"
+    [no-early-decode]="--decoder-arg=--no-early-decode"
 )
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(all-on padded-batches whole-partial-batches no-cancellation one-task-at-a-time
-    quorum-coded-queues no-manifest-copies no-rows)
+    quorum-coded-queues no-manifest-copies no-rows no-early-decode)
 for name in "${names[@]}"; do
     [ -n "${variants[$name]+x}" ] || { echo "unknown variant '$name'" >&2; exit 2; }
     echo "==> $name"
