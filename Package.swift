@@ -9,7 +9,7 @@ import PackageDescription
 //   Messaging (transport protocol and message types; no I/O)
 //   CRabbitMQ (C: rabbitmq-c 0.11 + shim) ──▶ RabbitMQMessaging (the only importer of CRabbitMQ)
 //   CodedComputing, NeuralInference, Messaging, ServingMessages, swift-collections,
-//     swift-prometheus ──▶ ServingPipeline
+//     swift-metrics, swift-prometheus ──▶ ServingPipeline
 //   all of the above + ArgumentParser, Hummingbird, swift-service-lifecycle ──▶ NerccCommands
 //     ──▶ nercc (executable)
 // Warnings are errors in this package's own targets. `treatAllWarnings` is not an unsafe flag, so
@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
@@ -80,6 +81,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),

@@ -14,6 +14,8 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
     private var unacked: [DeliveryTag: (queue: String, message: StoredMessage, consumer: String)] = [:]
     private var nextTag: UInt64 = 1
     private var closed = false
+    /// Callers of ``waitForConsumers(on:count:)`` not yet satisfied.
+    private var consumerWaiters: [(queue: String, count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     /// Every message published, in order (for assertions).
     public private(set) var published: [OutgoingMessage] = []
     /// Fault injection: publishes for which this returns an error fail with it (as a nack or a
@@ -103,6 +105,36 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
         }
     }
 
+    /// The number of consumers of `queue` now.
+    public func consumerCount(on queue: String) -> Int {
+        lock.withLock { queues[queue]?.consumers.count ?? 0 }
+    }
+
+    /// Returns once `queue` has at least `count` consumers: a test publishes only after the services
+    /// it starts are consuming, without guessing how long that takes.
+    public func waitForConsumers(on queue: String, count: Int = 1) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = lock.withLock {
+                if (queues[queue]?.consumers.count ?? 0) >= count { return true }
+                consumerWaiters.append((queue, count, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// Removes the waiters whose queues now have enough consumers; returns their resumptions.
+    /// Called with the lock held.
+    private func satisfiedConsumerWaiters() -> [() -> Void] {
+        var resumptions: [() -> Void] = []
+        consumerWaiters.removeAll { waiter in
+            guard (queues[waiter.queue]?.consumers.count ?? 0) >= waiter.count else { return false }
+            resumptions.append { waiter.continuation.resume() }
+            return true
+        }
+        return resumptions
+    }
+
     /// Starts a consumer.
     public func consume(
         queue: String, prefetch: UInt16, consumerTag: String, arguments: [String: HeaderValue], autoAcknowledge: Bool
@@ -114,7 +146,7 @@ public final class InMemoryTransport: MessageTransport, @unchecked Sendable {
                 ConsumerState(
                     tag: consumerTag, prefetch: autoAcknowledge ? 0 : Int(prefetch), autoAcknowledge: autoAcknowledge,
                     continuation: continuation))
-            return dispatch(queue: queue)
+            return dispatch(queue: queue) + satisfiedConsumerWaiters()
         }
         guard let actions else {
             throw MessagingError(.notFound, "no queue '\(queue)'", replyCode: 404, isRetryable: false)

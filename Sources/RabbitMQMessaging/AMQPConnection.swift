@@ -79,7 +79,8 @@ final class AMQPConnection {
             socket, arena.cString(url.host), Int32(url.port), &connectTimeout, &osError)
         if openStatus != AMQP_STATUS_OK.rawValue {
             return .failure(
-                openFailure(status: openStatus, osError: osError, endpoint: endpoint, configuration: configuration))
+                openFailure(
+                    status: AMQPStatus(openStatus), osError: osError, endpoint: endpoint, configuration: configuration))
         }
 
         let capabilities: [String: HeaderValue] = [
@@ -138,18 +139,18 @@ final class AMQPConnection {
 
     /// The error for a failed TCP or TLS connect.
     static func openFailure(
-        status: Int32, osError: Int32, endpoint: String, configuration: RabbitMQConfiguration
+        status: AMQPStatus, osError: Int32, endpoint: String, configuration: RabbitMQConfiguration
     ) -> MessagingError {
         let (kind, retryable) = AMQPErrorMapping.classify(status: status)
         if kind == .tls {
             return MessagingError(
                 .tls, "TLS connection to RabbitMQ at \(endpoint) failed: \(AMQPErrorMapping.describe(status: status))",
-                libraryStatus: status, isRetryable: retryable)
+                libraryStatus: status.rawValue, isRetryable: retryable)
         }
         let reason: String
-        if status == AMQP_STATUS_TIMEOUT.rawValue {
+        if status == .timeout {
             reason = "connect timed out after \(configuration.connectTimeout)"
-        } else if status == AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED.rawValue {
+        } else if status == .hostnameResolutionFailed {
             reason = "cannot resolve host name"
         } else if osError == ECONNREFUSED {
             reason = "connection refused"
@@ -159,7 +160,8 @@ final class AMQPConnection {
             reason = AMQPErrorMapping.describe(status: status)
         }
         return MessagingError(
-            .unreachable, "cannot reach RabbitMQ at \(endpoint): \(reason)", libraryStatus: status, isRetryable: true)
+            .unreachable, "cannot reach RabbitMQ at \(endpoint): \(reason)", libraryStatus: status.rawValue,
+            isRetryable: true)
     }
 
     /// The error for a failed login: wrong credentials, a missing vhost or missing permissions.
@@ -179,17 +181,16 @@ final class AMQPConnection {
             return MessagingError(
                 .accessRefused, "access refused for \(subject): \(AMQPErrorMapping.oneLine(text)) (\(code))",
                 replyCode: code, replyText: text, isRetryable: false)
-        case .library(let status)
-        where status == AMQP_STATUS_CONNECTION_CLOSED.rawValue
-            || status == AMQP_STATUS_SOCKET_ERROR.rawValue:
+        case .library(let status) where status == .connectionClosed || status == .socketError:
             return MessagingError(
                 .connectionLost,
                 "RabbitMQ at \(url.endpoint) closed the connection during login for \(subject) "
                     + "(wrong credentials, vhost or protocol?)",
-                libraryStatus: status, isRetryable: true)
-        case .library(let status) where status == AMQP_STATUS_TIMEOUT.rawValue:
+                libraryStatus: status.rawValue, isRetryable: true)
+        case .library(let status) where status == .timeout:
             return MessagingError(
-                .timeout, "login to RabbitMQ at \(url.endpoint) timed out", libraryStatus: status, isRetryable: true)
+                .timeout, "login to RabbitMQ at \(url.endpoint) timed out", libraryStatus: status.rawValue,
+                isRetryable: true)
         default:
             return AMQPErrorMapping.error(failure, context: "cannot log in as \(subject)")
         }
@@ -214,11 +215,11 @@ final class AMQPConnection {
                 sendConnectionCloseOK()
                 return .connectionClosed(code: close.reply_code, text: text)
             }
-            return .library(status: AMQP_STATUS_UNEXPECTED_STATE.rawValue)
+            return .library(status: .unexpectedState)
         case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-            return .library(status: reply.library_error)
+            return .library(status: AMQPStatus(reply.library_error))
         default:
-            return .library(status: AMQP_STATUS_CONNECTION_CLOSED.rawValue)
+            return .library(status: .connectionClosed)
         }
     }
 

@@ -262,7 +262,7 @@ final class ConnectionLoop: @unchecked Sendable {
         let result = call(connection)
         if case .failure(.channelClosed(let channel, _, _)) = result, channel == AMQPChannel.admin {
             if case .failure(let reopenFailure) = connection.openChannel(AMQPChannel.admin) {
-                return .failure(reopenFailure.isConnectionLevel ? reopenFailure : .library(status: -0x0010))
+                return .failure(reopenFailure.isConnectionLevel ? reopenFailure : .library(status: .unexpectedState))
             }
         }
         return result
@@ -305,7 +305,7 @@ final class ConnectionLoop: @unchecked Sendable {
             let result = amqp_simple_wait_frame_noblock(connection.state, &frame, &timeout)
             if result == AMQP_STATUS_TIMEOUT.rawValue { break }
             guard result == AMQP_STATUS_OK.rawValue else {
-                connectionLost(.library(status: result))
+                connectionLost(.library(status: AMQPStatus(result)))
                 return false
             }
             guard handle(frame, connection) else { return false }
@@ -510,13 +510,13 @@ final class ConnectionLoop: @unchecked Sendable {
         while let channel = channelsToReopen.min() {
             channelsToReopen.remove(channel)
             if case .failure(let failure) = connection.openChannel(channel) {
-                connectionLost(failure.isConnectionLevel ? failure : .library(status: -0x0010))
+                connectionLost(failure.isConnectionLevel ? failure : .library(status: .unexpectedState))
                 return false
             }
             switch channel {
             case AMQPChannel.publish:
                 if case .failure(let failure) = connection.confirmSelect(channel) {
-                    connectionLost(failure.isConnectionLevel ? failure : .library(status: -0x0010))
+                    connectionLost(failure.isConnectionLevel ? failure : .library(status: .unexpectedState))
                     return false
                 }
                 _ = tracker.reset()
@@ -525,7 +525,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 generation += 1
                 status.update { $0.generation = generation }
                 guard registerAllConsumers(connection) else {
-                    connectionLost(.library(status: AMQP_STATUS_CONNECTION_CLOSED.rawValue))
+                    connectionLost(.library(status: .connectionClosed))
                     return false
                 }
             default:
@@ -693,7 +693,7 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         let result = send(connection.state, tag.value)
         guard result == AMQP_STATUS_OK.rawValue else {
-            connectionLost(.library(status: result))
+            connectionLost(.library(status: AMQPStatus(result)))
             return .failure(
                 MessagingError(
                     .connectionLost,
@@ -786,10 +786,10 @@ final class ConnectionLoop: @unchecked Sendable {
                 returning: .failure(
                     MessagingError(
                         .connectionLost,
-                        "publish failed: \(AMQPErrorMapping.describe(status: status)); "
+                        "publish failed: \(AMQPStatus(status)); "
                             + "the connection is being re-established",
                         libraryStatus: status, isRetryable: true)))
-            connectionLost(.library(status: status))
+            connectionLost(.library(status: AMQPStatus(status)))
             return false
         }
         _ = tracker.recordPublished(

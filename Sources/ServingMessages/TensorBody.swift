@@ -109,6 +109,10 @@ public struct WireFormatError: Error, Sendable, Equatable, CustomStringConvertib
         /// The request's deadline (`x-nercc-deadline-ms`) or its AMQP `expiration` passed before it
         /// was served (error records).
         case expired
+        /// The request came back to its queue so often (the encoders holding it failed) that its
+        /// next return would exceed the queue's `x-delivery-limit`: answered with this error record
+        /// and dead-lettered, instead of being dropped unanswered by the broker.
+        case redelivered
         /// The broker could not route the batch's tasks (no queue takes the model's tasks): the
         /// query was not served (error records; the request is dead-lettered).
         case unroutable

@@ -274,8 +274,12 @@ public final class EncoderService: Sendable {
         case publishFailed(ReadyBatch, BatcherKey, MessagingError, BatchManifest?)
         case retry(ReadyBatch, BatcherKey)
         case abandoned(ReadyBatch, BatcherKey, Abandoned)
-        case expiredAnswered(DeliveryTag, answered: Bool)
+        /// A request answered with an error record at once (``errorNotice(_:model:code:message:now:)``);
+        /// a dead-lettered one is already acknowledged.
+        case answeredAtOnce(DeliveryTag, answered: Bool, deadLettered: Bool)
         case consumerEnded(String, (any Error)?)
+        /// The stop signal fired (its consumers have been cancelled).
+        case stopping
     }
 
     /// The model that runs coded task `n` of a batch for `model` coded with `code`: the model
@@ -322,7 +326,8 @@ public final class EncoderService: Sendable {
         let queues = models.keys.sorted().map { topology.requestsQueue(model: $0) } + [topology.unroutedQueue]
         let consumerTags = queues.map { "\(configuration.consumerTag) \($0)" }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for (queue, tag) in zip(queues, consumerTags) {
+            /// Starts consuming `queue`; its deliveries, and its end, go to the event stream.
+            func consume(_ queue: String, tag: String) async throws {
                 let stream = try await transport.consume(
                     queue: queue, prefetch: configuration.prefetch, consumerTag: tag)
                 group.addTask {
@@ -334,11 +339,23 @@ public final class EncoderService: Sendable {
                     }
                 }
             }
+            for (queue, tag) in zip(queues, consumerTags) { try await consume(queue, tag: tag) }
             group.addTask {
                 await stop.wait()
                 for tag in consumerTags { try? await self.transport.cancel(consumerTag: tag) }
+                sink.yield(.stopping)
             }
             var consumersLeft = queues.count
+            // While the broker refuses batches, the request consumers are cancelled: requests wait
+            // in their queue, not in the encoder. `cancelling`: paused consumers not ended yet;
+            // `resumable`: the queues whose consumer has ended since. They consume again, each under
+            // a new tag, once a batch is accepted (or nothing is pending) and every cancel is done.
+            var paused = false
+            var cancelling = 0
+            var resumable = Set<String>()
+            var resumptions = 0
+            var currentTags = consumerTags
+            var stopping = false
             metrics.set("consuming", 1)
             var inFlight = 0
             // The earliest time a timer is set for; timers set for later ones fire harmlessly.
@@ -355,15 +372,43 @@ public final class EncoderService: Sendable {
                 case .delivery(let delivery):
                     if let (queries, model) = await accept(delivery, validator: validator, rejection: rejection) {
                         let now = clock.now()
+                        // Answered at once with an error record, through the decoder (a redelivered
+                        // request may sit in an earlier batch there, which then answers instead):
+                        // past its deadline or expiration, `expired`; on its last delivery, when the
+                        // broker would dead-letter it if it came back once more (the encoders holding
+                        // it failed again and again), `redelivered`, and it is dead-lettered.
+                        var verdict: (code: WireFormatError.Code, message: String)? = nil
                         if let expiry = Self.expiry(of: delivery), expiry < now {
-                            // Past its deadline or expiration: answered `expired`, through the
-                            // decoder (a redelivered request may sit in an earlier batch there).
-                            inFlight += 1
                             metrics.increment("requests_expired")
-                            let notice = expiredNotice(queries, model: model, expiry: expiry, now: now)
+                            verdict = (
+                                .expired, "the request expired \(now - expiry) ms before the encoder could serve it"
+                            )
+                        } else if let count = Self.deliveryCount(of: delivery), count >= topology.deliveryLimit {
+                            metrics.increment("requests_redelivered")
+                            verdict = (
+                                .redelivered,
+                                "the request was returned to its queue \(count) times without being served (the encoders holding it failed); it is dead-lettered at this delivery, before the broker's x-delivery-limit of \(topology.deliveryLimit) would drop it unanswered"
+                            )
+                        }
+                        if let verdict {
+                            inFlight += 1
+                            let notice = errorNotice(
+                                queries, model: model, code: verdict.code, message: verdict.message, now: now)
+                            let deadLetters = verdict.code == .redelivered
                             group.addTask {
                                 let answered = await self.publishAbandonment(notice)
-                                sink.yield(.expiredAnswered(delivery.tag, answered: answered))
+                                if answered, deadLetters {
+                                    do {
+                                        try await rejection.reject(
+                                            delivery, code: verdict.code.rawValue, reason: verdict.message,
+                                            requestID: queries.first?.member.requestID)
+                                    } catch {
+                                        self.logger.error(
+                                            "could not dead-letter a redelivered request; it stays unacknowledged",
+                                            metadata: ["error": "\(error)"])
+                                    }
+                                }
+                                sink.yield(.answeredAtOnce(delivery.tag, answered: answered, deadLettered: deadLetters))
                             }
                             break
                         }
@@ -480,13 +525,27 @@ public final class EncoderService: Sendable {
                         for tag in batchers[key]!.batchFailed(batch) { try? await transport.reject(tag, requeue: true) }
                         logger.error("publishing a batch failed; its requests are requeued")
                     }
-                case .expiredAnswered(let tag, let answered):
+                case .answeredAtOnce(let tag, let answered, let deadLettered):
                     inFlight -= 1
-                    if answered {
-                        try? await transport.ack(tag)
-                    } else {
+                    if !answered {
                         try? await transport.reject(tag, requeue: true)
+                    } else if !deadLettered {
+                        try? await transport.ack(tag)
                     }
+                case .stopping:
+                    stopping = true
+                    let tags = currentTags
+                    group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
+                    if paused {
+                        // The paused consumers are not coming back: they count as ended (those still
+                        // being cancelled count when they end).
+                        consumersLeft -= resumable.count
+                        paused = false
+                        resumable = []
+                    }
+                case .consumerEnded(let queue, _) where paused && cancelling > 0:
+                    cancelling -= 1
+                    resumable.insert(queue)
                 case .consumerEnded(let queue, let error):
                     consumersLeft -= 1
                     if let error { logger.error("consumer of \(queue) ended", metadata: ["error": "\(error)"]) }
@@ -514,6 +573,44 @@ public final class EncoderService: Sendable {
                         }
                     }
                 }
+                if refused > 0 && !paused && !stopping && consumersLeft == queues.count {
+                    // Stop taking requests until the broker accepts batches again.
+                    paused = true
+                    cancelling = queues.count
+                    metrics.set("consuming", 0)
+                    metrics.set("paused", 1)
+                    logger.warning("the broker refuses batches: request consumers paused")
+                    let tags = currentTags
+                    group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
+                }
+                if paused && cancelling == 0 && refused == 0 && held.isEmpty && !stopping,
+                    publishedSinceRefusal(event) || inFlight == 0
+                {
+                    resumptions += 1
+                    for (i, queue) in queues.enumerated() where resumable.contains(queue) {
+                        let tag = "\(consumerTags[i]) (\(resumptions))"
+                        do {
+                            try await consume(queue, tag: tag)
+                            currentTags[i] = tag
+                            resumable.remove(queue)
+                        } catch {
+                            // The transport reconnects; try again in a second.
+                            logger.error(
+                                "could not resume consuming \(queue); retrying", metadata: ["error": "\(error)"])
+                            group.addTask {
+                                try? await Task.sleep(for: .seconds(1))
+                                sink.yield(.timer)
+                            }
+                            break
+                        }
+                    }
+                    if resumable.isEmpty {
+                        paused = false
+                        metrics.set("consuming", 1)
+                        metrics.set("paused", 0)
+                        logger.notice("the broker accepts batches again: request consumers resumed")
+                    }
+                }
                 if refused > 0 {
                     held += ready
                 } else {
@@ -530,6 +627,12 @@ public final class EncoderService: Sendable {
             group.cancelAll()
         }
         logger.info("encoder drained")
+    }
+
+    /// Whether an event is a batch the broker accepted (its messages confirmed).
+    private func publishedSinceRefusal(_ event: Event) -> Bool {
+        if case .published = event { return true }
+        return false
     }
 
     /// Validates a request; rejected ones are dead-lettered and answered here. Returns the queries
@@ -591,11 +694,18 @@ public final class EncoderService: Sendable {
         return expiry
     }
 
-    /// The abandonment that has the decoder answer a request's queries `expired`: a batch of its own
-    /// (uncoded, never published as tasks) that only the verdict refers to.
-    private func expiredNotice(_ queries: [PendingQuery], model name: String, expiry: Int64, now: Int64)
-        -> BatchAbandonment
-    {
+    /// How many times the broker returned the delivery to its queue before (a quorum queue's
+    /// `x-delivery-count`; nil on a first delivery or a classic queue).
+    static func deliveryCount(of delivery: Delivery) -> Int64? {
+        delivery.properties.headers["x-delivery-count"]?.intValue
+    }
+
+    /// The abandonment that has the decoder answer a request's queries with an error record
+    /// (`expired`, `redelivered`): a batch of its own (uncoded, never published as tasks) that only
+    /// the verdict refers to.
+    private func errorNotice(
+        _ queries: [PendingQuery], model name: String, code: WireFormatError.Code, message: String, now: Int64
+    ) -> BatchAbandonment {
         let members = queries.map(\.member)
         let k = members.count
         let encoded = clock.microseconds()
@@ -604,11 +714,7 @@ public final class EncoderService: Sendable {
             scheme: .init(name: SchemeKind.uncoded.rawValue, workers: k, batchSize: k), waitFor: k,
             createdMilliseconds: now, deadlineMilliseconds: max(now, (encoded + 999) / 1_000),
             encodedMicroseconds: encoded, outputSize: models[name]?.outputSize ?? 1, labels: nil, members: members)
-        return BatchAbandonment(
-            manifest: manifest,
-            error: .init(
-                code: WireFormatError.Code.expired.rawValue,
-                message: "the request expired \(now - expiry) ms before the encoder could serve it"))
+        return BatchAbandonment(manifest: manifest, error: .init(code: code.rawValue, message: message))
     }
 
     /// Whether a publish failed because the broker refused it (a nack: a full queue with

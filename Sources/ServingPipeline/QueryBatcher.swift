@@ -49,9 +49,8 @@ public struct ReadyBatch: Sendable, Equatable {
 /// unless the arrival rate predicts another row within ``maximumRowWaitMilliseconds`` of the
 /// batch's first query (then they wait for it, at most that long). So rows form from a backlog or
 /// under high load, where they cut the messages per query, and at light load only in bursts. A
-/// partial batch
-/// that is sent is cut into
-/// pieces of ``partialBatchPiece`` queries. What happens to a partial batch is the
+/// partial batch that is sent is cut into pieces of ``partialBatchPiece`` queries. What happens to
+/// a partial batch is the
 /// ``partialBatchDecision(now:)``: waiting for more queries is worth it only when they arrive fast
 /// enough to fill the batch within `maximumWaitMilliseconds`. The batcher estimates the arrival
 /// rate (an exponentially weighted mean of the gap between queries) and waits when the K − k

@@ -1,65 +1,77 @@
+import CoreMetrics
 import Foundation
 import Prometheus
 
-/// Counters, gauges and latency histograms of a service, safe to update from any task, kept in a
-/// swift-prometheus registry and exposed in Prometheus text format by ``prometheusText()``.
+/// Counters, gauges and latency histograms of a service, safe to update from any task. The
+/// instruments are swift-metrics ones (`FloatingPointCounter`, `Gauge`, `Timer`), made by a
+/// `MetricsFactory`: by default a swift-prometheus `PrometheusMetricsFactory` over a registry of the
+/// service's own, exposed in Prometheus text format by ``prometheusText()``; any other
+/// swift-metrics backend can be passed instead (then ``prometheusText()`` is empty).
 ///
 /// Names are given without the service's prefix: `increment("batches_decoded")` is the counter
 /// `<prefix>_batches_decoded_total`, `set("consuming", 1)` the gauge `<prefix>_consuming`, and
-/// `observe("end_to_end", seconds:)` the histogram `<prefix>_end_to_end_seconds`. Counters only grow.
+/// `observe("end_to_end", seconds:)` the timer (a Prometheus histogram) `<prefix>_end_to_end_seconds`.
+/// Counters only grow.
 public final class ServiceMetrics: @unchecked Sendable {
     /// Upper bounds of the latency histograms' buckets, in seconds.
     public static let latencyBuckets: [Double] = [
         0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30,
     ]
 
-    /// The registry the metrics live in.
+    /// The registry the metrics live in (with the default factory).
     public let registry = PrometheusCollectorRegistry()
+    /// The swift-metrics factory the instruments come from.
+    public let factory: any MetricsFactory
     /// The metric name prefix, e.g. `nercc_decoder`.
     public let prefix: String
-    // Guarded by `lock`: the metrics by name, with the values the service reads back.
+    // Guarded by `lock`: the instruments by name, with the values the service reads back.
     private let lock = NSLock()
-    private var counters: [String: (metric: Counter, value: Double)] = [:]
-    private var gauges: [String: (metric: Gauge, value: Double)] = [:]
-    private var histograms: [String: ValueHistogram] = [:]
+    private var counters: [String: (metric: FloatingPointCounter, value: Double)] = [:]
+    private var gauges: [String: (metric: CoreMetrics.Gauge, value: Double)] = [:]
+    private var timers: [String: CoreMetrics.Timer] = [:]
 
-    /// Creates empty metrics whose names start with `prefix`.
-    public init(prefix: String = "nercc") {
+    /// Creates empty metrics whose names start with `prefix`, made by `factory` (default: a
+    /// Prometheus factory over ``registry``, with ``latencyBuckets`` for every timer).
+    public init(prefix: String = "nercc", factory: (any MetricsFactory)? = nil) {
         self.prefix = prefix
-    }
-
-    /// `<prefix>_<name>_<unit>` (without the unit when it is empty), without help text.
-    private func descriptor(_ name: String, unit: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(namespace: prefix, metricName: name, unitName: unit, helpText: "")
+        if let factory {
+            self.factory = factory
+        } else {
+            var prometheus = PrometheusMetricsFactory(registry: registry)
+            prometheus.defaultDurationHistogramBuckets = Self.latencyBuckets.map {
+                .nanoseconds(Int64(($0 * 1e9).rounded()))
+            }
+            self.factory = prometheus
+        }
     }
 
     /// Adds `value` (≥ 0) to a counter.
     public func increment(_ name: String, by value: Double = 1) {
         guard value > 0 else { return }
         lock.withLock {
-            let counter = counters[name]?.metric ?? registry.makeCounter(descriptor: descriptor(name, unit: "total"))
+            let counter =
+                counters[name]?.metric ?? FloatingPointCounter(label: "\(prefix)_\(name)_total", factory: factory)
             counter.increment(by: value)
             counters[name] = (counter, (counters[name]?.value ?? 0) + value)
         }
     }
 
-    /// Records a latency in seconds in a histogram.
+    /// Records a latency in seconds.
     public func observe(_ name: String, seconds: Double) {
-        let histogram = lock.withLock {
-            if let existing = histograms[name] { return existing }
-            let made = registry.makeValueHistogram(
-                descriptor: descriptor(name, unit: "seconds"), buckets: Self.latencyBuckets)
-            histograms[name] = made
+        let timer = lock.withLock {
+            if let existing = timers[name] { return existing }
+            let made = CoreMetrics.Timer(label: "\(prefix)_\(name)_seconds", factory: factory)
+            timers[name] = made
             return made
         }
-        histogram.record(seconds)
+        timer.recordNanoseconds(Int64((max(0, seconds) * 1e9).rounded()))
     }
 
     /// Sets a gauge (a value that goes up and down, such as `consuming`).
     public func set(_ name: String, _ value: Double) {
         lock.withLock {
-            let gauge = gauges[name]?.metric ?? registry.makeGauge(descriptor: descriptor(name, unit: ""))
-            gauge.set(value)
+            let gauge = gauges[name]?.metric ?? CoreMetrics.Gauge(label: "\(prefix)_\(name)", factory: factory)
+            gauge.record(value)
             gauges[name] = (gauge, value)
         }
     }

@@ -294,6 +294,54 @@ struct LivePipelineTests {
         _ = services
     }
 
+    /// A request that the encoders holding it keep failing on (here: returned to its queue by a
+    /// stand-in that rejects it with requeue) is answered `redelivered` and dead-lettered on its
+    /// last delivery, when its `x-delivery-count` has reached `x-delivery-limit`, instead of being
+    /// dropped unanswered by the broker on the next return.
+    @Test func aRequestOnItsLastDeliveryIsAnsweredRedeliveredAndDeadLettered() async throws {
+        let prefix = LiveSystem.prefix()
+        let limit = ["--delivery-limit", "2"]
+        let scheme = ["--scheme", "uncoded", "--workers", "1", "--batch", "1", "--stragglers", "0"]
+        let requests = "\(prefix).requests.mnist-mlp"
+        let decoder = try ServiceProcess(["decoder"] + limit, prefix: prefix, name: "decoder")
+        let first = try ServiceProcess(
+            ["encoder", "--model", LiveSystem.modelPath] + scheme + limit, prefix: prefix, name: "encoder")
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).results.0", 1), "the decoder did not start")
+        #expect(try await LiveSystem.waitForConsumers(requests, 1), "the encoder did not start")
+        // The topology exists; stop the encoder, then play a failing one.
+        first.signal(SIGTERM)
+        #expect(try await first.waitForExit(30) != nil)
+        let client = try await TestClient.connect(prefix: prefix)
+        try await client.send(queries: [Self.images[0]], id: "looping")
+        let stream = try await client.transport.consume(queue: requests, prefetch: 1, consumerTag: "failing encoder")
+        var counts: [Int64] = []
+        for try await d in stream {
+            counts.append(d.properties.headers["x-delivery-count"]?.intValue ?? 0)
+            // Cancel before the second return, so the broker cannot deliver it to this consumer again.
+            if counts.count == 2 { try await client.transport.cancel(consumerTag: "failing encoder") }
+            try await client.transport.reject(d.tag, requeue: true)
+            if counts.count == 2 { break }
+        }
+        #expect(counts == [0, 1])
+        // Returned twice with a limit of 2: one more return would drop it. The next encoder answers it.
+        let second = try ServiceProcess(
+            ["encoder", "--model", LiveSystem.modelPath] + scheme + limit, prefix: prefix, name: "encoder2")
+        let replies = try await client.collect { $0.count >= 1 }
+        let errors = replies.compactMap { try? JSONDecoder().decode(ErrorRecord.self, from: Data($0.body)) }
+        #expect(errors.map(\.code) == ["redelivered"], "\(second.output)")
+        #expect(replies.first?.properties.correlationID == "looping")
+        let dead = try await client.transport.consume(queue: "\(prefix).dead-letter", prefetch: 10, consumerTag: "dead")
+        var iterator = dead.makeAsyncIterator()
+        let letter = try await iterator.next(before: .now + .seconds(30))
+        #expect(letter?.properties.messageID == "looping")
+        #expect(letter?.properties.headers[WireFormat.Header.errorCode]?.stringValue == "redelivered")
+        if let letter { try await client.transport.ack(letter.tag) }
+        // Nothing else was answered: one answer for the query.
+        #expect(try await client.collect(seconds: 2) { _ in false }.isEmpty)
+        await client.transport.close()
+        _ = (decoder, second)
+    }
+
     @Test func sigtermDrainsAWorkerWithoutRedeliveries() async throws {
         let prefix = LiveSystem.prefix()
         let services = try await Self.system(

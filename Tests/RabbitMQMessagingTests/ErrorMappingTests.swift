@@ -46,44 +46,54 @@ import Testing
     }
 
     @Test func libraryStatusesDuringOperationMeanReconnecting() {
-        let heartbeat = AMQPErrorMapping.error(.library(status: -0x000F), context: "connection lost")
+        let heartbeat = AMQPErrorMapping.error(.library(status: .heartbeatTimeout), context: "connection lost")
         #expect(heartbeat.kind == .connectionLost)
         #expect(heartbeat.isRetryable)
-        #expect(heartbeat.libraryStatus == -0x000F)
+        #expect(heartbeat.libraryStatus == -0x000F)  // AMQP_STATUS_HEARTBEAT_TIMEOUT in amqp.h
         #expect(heartbeat.message == "connection lost: missed heartbeats from the broker; reconnecting")
 
-        let timeout = AMQPErrorMapping.error(.library(status: -0x000D), context: "cannot declare queue 'q'")
+        let timeout = AMQPErrorMapping.error(.library(status: .timeout), context: "cannot declare queue 'q'")
         #expect(timeout.kind == .timeout)
         #expect(timeout.isRetryable)
     }
 
     @Test(arguments: [
-        (Int32(-0x000D), MessagingError.Kind.timeout, true),
-        (-0x0005, .unreachable, true),
-        (-0x0009, .connectionLost, true),
-        (-0x0202, .tls, false),
-        (-0x0201, .tls, false),
-        (-0x0203, .tls, true),
-        (-0x0013, .authentication, false),
-        (-0x000B, .protocolError, false),
+        (AMQPStatus.timeout, MessagingError.Kind.timeout, true),
+        (.hostnameResolutionFailed, .unreachable, true),
+        (.socketError, .connectionLost, true),
+        (.tlsPeerVerificationFailed, .tls, false),
+        (.tlsHostnameVerificationFailed, .tls, false),
+        (.tlsHandshakeFailed, .tls, true),
+        (.brokerUnsupportedSASLMethod, .authentication, false),
+        (.tableTooBig, .protocolError, false),
+        (AMQPStatus(-0x0777), .protocolError, false),
     ])
-    func libraryStatusesMapToKinds(status: Int32, kind: MessagingError.Kind, retryable: Bool) {
+    func libraryStatusesMapToKinds(status: AMQPStatus, kind: MessagingError.Kind, retryable: Bool) {
         let classified = AMQPErrorMapping.classify(status: status)
         #expect(classified.kind == kind)
         #expect(classified.isRetryable == retryable)
     }
 
+    /// The names are rabbitmq-c 0.11's statuses: the values its header gives them, each described.
+    @Test func statusNamesAreTheLibrarysValues() {
+        #expect(AMQPStatus.timeout.rawValue == -0x000D)
+        #expect(AMQPStatus.heartbeatTimeout.rawValue == -0x000F)
+        #expect(AMQPStatus.tlsHandshakeFailed.rawValue == -0x0203)
+        #expect(AMQPStatus.unexpectedState.description == "unexpected protocol state")
+        #expect(AMQPStatus(-0x0777).description == "rabbitmq-c status -1911")
+    }
+
     @Test func unreachableBrokersAreNamedWithTheReason() throws {
         let configuration = try RabbitMQConfiguration(url: "amqp://u:secret@10.0.0.1:5999/")
         let refused = AMQPConnection.openFailure(
-            status: -0x0009, osError: 111, endpoint: "10.0.0.1:5999", configuration: configuration)
+            status: .socketError, osError: 111, endpoint: "10.0.0.1:5999", configuration: configuration)
         #expect(refused.kind == .unreachable)
         #expect(refused.message == "cannot reach RabbitMQ at 10.0.0.1:5999: connection refused")
         let timedOut = AMQPConnection.openFailure(
-            status: -0x000D, osError: 0, endpoint: "10.0.0.1:5999", configuration: configuration)
+            status: .timeout, osError: 0, endpoint: "10.0.0.1:5999", configuration: configuration)
         #expect(timedOut.message == "cannot reach RabbitMQ at 10.0.0.1:5999: connect timed out after 5.0 seconds")
         let tls = AMQPConnection.openFailure(
-            status: -0x0202, osError: 0, endpoint: "10.0.0.1:5999", configuration: configuration)
+            status: .tlsPeerVerificationFailed, osError: 0, endpoint: "10.0.0.1:5999", configuration: configuration)
         #expect(tls.kind == .tls)
         #expect(!tls.isRetryable)
     }

@@ -258,6 +258,47 @@ import Testing
         }
     }
 
+    /// While the broker refuses a batch, the encoder stops consuming: a request published meanwhile
+    /// waits in its queue (the queue shows no consumer), and once the broker accepts the retried
+    /// batch the encoder consumes again and both requests are answered.
+    @Test(.timeLimit(.minutes(1))) func whileTheBrokerRefusesBatchesRequestsWaitInTheirQueue() async throws {
+        let transport = InMemoryTransport()
+        let accepting = Counter()  // 0: the broker refuses tasks; 1: it accepts them
+        transport.injectPublishFault { message in
+            guard message.exchange == "nercc.tasks", accepting.value == 0 else { return nil }
+            return MessagingError(.nacked, "the broker nacked the publish (queue full)", isRetryable: true)
+        }
+        let stop = StopSignal()
+        let metrics = ServiceMetrics()
+        let runs = try InMemoryPipelineTests.services(
+            transport, scheme: SchemeConfiguration(kind: .bacc, workers: 4, batchSize: 2), workers: 2, stop: stop,
+            encoderMetrics: metrics
+        ) {
+            $0.publishAttempts = 1_000; $0.publishRetryMilliseconds = 10
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            await InMemoryPipelineTests.started(transport, workers: 2)
+            try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
+            try await Self.send(transport, id: "first", queries: [[1, 2, 3], [4, 5, 6]])
+            try await WorkerWindowTests.eventually { transport.consumerCount(on: "nercc.requests.linear") == 0 }
+            #expect(metrics.gauge("paused") == 1 && metrics.gauge("consuming") == 0)
+            try await Self.send(transport, id: "second", queries: [[0, 1, 0], [2, 2, 2]])
+            // The encoder's retries go on, and the request stays in the broker's queue meanwhile.
+            let retried = metrics.value("batches_retried")
+            try await WorkerWindowTests.eventually { metrics.value("batches_retried") >= retried + 3 }
+            #expect(transport.readyMessages(in: "nercc.requests.linear").count == 1)
+            _ = accepting.increment()
+            let replies = try await Self.replies(transport) { TestAnswers.predicted($0).count >= 4 }
+            #expect(TestAnswers.predicted(replies) == ["first#0", "first#1", "second#0", "second#1"])
+            #expect(transport.consumerCount(on: "nercc.requests.linear") == 1)
+            #expect(metrics.gauge("paused") == 0 && metrics.gauge("consuming") == 1)
+            stop.stop()
+            try await group.waitForAll()
+        }
+        #expect(transport.unackedCount == 0)
+    }
+
     @Test(.timeLimit(.minutes(1))) func tasksTheBrokerKeepsRefusingAreAnsweredOverloadedOnce() async throws {
         let transport = InMemoryTransport()
         let refusals = Counter()
@@ -274,7 +315,7 @@ import Testing
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await InMemoryPipelineTests.started(transport, workers: 2)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             try await Self.send(transport, id: "full", queries: [[1, 2, 3], [4, 5, 6]])
             let replies = try await Self.replies(transport) { !$0.isEmpty }
@@ -308,7 +349,7 @@ import Testing
             transport, scheme: SchemeConfiguration(kind: .bacc, workers: 4, batchSize: 2), workers: 4, stop: stop)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await InMemoryPipelineTests.started(transport, workers: 4)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             try await Self.send(transport, id: "half", queries: [[1, 2, 3], [4, 5, 6]])
             let replies = try await Self.replies(transport) { Self.answered($0).count >= 2 }
@@ -323,7 +364,11 @@ import Testing
         #expect(transport.unackedCount == 0)
     }
 
-    @Test(.timeLimit(.minutes(1))) func requestsPastTheirDeadlineOrExpirationAreAnsweredExpired() async throws {
+    /// Requests past their deadline or expiration are answered `expired`; a request on its last
+    /// delivery (its `x-delivery-count` has reached the queue's delivery limit, 5) is answered
+    /// `redelivered` and dead-lettered; neither is served. One delivery short of the limit is served.
+    @Test(.timeLimit(.minutes(1)))
+    func requestsPastTheirDeadlineOrOnTheirLastDeliveryAreAnsweredWithoutBeingServed() async throws {
         let transport = InMemoryTransport()
         let stop = StopSignal()
         let runs = try InMemoryPipelineTests.services(
@@ -331,7 +376,7 @@ import Testing
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await InMemoryPipelineTests.started(transport, workers: 2)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             func send(_ id: String, expiration: String? = nil, headers: [String: HeaderValue]) async throws {
                 let request = InferenceRequest(requestID: id, model: "linear", queries: [[1, 2, 3], [4, 5, 6]])
@@ -347,14 +392,24 @@ import Testing
             try await send(
                 "stale", expiration: "50", headers: [WireFormat.Header.sentMicroseconds: .int((now - 10_000) * 1_000)])
             try await send("fresh", headers: [WireFormat.Header.deadline: .int(now + 60_000)])
-            let replies = try await Self.replies(transport) { $0.count >= 3 }
+            try await send("looping", headers: ["x-delivery-count": .int(5)])
+            try await send("returned", headers: ["x-delivery-count": .int(4)])
+            let replies = try await Self.replies(transport) { $0.count >= 5 }
             let errors = replies.compactMap { try? JSONDecoder().decode(ErrorRecord.self, from: Data($0.body)) }
-            #expect(Set(errors.map { $0.requestID ?? "" }) == ["late", "stale"])
-            #expect(errors.count == 2 && errors.allSatisfy { $0.code == "expired" })
-            #expect(TestAnswers.predicted(replies) == ["fresh#0", "fresh#1"])
-            // The expired requests never reached a worker: only the fresh one's tasks were published.
-            #expect(transport.published.filter { $0.exchange == "nercc.tasks" }.count == 4)
+            let codes = Dictionary(uniqueKeysWithValues: errors.map { ($0.requestID ?? "", $0.code) })
+            #expect(codes == ["late": "expired", "stale": "expired", "looping": "redelivered"])
+            #expect(errors.count == 3)
+            #expect(TestAnswers.predicted(replies) == ["fresh#0", "fresh#1", "returned#0", "returned#1"])
+            // Only the served requests were batched and coded for the workers.
+            let batched = transport.published.filter { $0.properties.type == WireFormat.MessageType.manifest }
+                .compactMap { try? JSONDecoder().decode(BatchManifest.self, from: Data($0.body)) }
+                .flatMap { $0.members.map(\.requestID) }
+            #expect(Set(batched) == ["fresh", "returned"])
             #expect(transport.readyMessages(in: "nercc.requests.linear").isEmpty)
+            // The redelivered request is kept for inspection, with its reason.
+            let dead = transport.readyMessages(in: "nercc.dead-letter")
+            #expect(dead.count == 1)
+            #expect(dead.first?.properties.headers[WireFormat.Header.errorCode]?.stringValue == "redelivered")
             stop.stop()
             try await group.waitForAll()
         }

@@ -30,7 +30,7 @@ struct LinearModel: InferenceModel {
     static func services(
         _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal,
         stragglers: Int = 0, silent: Int = 0, decoder decoderConfiguration: DecoderConfiguration = .init(),
-        configure: (inout EncoderConfiguration) -> Void = { _ in }
+        encoderMetrics: ServiceMetrics = ServiceMetrics(), configure: (inout EncoderConfiguration) -> Void = { _ in }
     ) throws -> [@Sendable () async throws -> Void] {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
@@ -40,7 +40,7 @@ struct LinearModel: InferenceModel {
         configure(&configuration)
         let encoder = try EncoderService(
             transport: transport, configuration: configuration, topology: topology, models: [LinearModel()],
-            logger: logger)
+            logger: logger, metrics: encoderMetrics)
         let decoder = DecoderService(
             transport: transport, configuration: decoderConfiguration, topology: topology, logger: logger)
         var runs: [@Sendable () async throws -> Void] = [
@@ -59,6 +59,15 @@ struct LinearModel: InferenceModel {
         return runs
     }
 
+    /// Waits until the services of ``services(_:scheme:workers:stop:stragglers:silent:decoder:configure:)``
+    /// consume: the encoder its requests, the decoder its two queues, and `workers` workers the tasks.
+    static func started(_ transport: InMemoryTransport, workers: Int, model: String = "linear") async {
+        await transport.waitForConsumers(on: "nercc.requests.\(model)")
+        await transport.waitForConsumers(on: "nercc.results.0")
+        await transport.waitForConsumers(on: "nercc.worker-results.0")
+        await transport.waitForConsumers(on: "nercc.tasks.\(model)", count: workers)
+    }
+
     static func collect(
         _ stream: AsyncThrowingStream<Delivery, any Error>, on transport: InMemoryTransport,
         until done: ([Delivery]) -> Bool
@@ -75,12 +84,12 @@ struct LinearModel: InferenceModel {
     /// Runs the services, publishes one request of `queries` with a reply queue, and returns the
     /// prediction records it is answered with once `done` holds, then stops the services.
     static func request(
-        _ queries: [[Float]], of runs: [@Sendable () async throws -> Void], on transport: InMemoryTransport,
-        stop: StopSignal, until done: @escaping ([PredictionRecord]) -> Bool
+        _ queries: [[Float]], of runs: [@Sendable () async throws -> Void], workers: Int,
+        on transport: InMemoryTransport, stop: StopSignal, until done: @escaping ([PredictionRecord]) -> Bool
     ) async throws -> [PredictionRecord] {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await Self.started(transport, workers: workers)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
             let request = InferenceRequest(
@@ -109,7 +118,7 @@ struct LinearModel: InferenceModel {
         let scheme = SchemeConfiguration(kind: kind, workers: n, batchSize: 4)
         let stop = StopSignal()
         let runs = try Self.services(transport, scheme: scheme, workers: n, stop: stop, configure: configure)
-        let records = try await Self.request(queries, of: runs, on: transport, stop: stop) { got in
+        let records = try await Self.request(queries, of: runs, workers: n, on: transport, stop: stop) { got in
             got.reduce(0) { $0 + $1.predictions.count } >= queries.count
         }
         #expect(transport.unackedCount == 0)
@@ -199,7 +208,7 @@ struct LinearModel: InferenceModel {
             decoder: DecoderConfiguration(earlyDecodeAfterMilliseconds: 20)
         ) { $0.deadlineMilliseconds = 600_000 }
         let queries: [[Float]] = (0..<4).map { i in [Float(i) - 1, 0.5 * Float(i), 2 - Float(i * i) / 4] }
-        let records = try await Self.request(queries, of: runs, on: transport, stop: stop) { !$0.isEmpty }
+        let records = try await Self.request(queries, of: runs, workers: 8, on: transport, stop: stop) { !$0.isEmpty }
         let record = try #require(records.first)
         #expect(record.status == .degraded)
         #expect(record.received == 5 && record.needed == 6)
@@ -236,7 +245,7 @@ struct LinearModel: InferenceModel {
         let runs = try Self.services(transport, scheme: scheme, workers: 6, stop: stop)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await Self.started(transport, workers: 6)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
             let request = InferenceRequest(requestID: "req-nack", model: "linear", queries: [[1, 2, 3], [4, 5, 6]])
@@ -275,7 +284,7 @@ struct LinearModel: InferenceModel {
             transport, scheme: SchemeConfiguration(kind: .bacc, workers: 5, batchSize: 2), workers: 0, stop: stop)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await Self.started(transport, workers: 0)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
             try await transport.publish(
@@ -361,7 +370,7 @@ struct LinearModel: InferenceModel {
             transport, scheme: SchemeConfiguration(kind: .bacc, workers: 4, batchSize: 2), workers: 1, stop: stop)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await InMemoryPipelineTests.started(transport, workers: 1)
             let type = exchange.isEmpty ? WireFormat.MessageType.result : WireFormat.MessageType.task
             try await transport.publish(
                 OutgoingMessage(
@@ -449,7 +458,8 @@ struct LinearModel: InferenceModel {
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await InMemoryPipelineTests.started(transport, workers: 2)
+            await transport.waitForConsumers(on: "nercc.tasks.linear-parity-k2")
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
             let queries: [[Double]] = (0..<4).map { i in [Double(i), 1, -0.5 * Double(i)] }
@@ -498,7 +508,8 @@ struct LinearModel: InferenceModel {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await encoder.run(stop: stop) }
             group.addTask { try await worker.run(stop: stop) }
-            try await Task.sleep(for: .milliseconds(50))
+            await transport.waitForConsumers(on: "nercc.requests.linear")
+            await transport.waitForConsumers(on: "nercc.tasks.linear")
             let request = InferenceRequest(requestID: "slow-1", model: "linear", queries: [[1, 2, 3]])
             try await transport.publish(
                 OutgoingMessage(

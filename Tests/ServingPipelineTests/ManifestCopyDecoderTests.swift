@@ -54,7 +54,8 @@ import Testing
         var got: [PredictionRecord] = []
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await decoder.run(stop: stop) }
-            try await Task.sleep(for: .milliseconds(50))
+            await transport.waitForConsumers(on: "nercc.results.0")
+            await transport.waitForConsumers(on: "nercc.worker-results.0")
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             try await scenario(transport)
             try await WorkerWindowTests.eventually { transport.readyMessages(in: "reply").count >= answers }

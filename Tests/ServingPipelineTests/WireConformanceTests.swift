@@ -25,7 +25,7 @@ import Testing
             stragglers: 1, silent: 1)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }
-            try await Task.sleep(for: .milliseconds(50))
+            await InMemoryPipelineTests.started(transport, workers: 6)
             try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
             let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
             let request = InferenceRequest(

@@ -60,6 +60,12 @@ final class CountingModel: InferenceModel, @unchecked Sendable {
             body: Array(try JSONEncoder().encode(CancellationNotice(batches: batches))))
     }
 
+    /// Waits until worker `w` consumes its tasks and its cancellation notices.
+    static func consuming(_ transport: InMemoryTransport) async {
+        await transport.waitForConsumers(on: topology.tasksQueue(model: "linear"))
+        await transport.waitForConsumers(on: topology.cancelQueue(worker: "w"))
+    }
+
     /// Waits (polling the in-memory broker, which has no event to wait on) until `condition` holds.
     static func eventually(_ condition: () -> Bool) async throws {
         for _ in 0..<2_000 where !condition() { try await Task.sleep(for: .milliseconds(5)) }
@@ -113,7 +119,7 @@ final class CountingModel: InferenceModel, @unchecked Sendable {
         let stop = StopSignal()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await worker.run(stop: stop) }
-            try await Task.sleep(for: .milliseconds(50))
+            await Self.consuming(transport)
             try await transport.publish(try Self.notice(["done"]))
             try await Self.eventually { metrics.value("cancellations_received") == 1 }
             try await transport.publish(Self.task(batch: "done", index: 0))
@@ -143,7 +149,7 @@ final class CountingModel: InferenceModel, @unchecked Sendable {
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await worker.run(stop: stop) }
-            try await Task.sleep(for: .milliseconds(50))
+            await Self.consuming(transport)
             try await transport.publish(Self.task(batch: "slow", index: 0))
             try await transport.publish(Self.task(batch: "kept", index: 1))
             // Both are held at once: a delay does not block the worker's other tasks.
@@ -171,7 +177,7 @@ final class CountingModel: InferenceModel, @unchecked Sendable {
         let stop = StopSignal()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await worker.run(stop: stop) }
-            try await Task.sleep(for: .milliseconds(50))
+            await Self.consuming(transport)
             try await transport.publish(Self.task(batch: "b", index: 12))
             try await Self.eventually { transport.readyMessages(in: Self.topology.deadLetterQueue).count == 1 }
             stop.stop()
@@ -199,7 +205,7 @@ final class CountingModel: InferenceModel, @unchecked Sendable {
         let stop = StopSignal()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await encoder.run(stop: stop) }
-            try await Task.sleep(for: .milliseconds(50))
+            await transport.waitForConsumers(on: "nercc.requests.linear")
             try await transport.publish(
                 OutgoingMessage(
                     exchange: "nercc.requests", routingKey: "linear",
