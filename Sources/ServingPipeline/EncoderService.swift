@@ -278,8 +278,14 @@ public final class EncoderService: Sendable {
         /// a dead-lettered one is already acknowledged.
         case answeredAtOnce(DeliveryTag, answered: Bool, deadLettered: Bool)
         case consumerEnded(String, (any Error)?)
-        /// The stop signal fired (its consumers have been cancelled).
+        /// The stop signal fired: the loop cancels its consumers.
         case stopping
+
+        /// Whether this is a batch the broker accepted (its messages confirmed).
+        var isPublished: Bool {
+            if case .published = self { return true }
+            return false
+        }
     }
 
     /// The model that runs coded task `n` of a batch for `model` coded with `code`: the model
@@ -342,7 +348,6 @@ public final class EncoderService: Sendable {
             for (queue, tag) in zip(queues, consumerTags) { try await consume(queue, tag: tag) }
             group.addTask {
                 await stop.wait()
-                for tag in consumerTags { try? await self.transport.cancel(consumerTag: tag) }
                 sink.yield(.stopping)
             }
             var consumersLeft = queues.count
@@ -584,7 +589,7 @@ public final class EncoderService: Sendable {
                     group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
                 }
                 if paused && cancelling == 0 && refused == 0 && held.isEmpty && !stopping,
-                    publishedSinceRefusal(event) || inFlight == 0
+                    event.isPublished || inFlight == 0
                 {
                     resumptions += 1
                     for (i, queue) in queues.enumerated() where resumable.contains(queue) {
@@ -627,12 +632,6 @@ public final class EncoderService: Sendable {
             group.cancelAll()
         }
         logger.info("encoder drained")
-    }
-
-    /// Whether an event is a batch the broker accepted (its messages confirmed).
-    private func publishedSinceRefusal(_ event: Event) -> Bool {
-        if case .published = event { return true }
-        return false
     }
 
     /// Validates a request; rejected ones are dead-lettered and answered here. Returns the queries
