@@ -116,7 +116,7 @@ struct EncoderCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Longest wait of whole rows for another row, ms from the batch's first query; they wait only while queries arrive fast enough to complete it in that time; 0 never waits (env NERCC_ROW_WAIT_MS)."
+            "Longest wait of whole rows for another row, ms from the batch's first query; they wait only while queries arrive fast enough to complete it in that time and the steady rate brings two rows within it; 0 never waits (env NERCC_ROW_WAIT_MS)."
     )
     var rowWaitMs: Int = Environment.int("NERCC_ROW_WAIT_MS", 30)
 

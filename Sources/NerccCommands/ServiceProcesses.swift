@@ -56,7 +56,7 @@ final class ChildService: @unchecked Sendable {
     }
 }
 
-/// Reads a service's Prometheus counters from its `/metrics` endpoint (a plain HTTP/1.0 GET on the
+/// Reads a service's Prometheus counters from its `/metrics` endpoint (a plain HTTP/1.1 GET on the
 /// loopback interface).
 enum MetricsScrape {
     /// Every sample of the text exposition, by metric name (labels dropped).
@@ -88,7 +88,11 @@ enum MetricsScrape {
             }
         }
         guard connected == 0 else { return nil }
-        let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+        // HTTP/1.1 with `Connection: close`: the server closes after its answer, and the body ends
+        // at its Content-Length either way (a server that keeps the connection open, as
+        // Hummingbird does for a plain HTTP/1.0 request, would otherwise hold every scrape for
+        // the whole receive timeout).
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
@@ -96,9 +100,24 @@ enum MetricsScrape {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
             response += buffer[0..<n]
+            if let body = completeBody(response) { return body }
         }
         let text = String(decoding: response, as: UTF8.self)
         guard let split = text.range(of: "\r\n\r\n") else { return nil }
         return String(text[split.upperBound...])
+    }
+
+    /// The body of `response` once it holds the whole of it by its Content-Length, else nil.
+    static func completeBody(_ response: [UInt8]) -> String? {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard let end = response.indices.dropLast(3).first(where: { response[$0..<$0 + 4].elementsEqual(separator) })
+        else { return nil }
+        let head = String(decoding: response[..<end], as: UTF8.self).lowercased()
+        guard
+            let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+            let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
+            response.count - (end + 4) >= length
+        else { return nil }
+        return String(decoding: response[(end + 4)..<(end + 4 + length)], as: UTF8.self)
     }
 }

@@ -47,8 +47,11 @@ public struct ReadyBatch: Sendable, Equatable {
 /// queries wait; whenever at least K queries wait and the deliveries already waiting have been read
 /// (``flushIfDue(now:)``), the whole rows go as one batch of ⌊waiting / K⌋ ≤ R rows — at once,
 /// unless the arrival rate predicts another row within ``maximumRowWaitMilliseconds`` of the
-/// batch's first query (then they wait for it, at most that long). So rows form from a backlog or
-/// under high load, where they cut the messages per query, and at light load only in bursts. A
+/// batch's first query (then they wait for it, at most that long). Rows wait only under load: the
+/// steady arrival rate (a slow mean over about 50 arrivals) must bring at least two rows (2K
+/// queries) within the row wait, so a burst at light load never holds whole rows back — there a
+/// wait would cost its queries up to the whole row wait to save messages the cores have to spare.
+/// So rows form from a backlog or under high load, where they cut the messages per query. A
 /// partial batch that is sent is cut into pieces of ``partialBatchPiece`` queries. What happens to
 /// a partial batch is the
 /// ``partialBatchDecision(now:)``: waiting for more queries is worth it only when they arrive fast
@@ -84,8 +87,12 @@ public struct QueryBatcher: Sendable {
     /// Time of the last arrival (µs) and the weighted mean gap between queries (µs).
     private var lastArrivalMicroseconds: Int64?
     private var meanGapMicroseconds: Double?
+    /// The same mean over a longer history: the steady rate, which bursts barely move.
+    private var steadyGapMicroseconds: Double?
     /// Weight of the newest gap in the mean.
     private static let gapWeight = 0.2
+    /// Weight of the newest gap in the steady mean (about the last 50 arrivals).
+    private static let steadyGapWeight = 0.02
 
     /// What to do with the partial batch.
     public enum PartialBatchDecision: Sendable, Equatable {
@@ -125,6 +132,7 @@ public struct QueryBatcher: Sendable {
         if let last = lastArrivalMicroseconds, !queries.isEmpty {
             let gap = Double(max(0, micros - last)) / Double(queries.count)
             meanGapMicroseconds = meanGapMicroseconds.map { $0 + Self.gapWeight * (gap - $0) } ?? gap
+            steadyGapMicroseconds = steadyGapMicroseconds.map { $0 + Self.steadyGapWeight * (gap - $0) } ?? gap
         }
         lastArrivalMicroseconds = micros
         var ready: [ReadyBatch] = []
@@ -144,15 +152,23 @@ public struct QueryBatcher: Sendable {
         return gap * Double(batchSize - pending.count) / 1_000
     }
 
+    /// Whether whole rows may wait for another at the steady arrival rate: only when it brings at
+    /// least two rows (2K queries) within ``maximumRowWaitMilliseconds``.
+    public var rowsWaitAtThisRate: Bool {
+        guard let steady = steadyGapMicroseconds else { return false }
+        return steady * Double(2 * batchSize) / 1_000 <= Double(maximumRowWaitMilliseconds)
+    }
+
     /// Whether to wait for more queries or send the partial batch now.
     public func partialBatchDecision(now: Int64) -> PartialBatchDecision {
         guard let opened = openedAt, !pending.isEmpty else { return .nothing }
         if pending.count >= batchSize {
-            // Whole rows: wait for another while queries arrive fast enough to complete it in time.
+            // Whole rows: wait for another while queries arrive fast enough to complete it in time,
+            // and only under load (``rowsWaitAtThisRate``).
             let deadline = opened + maximumRowWaitMilliseconds
             let missing = batchSize - pending.count % batchSize
-            guard pending.count < batchSize * maximumRows, now < deadline, let gap = meanGapMicroseconds,
-                gap * Double(missing) / 1_000 <= Double(deadline - now)
+            guard pending.count < batchSize * maximumRows, now < deadline, rowsWaitAtThisRate,
+                let gap = meanGapMicroseconds, gap * Double(missing) / 1_000 <= Double(deadline - now)
             else { return .flushNow }
             return .waitUntil(deadline)
         }

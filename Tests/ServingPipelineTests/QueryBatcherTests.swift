@@ -112,6 +112,34 @@ import Testing
         #expect(batcher.add(Self.queries("burst", count: 12, tag: 10), now: 301).map(\.rows) == [3])
     }
 
+    @Test func atLightLoadABurstNeverHoldsWholeRowsBack() {
+        var batcher = QueryBatcher(
+            batchSize: 4, maximumWaitMilliseconds: 2, partialBatchPiece: 1, maximumRows: 3,
+            maximumRowWaitMilliseconds: 30)
+        // A steady query every 8 ms (125/s): two rows would take 64 ms, more than the row wait.
+        var t: Int64 = 0
+        for i in 0..<60 {
+            _ = batcher.add(Self.queries("s\(i)", count: 1, tag: UInt64(i + 1)), now: t)
+            #expect(batcher.flushIfDue(now: t).map(\.queries.count) == [1])
+            t += 8
+        }
+        #expect(!batcher.rowsWaitAtThisRate)
+        // A burst of five, 1 ms apart: the recent gaps would predict the next row within the wait,
+        // but the steady rate says the machine is far from needing rows, so the row goes at once.
+        for i in 0..<5 {
+            _ = batcher.add(Self.queries("b\(i)", count: 1, tag: UInt64(100 + i)), now: t + Int64(i))
+        }
+        #expect(batcher.partialBatchDecision(now: t + 4) == .flushNow)
+        #expect(batcher.flushIfDue(now: t + 4).first.map { [$0.rows, $0.queries.count] } == [1, 4])
+        // At a steady query per millisecond the same row waits for the next one.
+        var busy = QueryBatcher(
+            batchSize: 4, maximumWaitMilliseconds: 2, partialBatchPiece: 1, maximumRows: 3,
+            maximumRowWaitMilliseconds: 30)
+        for i in 0..<5 { _ = busy.add(Self.queries("f\(i)", count: 1, tag: UInt64(i + 1)), now: Int64(i)) }
+        #expect(busy.rowsWaitAtThisRate)
+        #expect(busy.partialBatchDecision(now: 4) == .waitUntil(30))
+    }
+
     @Test func withPaddingOnAPartialBatchIsFilledToKWithItsLastQuery() {
         var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, padsPartialBatches: true)
         _ = batcher.add(Self.queries("a", count: 2, tag: 1), now: 100)
