@@ -173,13 +173,12 @@ final class AMQPConnection {
                 .authentication, "authentication failed for \(subject)", replyCode: code, replyText: text,
                 isRetryable: false)
         case .connectionClosed(let code, let text) where code == 530 || code == 402:
-            if text.contains("not found") {
-                return MessagingError(
-                    .notFound, "vhost '\(url.virtualHost)' does not exist at \(url.endpoint)", replyCode: code,
-                    replyText: text, isRetryable: false)
-            }
+            // RabbitMQ answers a missing vhost and a vhost the user may not use with the same code;
+            // only its English text differs, so the message gives that text as it came.
             return MessagingError(
-                .accessRefused, "access refused for \(subject): \(AMQPErrorMapping.oneLine(text)) (\(code))",
+                code == 402 ? .notFound : .accessRefused,
+                "vhost '\(url.virtualHost)' at \(url.endpoint) is not open to user '\(url.user)' (it does not "
+                    + "exist, or the user has no permission on it): \(AMQPErrorMapping.oneLine(text)) (\(code))",
                 replyCode: code, replyText: text, isRetryable: false)
         case .library(let status) where status == .connectionClosed || status == .socketError:
             return MessagingError(

@@ -29,20 +29,18 @@ final class ConnectionLoop: @unchecked Sendable {
         var isCancelled = false
     }
 
-    private enum Phase {
-        case connected
-        case disconnected
-        case finished
-    }
-
     private let configuration: RabbitMQConfiguration
     private let logger: Logger
     private let queue: CommandQueue
     private let status: TransportStatus
 
     private var connection: AMQPConnection?
-    private var phase = Phase.disconnected
-    private var generation: UInt64 = 0
+    /// Connected, lost, reconnecting, finished: the pure state machine this loop executes.
+    private var lifecycle: ConnectionLifecycle
+    private var phase: ConnectionLifecycle.Phase { lifecycle.phase }
+    private var generation: UInt64 { lifecycle.generation }
+    private var blocked: Bool { lifecycle.isBlocked }
+    private var closeRequested: Bool { lifecycle.closeRequested }
     /// Every topology item declared successfully so far, redeclared on every reconnect.
     private var topology = Topology()
     private var consumers: [String: Consumer] = [:]
@@ -52,15 +50,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var waitingPublishesStart = 0
     private var deferred: [QueuedCommand] = []
     private var channelsToReopen: Set<UInt16> = []
-    private var blocked = false
     /// The last ``TransportStatus/Snapshot/oldestPublishDeadline`` reported.
     private var reportedPublishDeadline: ContinuousClock.Instant?
-    private var closeRequested = false
-    private var reconnectAttempt = 0
-    private var nextReconnect = ContinuousClock.now
-    private var disconnectedSince = ContinuousClock.now
-    /// Why the connection was lost, or why the last reconnect attempt failed.
-    private var lastFailure: MessagingError?
     /// Scratch space to check that message headers fit in a frame before publishing.
     private var headerScratch: UnsafeMutableRawBufferPointer
     private var randomGenerator = SystemRandomNumberGenerator()
@@ -71,6 +62,9 @@ final class ConnectionLoop: @unchecked Sendable {
         self.queue = queue
         self.status = status
         headerScratch = .allocate(byteCount: configuration.frameMax, alignment: 8)
+        lifecycle = ConnectionLifecycle(
+            backoff: configuration.reconnectBackoff, maximumAttempts: configuration.maximumReconnectAttempts,
+            now: .now)
     }
 
     deinit {
@@ -120,7 +114,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 waitForEvents(socket: nil, until: wakeAt)
                 for queued in queue.takeAll() {
                     if case .close = queued.command {
-                        closeRequested = true
+                        lifecycle.requestClose()
                     } else {
                         deferred.append(queued)
                     }
@@ -143,9 +137,7 @@ final class ConnectionLoop: @unchecked Sendable {
         case .failure(let error): return .failure(error)
         }
         self.connection = connection
-        phase = .connected
-        generation += 1
-        blocked = false
+        let generation = lifecycle.opened()
         channelsToReopen = []
         _ = tracker.reset()
         status.update {
@@ -272,7 +264,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     private func serviceConnection() {
         guard let connection else {
-            phase = .disconnected
+            lifecycle.dropped()
             return
         }
         guard drainFrames(connection), reopenChannels(connection) else { return }
@@ -365,11 +357,11 @@ final class ConnectionLoop: @unchecked Sendable {
         case NERCC_AMQP_CONNECTION_BLOCKED:
             let reason = FieldTableDecoding.string(
                 decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee.reason)
-            blocked = true
+            lifecycle.setBlocked(true)
             status.update { $0.isBlocked = true }
             logger.warning("RabbitMQ blocked publishing on this connection", metadata: ["reason": "\(reason)"])
         case NERCC_AMQP_CONNECTION_UNBLOCKED:
-            blocked = false
+            lifecycle.setBlocked(false)
             status.update { $0.isBlocked = false }
             logger.info("RabbitMQ unblocked publishing on this connection")
         default:
@@ -491,9 +483,9 @@ final class ConnectionLoop: @unchecked Sendable {
         channelsToReopen.insert(channel)
         guard channel == AMQPChannel.publish else { return }
         let failure = AMQPFailure.channelClosed(channel: channel, code: code, text: text)
-        for entry in tracker.reset() {
+        for (entry, blamed) in tracker.channelClosed(code: code) {
             let error: MessagingError
-            if text.contains("'\(entry.exchange)'") {
+            if blamed {
                 error = AMQPErrorMapping.error(failure, context: "cannot publish to exchange '\(entry.exchange)'")
             } else {
                 error = MessagingError(
@@ -522,7 +514,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 _ = tracker.reset()
             case AMQPChannel.consume:
                 // Delivery tags restart on a new channel: tags handed out before are now stale.
-                generation += 1
+                let generation = lifecycle.consumingChannelReopened()
                 status.update { $0.generation = generation }
                 guard registerAllConsumers(connection) else {
                     connectionLost(.library(status: .connectionClosed))
@@ -582,10 +574,13 @@ final class ConnectionLoop: @unchecked Sendable {
             reply.resume(returning: mapAdmin(result, context: "cannot delete queue '\(name)'"))
         case .deleteExchange(let name, let ifUnused, let reply):
             let result = adminCall(connection) { $0.deleteExchange(name, ifUnused: ifUnused) }
-            if case .success = result { forget(exchange: name) }
+            if case .success = result {
+                forget(exchange: name)
+                tracker.exchangeDeleted(name)
+            }
             reply.resume(returning: mapAdmin(result, context: "cannot delete exchange '\(name)'"))
         case .close:
-            closeRequested = true
+            lifecycle.requestClose()
             for remaining in queue.shutDown() {
                 remaining.command.fail(MessagingError(.closed, "the transport is closing", isRetryable: false))
             }
@@ -606,6 +601,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 return .failure(error)
             }
             topology = topology.merged(with: Topology(exchanges: [exchange]))
+            tracker.exchangeExists(exchange.name)
         }
         for queueDeclaration in declaration.queues {
             let result = adminCall(connection) { $0.declare(queueDeclaration).map { _ in } }
@@ -874,6 +870,7 @@ final class ConnectionLoop: @unchecked Sendable {
         guard phase == .connected else { return }
         let reason = AMQPErrorMapping.error(
             failure, context: "connection to RabbitMQ at \(configuration.url.endpoint) lost")
+        _ = lifecycle.lost(reason, now: .now, unitRandom: unitRandom())
         logger.error("connection lost", metadata: ["error": "\(reason)"])
         let error = MessagingError(
             .connectionLost, "publish not confirmed: \(reason.message)", replyCode: reason.replyCode,
@@ -883,16 +880,11 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         dropConnection()
         finishCancelledConsumers()
-        reconnectAttempt = 0
-        lastFailure = reason
-        disconnectedSince = .now
-        nextReconnect = .now + backoffDelay(beforeAttempt: 1)
     }
 
     private func dropConnection() {
         connection = nil
-        phase = .disconnected
-        blocked = false
+        lifecycle.dropped()
         channelsToReopen = []
         status.update {
             $0.isConnected = false
@@ -912,54 +904,51 @@ final class ConnectionLoop: @unchecked Sendable {
                 removeConsumer(tag)?.request.continuation.finish()
                 reply?.resume(returning: .success(()))
             case .close:
-                closeRequested = true
+                lifecycle.requestClose()
             default:
                 deferred.append(queued)
             }
         }
-        if closeRequested {
-            finish(error: nil)
-            return
-        }
         let now = ContinuousClock.now
-        expireDeadlines(now: now)
-        guard now >= nextReconnect else {
-            waitForEvents(socket: nil, until: [nextReconnect, nextDeadline()].compactMap { $0 }.min())
-            return
-        }
-        if let maximum = configuration.maximumReconnectAttempts, reconnectAttempt >= maximum {
+        if !closeRequested { expireDeadlines(now: now) }
+        switch lifecycle.nextStep(now: now) {
+        case .finish:
+            finish(error: nil)
+        case .giveUp:
             giveUp()
-            return
-        }
-        reconnectAttempt += 1
-        switch establish() {
-        case .success:
-            logger.info(
-                "reconnected to RabbitMQ",
-                metadata: ["attempts": "\(reconnectAttempt)", "downtime": "\(ContinuousClock.now - disconnectedSince)"])
-            reconnectAttempt = 0
-            lastFailure = nil
-        case .failure(let error):
-            lastFailure = error
-            if let maximum = configuration.maximumReconnectAttempts, reconnectAttempt >= maximum {
-                giveUp()
-                return
+        case .wait(let until):
+            waitForEvents(socket: nil, until: [until, nextDeadline()].compactMap { $0 }.min())
+        case .connect:
+            switch establish() {
+            case .success:
+                let (attempts, downtime) = lifecycle.reconnected(now: .now)
+                logger.info(
+                    "reconnected to RabbitMQ", metadata: ["attempts": "\(attempts)", "downtime": "\(downtime)"])
+            case .failure(let error):
+                let attempt = lifecycle.attempt
+                switch lifecycle.attemptFailed(error, now: .now, unitRandom: unitRandom()) {
+                case .wait(let until):
+                    logger.warning(
+                        "reconnect failed",
+                        metadata: [
+                            "attempt": "\(attempt)", "error": "\(error)",
+                            "retryIn": "\(ContinuousClock.now.duration(to: until))",
+                        ])
+                default:
+                    giveUp()
+                }
             }
-            let delay = backoffDelay(beforeAttempt: reconnectAttempt + 1)
-            logger.warning(
-                "reconnect failed",
-                metadata: ["attempt": "\(reconnectAttempt)", "error": "\(error)", "retryIn": "\(delay)"])
-            nextReconnect = .now + delay
         }
     }
 
     /// Ends the transport after ``RabbitMQConfiguration/maximumReconnectAttempts`` failed attempts.
     private func giveUp() {
+        let lastFailure = lifecycle.lastFailure
         let last = lastFailure?.message ?? "connection lost"
         let final = MessagingError(
             .connectionLost,
             "gave up reconnecting to RabbitMQ at \(configuration.url.endpoint) "
-                + "after \(reconnectAttempt) attempts: \(last)",
+                + "after \(lifecycle.attempt) attempts: \(last)",
             replyCode: lastFailure?.replyCode, replyText: lastFailure?.replyText,
             libraryStatus: lastFailure?.libraryStatus, isRetryable: false)
         logger.critical("giving up reconnecting", metadata: ["error": "\(final)"])
@@ -967,8 +956,12 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func backoffDelay(beforeAttempt attempt: Int) -> Duration {
-        configuration.reconnectBackoff.delay(
-            beforeAttempt: attempt, unitRandom: Double.random(in: 0..<1, using: &randomGenerator))
+        configuration.reconnectBackoff.delay(beforeAttempt: attempt, unitRandom: unitRandom())
+    }
+
+    /// A uniform draw from [0, 1) to jitter the backoff.
+    private func unitRandom() -> Double {
+        Double.random(in: 0..<1, using: &randomGenerator)
     }
 
     // MARK: - Closing
@@ -1035,7 +1028,7 @@ final class ConnectionLoop: @unchecked Sendable {
         consumers = [:]
         consumerOrder = []
         connection = nil
-        phase = .finished
+        lifecycle.finished()
         status.terminate(error: error)
     }
 

@@ -8,6 +8,13 @@
 /// with the same exchange, routing key, message id and body (returns arrive in publish order), and
 /// that publish then fails as unroutable when its ack arrives.
 ///
+/// When the broker closes the channel because of a publish (404 for a missing exchange, 403 for one
+/// the user may not write to), the close names no sequence number. The tracker blames the
+/// outstanding publishes to exchanges it has not seen accept a publish (or that were declared on the
+/// connection): those fail with the broker's error, the rest as retryable. The knowledge is
+/// forgotten for every exchange involved, so when an exchange that once existed is deleted, the
+/// retry of its publish is blamed. No decision reads the broker's text.
+///
 /// `Waiter` is whatever resumes the caller (a continuation on the I/O thread, a value in tests).
 /// Every operation is amortised O(1) per publish, except matching a return, which is O(outstanding).
 struct PublishConfirmTracker<Waiter> {
@@ -46,6 +53,24 @@ struct PublishConfirmTracker<Waiter> {
     private var entries: [UInt64: Entry] = [:]
     /// Every sequence number below this one is settled.
     private var lowestUnsettled: UInt64 = 1
+    /// Exchanges known to exist: one of their publishes was acked, or they were declared.
+    private var knownExchanges: Set<String> = []
+
+    /// Whether `exchange` is known to exist: the default exchange and the `amq.` exchanges always
+    /// do (the broker does not let them be deleted).
+    func isKnown(exchange: String) -> Bool {
+        exchange.isEmpty || exchange.hasPrefix("amq.") || knownExchanges.contains(exchange)
+    }
+
+    /// Records that `exchange` exists (it was just declared).
+    mutating func exchangeExists(_ exchange: String) {
+        knownExchanges.insert(exchange)
+    }
+
+    /// Records that `exchange` no longer exists (it was just deleted).
+    mutating func exchangeDeleted(_ exchange: String) {
+        knownExchanges.remove(exchange)
+    }
 
     /// Creates an empty tracker for a channel that was just put in confirm mode.
     init() {}
@@ -68,6 +93,7 @@ struct PublishConfirmTracker<Waiter> {
         var settled: [(Waiter, Outcome)] = []
         func outcome(_ entry: Entry) -> Outcome {
             guard acked else { return .nacked }
+            knownExchanges.insert(entry.exchange)
             if let returned = entry.returned {
                 return .returned(replyCode: returned.replyCode, replyText: returned.replyText)
             }
@@ -137,6 +163,19 @@ struct PublishConfirmTracker<Waiter> {
         nextSequence = 1
         lowestUnsettled = 1
         return removed
+    }
+
+    /// The broker closed the channel with `code`: removes every outstanding publish, as
+    /// ``reset()`` does, and says for each whether it is blamed for the close. For 403 and 404 (what a
+    /// publish to a missing or forbidden exchange causes) the publishes to exchanges not known to
+    /// exist are blamed; the exchanges of all of them are then no longer known. Other codes blame no
+    /// publish.
+    mutating func channelClosed(code: UInt16) -> [(entry: Entry, blamed: Bool)] {
+        let removed = reset()
+        guard code == 403 || code == 404 else { return removed.map { ($0, false) } }
+        let blamed = removed.map { ($0, !isKnown(exchange: $0.exchange)) }
+        for entry in removed { knownExchanges.remove(entry.exchange) }
+        return blamed
     }
 
     private mutating func advanceLowest() {

@@ -110,13 +110,17 @@ import Testing
 
         let missing = AMQPConnection.loginFailure(
             .connectionClosed(code: 530, text: "NOT_ALLOWED - vhost prod not found"), url: url)
-        #expect(missing.kind == .notFound)
-        #expect(missing.message == "vhost 'prod' does not exist at h:5672")
+        #expect(missing.kind == .accessRefused)
+        #expect(
+            missing.message
+                == "vhost 'prod' at h:5672 is not open to user 'alice' (it does not exist, or the user has no "
+                + "permission on it): NOT_ALLOWED - vhost prod not found (530)")
 
         let forbidden = AMQPConnection.loginFailure(
             .connectionClosed(code: 530, text: "NOT_ALLOWED - access to vhost 'prod' refused for user 'alice'"),
             url: url)
         #expect(forbidden.kind == .accessRefused)
+        #expect(forbidden.message.hasSuffix("NOT_ALLOWED - access to vhost 'prod' refused for user 'alice' (530)"))
         for error in [denied, missing, forbidden] {
             #expect(!error.message.contains("secret"))
             #expect(!error.message.contains("\n"))

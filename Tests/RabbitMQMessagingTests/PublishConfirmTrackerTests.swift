@@ -94,6 +94,45 @@ import Testing
         #expect(tracker.recordPublished(Self.entry(9)) == 1)
     }
 
+    @Test func aChannelCloseFor404BlamesThePublishesToExchangesNotKnownToExist() {
+        var tracker = Tracker()
+        // "live" accepted a publish, "declared" was declared; "" and amq.* always exist.
+        _ = tracker.recordPublished(Self.entry(1, exchange: "live"))
+        _ = tracker.settle(deliveryTag: 1, multiple: false, acked: true)
+        tracker.exchangeExists("declared")
+        for (id, exchange) in [(2, "live"), (3, "missing"), (4, "declared"), (5, ""), (6, "amq.topic")] {
+            _ = tracker.recordPublished(Self.entry(id, exchange: exchange))
+        }
+        let closed = tracker.channelClosed(code: 404)
+        #expect(closed.map(\.entry.waiter) == [2, 3, 4, 5, 6])
+        #expect(closed.map(\.blamed) == [false, true, false, false, false])
+        #expect(tracker.outstanding == 0)
+        // Knowledge of the exchanges involved is gone: if "live" was deleted meanwhile, the retry of
+        // its publish is blamed on the next close (the default exchange stays known).
+        _ = tracker.recordPublished(Self.entry(7, exchange: "live"))
+        _ = tracker.recordPublished(Self.entry(8, exchange: ""))
+        let retried = tracker.channelClosed(code: 404)
+        #expect(retried.map(\.blamed) == [true, false])
+        // A deleted exchange is no longer known.
+        tracker.exchangeExists("gone")
+        tracker.exchangeDeleted("gone")
+        #expect(!tracker.isKnown(exchange: "gone"))
+    }
+
+    @Test func otherChannelClosesBlameNoPublishAndKeepWhatIsKnown() {
+        var tracker = Tracker()
+        _ = tracker.recordPublished(Self.entry(1, exchange: "missing"))
+        tracker.exchangeExists("kept")
+        _ = tracker.recordPublished(Self.entry(2, exchange: "kept"))
+        let otherClose = tracker.channelClosed(code: 406)
+        #expect(otherClose.map(\.blamed) == [false, false])
+        #expect(tracker.isKnown(exchange: "kept"))
+        // A 403 (no write permission on the exchange) blames like a 404.
+        _ = tracker.recordPublished(Self.entry(3, exchange: "forbidden"))
+        let forbidden = tracker.channelClosed(code: 403)
+        #expect(forbidden.map(\.blamed) == [true])
+    }
+
     @Test func manyInterleavedConfirmsSettleEachPublishExactlyOnce() {
         var tracker = Tracker()
         var generator = SystemRandomNumberGenerator()

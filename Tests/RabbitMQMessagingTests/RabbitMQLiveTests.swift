@@ -411,8 +411,9 @@ struct RabbitMQLiveTests {
         configuration.url = url
         let transport = RabbitMQTransport(configuration: configuration, logger: LiveBroker.logger)
         let error = await #expect(throws: MessagingError.self) { try await transport.connect() }
-        #expect(error?.kind == .notFound)
-        #expect(error?.message == "vhost '\(url.virtualHost)' does not exist at \(url.endpoint)")
+        #expect(error?.kind == .accessRefused)
+        #expect(error?.replyCode == 530)
+        #expect(error?.message.hasPrefix("vhost '\(url.virtualHost)' at \(url.endpoint) is not open to user") == true)
     }
 
     @Test func anUnreachableBrokerFailsFastAndRetriesOnlyWhenAsked() async throws {
