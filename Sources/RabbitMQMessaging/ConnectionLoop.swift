@@ -46,9 +46,10 @@ final class ConnectionLoop: @unchecked Sendable {
     private var consumers: [String: Consumer] = [:]
     private var consumerOrder: [String] = []
     private var tracker = PublishConfirmTracker<Reply<Void>>()
-    private var waitingPublishes: [PublishRequest] = []
-    private var waitingPublishesStart = 0
-    private var deferred: [QueuedCommand] = []
+    /// Publishes not yet written (disconnected, blocked, or not yet flushed).
+    private var waitingPublishes = DeadlineQueue<PublishRequest>(deadline: \.deadline)
+    /// Calls that wait for a connection.
+    private var deferred: DeadlineQueue<QueuedCommand>
     private var channelsToReopen: Set<UInt16> = []
     /// The last ``TransportStatus/Snapshot/oldestPublishDeadline`` reported.
     private var reportedPublishDeadline: ContinuousClock.Instant?
@@ -62,6 +63,8 @@ final class ConnectionLoop: @unchecked Sendable {
         self.queue = queue
         self.status = status
         headerScratch = .allocate(byteCount: configuration.frameMax, alignment: 8)
+        let timeout = configuration.publishTimeout
+        deferred = DeadlineQueue { $0.submitted + timeout }
         lifecycle = ConnectionLifecycle(
             backoff: configuration.reconnectBackoff, maximumAttempts: configuration.maximumReconnectAttempts,
             now: .now)
@@ -279,7 +282,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
         let busy =
             amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0
-            || !channelsToReopen.isEmpty || (!blocked && waitingPublishesStart < waitingPublishes.count)
+            || !channelsToReopen.isEmpty || (!blocked && !waitingPublishes.isEmpty)
         if !busy {
             waitForEvents(socket: connection.socketDescriptor, until: nextDeadline())
         }
@@ -531,8 +534,7 @@ final class ConnectionLoop: @unchecked Sendable {
     // MARK: - Commands
 
     private func processCommands(_ connection: AMQPConnection) {
-        var batch = deferred
-        deferred = []
+        var batch = deferred.removeAll()
         batch += queue.takeAll()
         for (index, queued) in batch.enumerated() {
             if closeRequested {
@@ -730,27 +732,11 @@ final class ConnectionLoop: @unchecked Sendable {
     private func flushPublishes(_ connection: AMQPConnection, limit: Int) -> Bool {
         guard !blocked else { return true }
         var sent = 0
-        while sent < limit, waitingPublishesStart < waitingPublishes.count {
-            let request = waitingPublishes[waitingPublishesStart]
-            waitingPublishesStart += 1
+        while sent < limit, let request = waitingPublishes.popFirst() {
             sent += 1
-            guard publish(request, connection) else {
-                compactWaitingPublishes()
-                return false
-            }
+            guard publish(request, connection) else { return false }
         }
-        compactWaitingPublishes()
         return true
-    }
-
-    private func compactWaitingPublishes() {
-        if waitingPublishesStart == waitingPublishes.count {
-            waitingPublishes.removeAll(keepingCapacity: true)
-            waitingPublishesStart = 0
-        } else if waitingPublishesStart > 1024 {
-            waitingPublishes.removeFirst(waitingPublishesStart)
-            waitingPublishesStart = 0
-        }
     }
 
     private func publish(_ request: PublishRequest, _ connection: AMQPConnection) -> Bool {
@@ -800,9 +786,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     /// Tells other threads how long the oldest waiting publish has waited (readiness probes).
     private func reportOldestPublish() {
-        let waiting =
-            waitingPublishesStart < waitingPublishes.count ? waitingPublishes[waitingPublishesStart].deadline : nil
-        let oldest = [tracker.earliestDeadline, waiting].compactMap { $0 }.min()
+        let oldest = [tracker.earliestDeadline, waitingPublishes.earliestDeadline].compactMap { $0 }.min()
         guard oldest != reportedPublishDeadline else { return }
         reportedPublishDeadline = oldest
         status.update { $0.oldestPublishDeadline = oldest }
@@ -817,48 +801,28 @@ final class ConnectionLoop: @unchecked Sendable {
                         .timeout, "no publisher confirm from RabbitMQ within \(configuration.publishTimeout)",
                         isRetryable: true)))
         }
-        if waitingPublishesStart < waitingPublishes.count, waitingPublishes[waitingPublishesStart].deadline <= now {
-            var kept: [PublishRequest] = []
-            for request in waitingPublishes[waitingPublishesStart...] {
-                if request.deadline <= now {
-                    let reason = blocked ? "RabbitMQ is blocking publishers" : "not connected to RabbitMQ"
-                    request.reply.resume(
-                        returning: .failure(
-                            MessagingError(
-                                .timeout, "publish timed out after \(configuration.publishTimeout): \(reason)",
-                                isRetryable: true)))
-                } else {
-                    kept.append(request)
-                }
-            }
-            waitingPublishes = kept
-            waitingPublishesStart = 0
+        let reason = blocked ? "RabbitMQ is blocking publishers" : "not connected to RabbitMQ"
+        for request in waitingPublishes.expire(now: now) {
+            request.reply.resume(
+                returning: .failure(
+                    MessagingError(
+                        .timeout, "publish timed out after \(configuration.publishTimeout): \(reason)",
+                        isRetryable: true)))
         }
-        if let first = deferred.first, first.submitted + configuration.publishTimeout <= now {
-            var kept: [QueuedCommand] = []
-            for queued in deferred {
-                if queued.submitted + configuration.publishTimeout <= now {
-                    queued.command.fail(
-                        MessagingError(
-                            .connectionLost,
-                            "not connected to RabbitMQ at \(configuration.url.endpoint) "
-                                + "for \(configuration.publishTimeout)",
-                            isRetryable: true))
-                } else {
-                    kept.append(queued)
-                }
-            }
-            deferred = kept
+        for queued in deferred.expire(now: now) {
+            queued.command.fail(
+                MessagingError(
+                    .connectionLost,
+                    "not connected to RabbitMQ at \(configuration.url.endpoint) for \(configuration.publishTimeout)",
+                    isRetryable: true))
         }
     }
 
     private func nextDeadline() -> ContinuousClock.Instant? {
         var candidates: [ContinuousClock.Instant] = []
         if let deadline = tracker.earliestDeadline { candidates.append(deadline) }
-        if waitingPublishesStart < waitingPublishes.count {
-            candidates.append(waitingPublishes[waitingPublishesStart].deadline)
-        }
-        if let first = deferred.first { candidates.append(first.submitted + configuration.publishTimeout) }
+        if let deadline = waitingPublishes.earliestDeadline { candidates.append(deadline) }
+        if let deadline = deferred.earliestDeadline { candidates.append(deadline) }
         return candidates.min()
     }
 
@@ -970,7 +934,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// and closes the connection.
     private func closeGracefully(_ connection: AMQPConnection) {
         let deadline = ContinuousClock.now + configuration.closeTimeout
-        while phase == .connected, !blocked, waitingPublishesStart < waitingPublishes.count,
+        while phase == .connected, !blocked, !waitingPublishes.isEmpty,
             ContinuousClock.now < deadline
         {
             guard flushPublishes(connection, limit: 256), drainFrames(connection) else { break }
@@ -1008,15 +972,12 @@ final class ConnectionLoop: @unchecked Sendable {
         for entry in tracker.reset() {
             entry.waiter.resume(returning: .failure(error ?? unconfirmed))
         }
-        for request in waitingPublishes[waitingPublishesStart...] {
+        for request in waitingPublishes.removeAll() {
             request.reply.resume(returning: .failure(error ?? closed))
         }
-        waitingPublishes = []
-        waitingPublishesStart = 0
-        for queued in deferred + queue.shutDown() {
+        for queued in deferred.removeAll() + queue.shutDown() {
             queued.command.fail(error ?? closed)
         }
-        deferred = []
         for tag in consumerOrder {
             guard let consumer = consumers[tag] else { continue }
             if let error {
