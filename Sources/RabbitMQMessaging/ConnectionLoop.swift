@@ -24,11 +24,6 @@ import Messaging
 /// thread touches its mutable state; other threads reach it only through the ``CommandQueue`` and
 /// ``TransportStatus`` it shares, which are locked.
 final class ConnectionLoop: @unchecked Sendable {
-    private struct Consumer {
-        var request: ConsumerRequest
-        var isCancelled = false
-    }
-
     private let configuration: RabbitMQConfiguration
     private let logger: Logger
     private let queue: CommandQueue
@@ -43,8 +38,7 @@ final class ConnectionLoop: @unchecked Sendable {
     private var closeRequested: Bool { lifecycle.closeRequested }
     /// Every topology item declared successfully so far, redeclared on every reconnect.
     private var topology = Topology()
-    private var consumers: [String: Consumer] = [:]
-    private var consumerOrder: [String] = []
+    private var consumers = ConsumerRegistry<ConsumerRequest>()
     private var tracker = PublishConfirmTracker<Reply<Void>>()
     /// Publishes not yet written (disconnected, blocked, or not yet flushed).
     private var waitingPublishes = DeadlineQueue<PublishRequest>(deadline: \.deadline)
@@ -167,7 +161,7 @@ final class ConnectionLoop: @unchecked Sendable {
             "connected to RabbitMQ",
             metadata: [
                 "heartbeat": "\(connection.heartbeat)s", "generation": "\(generation)",
-                "consumers": "\(consumerOrder.count)",
+                "consumers": "\(consumers.count)",
             ])
         return .success(())
     }
@@ -214,18 +208,18 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Re-registers every live consumer on the consuming channel. A consumer whose queue is gone
     /// ends with an error; returns false only when the connection is lost.
     private func registerAllConsumers(_ connection: AMQPConnection) -> Bool {
-        for tag in consumerOrder {
-            guard let consumer = consumers[tag], !consumer.isCancelled else { continue }
-            switch register(consumer.request, on: connection) {
+        for tag in consumers.activeTags {
+            guard let request = consumers.active(tag) else { continue }
+            switch register(request, on: connection) {
             case .success:
                 continue
             case .failure(let failure) where failure.isConnectionLevel:
                 return false
             case .failure(let failure):
                 let error = AMQPErrorMapping.error(
-                    failure, context: "cannot resume consumer '\(tag)' on queue '\(consumer.request.queue)'")
+                    failure, context: "cannot resume consumer '\(tag)' on queue '\(request.queue)'")
                 logger.error("consumer ended", metadata: ["consumer": "\(tag)", "error": "\(error)"])
-                removeConsumer(tag)?.request.continuation.finish(throwing: error)
+                consumers.remove(tag)?.continuation.finish(throwing: error)
                 if case .channelClosed(let channel, _, _) = failure, channel == AMQPChannel.consume {
                     // The consuming channel closed and took the consumers registered so far with it.
                     channelsToReopen.insert(AMQPChannel.consume)
@@ -384,7 +378,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
         guard let content = readMessage(channel, connection) else { return phase == .connected }
         let (properties, body) = content
-        guard channel == AMQPChannel.consume, let consumer = consumers[consumerTag] else {
+        guard channel == AMQPChannel.consume, let consumer = consumers.request(for: consumerTag) else {
             logger.warning(
                 "delivery for an unknown consumer; requeueing it", metadata: ["consumer": "\(consumerTag)"])
             _ = amqp_basic_reject(connection.state, channel, deliveryTag, 1)
@@ -393,11 +387,11 @@ final class ConnectionLoop: @unchecked Sendable {
         // A no-ack delivery is acknowledged already: generation 0 makes any ack or reject of it a no-op
         // (acknowledging it on the channel would be a channel error).
         let delivery = Delivery(
-            tag: DeliveryTag(generation: consumer.request.autoAcknowledge ? 0 : generation, value: deliveryTag),
+            tag: DeliveryTag(generation: consumer.autoAcknowledge ? 0 : generation, value: deliveryTag),
             redelivered: redelivered,
-            exchange: exchange, routingKey: routingKey, queue: consumer.request.queue, properties: properties,
+            exchange: exchange, routingKey: routingKey, queue: consumer.queue, properties: properties,
             body: body)
-        if case .terminated = consumer.request.continuation.yield(delivery), !consumer.request.autoAcknowledge {
+        if case .terminated = consumer.continuation.yield(delivery), !consumer.autoAcknowledge {
             // Nobody reads this consumer's stream any more: give the message back to the queue.
             _ = amqp_basic_reject(connection.state, channel, deliveryTag, 1)
         }
@@ -468,15 +462,15 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func brokerCancelled(_ tag: String) {
-        guard let consumer = consumers[tag], !consumer.isCancelled else { return }
+        guard let consumer = consumers.active(tag) else { return }
         let error = MessagingError(
             .notFound,
-            "RabbitMQ cancelled consumer '\(tag)' on queue '\(consumer.request.queue)' "
+            "RabbitMQ cancelled consumer '\(tag)' on queue '\(consumer.queue)' "
                 + "(the queue was deleted or is unavailable)",
             isRetryable: false)
         logger.warning("consumer cancelled by the broker", metadata: ["consumer": "\(tag)"])
-        removeConsumer(tag)
-        consumer.request.continuation.finish(throwing: error)
+        consumers.remove(tag)
+        consumer.continuation.finish(throwing: error)
     }
 
     /// The broker closed a channel (close-ok already sent): fail what depended on it and reopen it.
@@ -625,7 +619,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     private func startConsumer(_ request: ConsumerRequest, _ connection: AMQPConnection) -> Result<Void, MessagingError>
     {
-        if consumers[request.tag] != nil {
+        if consumers.contains(request.tag) {
             let error = MessagingError(
                 .preconditionFailed, "consumer tag '\(request.tag)' is already in use on this connection",
                 isRetryable: false)
@@ -634,8 +628,7 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         switch register(request, on: connection) {
         case .success:
-            consumers[request.tag] = Consumer(request: request)
-            consumerOrder.append(request.tag)
+            _ = consumers.add(request.tag, request)
             logger.debug(
                 "consumer started",
                 metadata: [
@@ -658,13 +651,12 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func cancelConsumer(_ tag: String, _ connection: AMQPConnection) -> Result<Void, MessagingError> {
-        guard var consumer = consumers[tag], !consumer.isCancelled else { return .success(()) }
+        guard let consumer = consumers.active(tag) else { return .success(()) }
         switch connection.cancel(consumerTag: tag) {
         case .success:
             // Deliveries the broker sent before cancel-ok may still be queued inside rabbitmq-c: the
             // stream ends once they have been handed over.
-            consumer.isCancelled = true
-            consumers[tag] = consumer
+            consumers.markCancelled(tag)
             return .success(())
         case .failure(let failure):
             if case .channelClosed(let channel, _, _) = failure {
@@ -673,8 +665,8 @@ final class ConnectionLoop: @unchecked Sendable {
                 connectionLost(failure)
             }
             // Either way the consumer no longer exists on the broker.
-            removeConsumer(tag)
-            consumer.request.continuation.finish()
+            consumers.remove(tag)
+            consumer.continuation.finish()
             return failure.isConnectionLevel
                 ? .success(()) : .failure(AMQPErrorMapping.error(failure, context: "cannot cancel consumer '\(tag)'"))
         }
@@ -712,16 +704,8 @@ final class ConnectionLoop: @unchecked Sendable {
         topology.bindings.removeAll { $0.exchange == name }
     }
 
-    @discardableResult
-    private func removeConsumer(_ tag: String) -> Consumer? {
-        consumerOrder.removeAll { $0 == tag }
-        return consumers.removeValue(forKey: tag)
-    }
-
     private func finishCancelledConsumers() {
-        for tag in consumerOrder where consumers[tag]?.isCancelled == true {
-            removeConsumer(tag)?.request.continuation.finish()
-        }
+        for request in consumers.removeCancelled() { request.continuation.finish() }
     }
 
     // MARK: - Publishing
@@ -865,7 +849,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 logger.debug("ignoring an acknowledgement while disconnected", metadata: ["tag": "\(tag)"])
                 reply.resume(returning: .success(()))
             case .cancel(let tag, let reply):
-                removeConsumer(tag)?.request.continuation.finish()
+                consumers.remove(tag)?.continuation.finish()
                 reply?.resume(returning: .success(()))
             case .close:
                 lifecycle.requestClose()
@@ -940,12 +924,12 @@ final class ConnectionLoop: @unchecked Sendable {
             guard flushPublishes(connection, limit: 256), drainFrames(connection) else { break }
         }
         if phase == .connected {
-            for tag in consumerOrder where consumers[tag]?.isCancelled == false {
+            for tag in consumers.activeTags {
                 if case .failure(let failure) = connection.cancel(consumerTag: tag), failure.isConnectionLevel {
                     connectionLost(failure)
                     break
                 }
-                consumers[tag]?.isCancelled = true
+                consumers.markCancelled(tag)
             }
         }
         while phase == .connected, tracker.outstanding > 0 || amqp_frames_enqueued(connection.state) != 0,
@@ -978,16 +962,13 @@ final class ConnectionLoop: @unchecked Sendable {
         for queued in deferred.removeAll() + queue.shutDown() {
             queued.command.fail(error ?? closed)
         }
-        for tag in consumerOrder {
-            guard let consumer = consumers[tag] else { continue }
+        for request in consumers.removeAll() {
             if let error {
-                consumer.request.continuation.finish(throwing: error)
+                request.continuation.finish(throwing: error)
             } else {
-                consumer.request.continuation.finish()
+                request.continuation.finish()
             }
         }
-        consumers = [:]
-        consumerOrder = []
         connection = nil
         lifecycle.finished()
         status.terminate(error: error)
