@@ -100,24 +100,26 @@ enum MetricsScrape {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
             response += buffer[0..<n]
-            if let body = completeBody(response) { return body }
+            if let whole = body(of: response, complete: true) { return whole }
         }
-        let text = String(decoding: response, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { return nil }
-        return String(text[split.upperBound...])
+        return body(of: response, complete: false)
     }
 
-    /// The body of `response` once it holds the whole of it by its Content-Length, else nil.
-    static func completeBody(_ response: [UInt8]) -> String? {
+    /// The body of an HTTP `response`, nil until its head is whole. With `complete`, only once it
+    /// holds every byte its Content-Length announces; otherwise whatever follows the head (the
+    /// server closed the connection).
+    static func body(of response: [UInt8], complete: Bool) -> String? {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = response.indices.dropLast(3).first(where: { response[$0..<$0 + 4].elementsEqual(separator) })
         else { return nil }
+        let start = end + 4
+        guard complete else { return String(decoding: response[start...], as: UTF8.self) }
         let head = String(decoding: response[..<end], as: UTF8.self).lowercased()
         guard
             let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
             let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
-            response.count - (end + 4) >= length
+            response.count - start >= length
         else { return nil }
-        return String(decoding: response[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+        return String(decoding: response[start..<(start + length)], as: UTF8.self)
     }
 }
