@@ -288,6 +288,14 @@ public final class EncoderService: Sendable {
         }
     }
 
+    /// Whether each slot of a batch goes as a batch of its own (``ReadyBatch/slotBatches()``): for
+    /// the schemes that answer a query from its own tasks alone (`uncoded`, `replication`), whose
+    /// queries would otherwise wait for the slowest slot of their batch, which no uncoded or
+    /// replicated server does. With padding on, batches stay whole.
+    var answersEachSlot: Bool {
+        [.uncoded, .replication].contains(configuration.scheme.kind) && !configuration.padsPartialBatches
+    }
+
     /// The model that runs coded task `n` of a batch for `model` coded with `code`: the model
     /// itself, or for the parity scheme's parity tasks (n ≥ k) its parity model,
     /// `<model>-parity-k<G>` (ParM), served by workers of that model through its own task queue.
@@ -620,9 +628,11 @@ public final class EncoderService: Sendable {
                     held += ready
                 } else {
                     if metrics.gauge("overloaded") != 0 { metrics.set("overloaded", 0) }
-                    for (batch, key) in held + ready {
-                        inFlight += 1
-                        group.addTask { await self.publish(batch, key: key, sink: sink) }
+                    for (whole, key) in held + ready {
+                        for batch in answersEachSlot ? whole.slotBatches() : [whole] {
+                            inFlight += 1
+                            group.addTask { await self.publish(batch, key: key, sink: sink) }
+                        }
                     }
                     held = []
                 }
@@ -757,10 +767,11 @@ public final class EncoderService: Sendable {
         let name = key.model
         let model = models[name]!
         let now = clock.now()
-        // R rows of K queries use the full code; slot k of the encoded matrix holds the R queries of
-        // that slot, one after another, so one product encodes every row.
+        // R rows of k queries use the code of size k (the full code for whole rows of K); slot s of
+        // the encoded matrix holds the R queries of that slot, one after another, so one product
+        // encodes every row.
         let rows = batch.rows
-        let batchCode = codes[(rows > 1 ? codes.count : batch.queries.count) - 1]
+        let batchCode = codes[batch.queries.count / rows - 1]
         let code = batchCode.code
         let batchID = batchIdentifier(members: batch.queries.map(\.member))
         let shard = key.shard

@@ -19,7 +19,8 @@ public struct PendingQuery: Sendable, Equatable {
 }
 
 /// A batch ready to encode: 1 ≤ k ≤ K real queries (or, with padding on, exactly K slots whose tail
-/// repeats the last query), or R > 1 full rows of K queries.
+/// repeats the last query), or R > 1 rows of K queries (of one query each, once cut by
+/// ``slotBatches()``).
 public struct ReadyBatch: Sendable, Equatable {
     /// The queries: row 0's slots in order of α_0..α_{k−1}, then row 1's, … (query j sits in slot
     /// j mod K and row j / K).
@@ -31,6 +32,20 @@ public struct ReadyBatch: Sendable, Equatable {
     /// How many times publishing it has failed because the broker refused it (see
     /// ``EncoderConfiguration/publishAttempts``).
     public var refusals = 0
+
+    /// The batch cut into one batch per slot, each holding that slot's queries of every row (R rows
+    /// of one query): for schemes that answer each query from its own tasks (`uncoded`,
+    /// `replication`), so that no query waits for the tasks of another. The messages per query stay
+    /// those of the rows; each part has a manifest of its own.
+    public func slotBatches() -> [ReadyBatch] {
+        let slots = queries.count / rows
+        guard slots > 1 else { return [self] }
+        return (0..<slots).map { slot in
+            var part = self
+            part.queries = stride(from: slot, to: queries.count, by: slots).map { queries[$0] }
+            return part
+        }
+    }
 
     /// How many real (non-padding) queries of each request delivery the batch holds.
     public var shares: [DeliveryTag: Int] {
@@ -55,7 +70,9 @@ public struct ReadyBatch: Sendable, Equatable {
 /// partial batch that is sent is cut into pieces of ``partialBatchPiece`` queries. What happens to
 /// a partial batch is the
 /// ``partialBatchDecision(now:)``: waiting for more queries is worth it only when they arrive fast
-/// enough to fill the batch within `maximumWaitMilliseconds`. The batcher estimates the arrival
+/// enough to fill the batch within `maximumWaitMilliseconds` — or, under load (when rows wait), within
+/// the row wait, since the partial batch is then the first row of the next batch: sent alone it would
+/// cost as many messages as a whole batch of rows. The batcher estimates the arrival
 /// rate (an exponentially weighted mean of the gap between queries) and waits when the K − k
 /// missing queries are expected within the wait; otherwise the partial batch goes at once, with a
 /// code of its own size (``PartialBatchRule``) — unless padding is on, which fills it to K with
@@ -81,7 +98,10 @@ public struct QueryBatcher: Sendable {
     public let maximumRowWaitMilliseconds: Int64
 
     private var pending: [PendingQuery] = []
-    private var openedAt: Int64?
+    /// When each pending query arrived (ms since the epoch), in the order of `pending`.
+    private var arrivals: [Int64] = []
+    /// When the oldest pending query arrived: the batch's first query.
+    private var openedAt: Int64? { arrivals.first }
     /// Per request delivery: queries not yet in a confirmed batch.
     private var outstanding: [DeliveryTag: Int] = [:]
     /// Time of the last arrival (µs) and the weighted mean gap between queries (µs).
@@ -138,8 +158,8 @@ public struct QueryBatcher: Sendable {
         var ready: [ReadyBatch] = []
         for query in queries {
             outstanding[query.tag, default: 0] += 1
-            if pending.isEmpty { openedAt = now }
             pending.append(query)
+            arrivals.append(now)
             if pending.count == batchSize * maximumRows { ready.append(takeBatch(rows: maximumRows)) }
         }
         return ready
@@ -172,10 +192,17 @@ public struct QueryBatcher: Sendable {
             else { return .flushNow }
             return .waitUntil(deadline)
         }
-        let deadline = opened + maximumWaitMilliseconds
-        guard now < deadline, let fill = expectedFillMilliseconds, fill <= Double(maximumWaitMilliseconds) else {
-            return .flushNow
+        // A partial batch. Under load (when rows wait), it is the start of the next rows: it waits
+        // as long as whole rows would, while the missing queries are expected within that time.
+        // Otherwise it waits at most the batch wait, and only when the rate fills it within that.
+        guard let fill = expectedFillMilliseconds else { return .flushNow }
+        if maximumRows > 1, maximumRowWaitMilliseconds > maximumWaitMilliseconds, rowsWaitAtThisRate {
+            let deadline = opened + maximumRowWaitMilliseconds
+            guard now < deadline, fill <= Double(deadline - now) else { return .flushNow }
+            return .waitUntil(deadline)
         }
+        let deadline = opened + maximumWaitMilliseconds
+        guard now < deadline, fill <= Double(maximumWaitMilliseconds) else { return .flushNow }
         return .waitUntil(deadline)
     }
 
@@ -245,7 +272,7 @@ public struct QueryBatcher: Sendable {
         }
         let batch = ReadyBatch(queries: queries, rows: rows, openedMilliseconds: openedAt ?? 0)
         pending.removeFirst(n)
-        if pending.isEmpty { openedAt = nil }
+        arrivals.removeFirst(n)
         return batch
     }
 }

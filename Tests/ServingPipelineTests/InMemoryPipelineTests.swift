@@ -152,9 +152,11 @@ struct LinearModel: InferenceModel {
         // What the coding library computes for the same batches: [q0..q3] with the configured code,
         // then the partial [q4, q5] cut into two batches of one (every size costs N/K tasks per query
         // here, and one query is the most tolerant): exact for uncoded, replication and every batch
-        // of one, the scheme's own approximation for the others.
+        // of one, the scheme's own approximation for the others. Uncoded and replication send every
+        // slot as a batch of its own.
         let expected = try Self.libraryEstimates(queries, batches: [[0, 1, 2, 3], [4], [5]], kind: kind)
-        #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 4])
+        let slotwise = kind == .uncoded || kind == .replication
+        #expect(records.map { $0.batchSize ?? 0 }.sorted() == (slotwise ? Array(repeating: 1, count: 6) : [1, 1, 4]))
         let exact = try LinearModel().predict(flatInputs: queries.flatMap { $0 }, count: 6)
         for p in predictions {
             for j in 0..<2 {
@@ -174,13 +176,22 @@ struct LinearModel: InferenceModel {
         // 11 queries in one request: two rows of four (one batch), then three batches of one.
         let queries: [[Float]] = (0..<11).map { i in [Float(i), 1 - Float(i) / 3, 0.05 * Float(i * i)] }
         let records = try await Self.serveOneRequest(queries, kind: kind) { $0.maximumRows = 2 }
-        #expect(records.count == 4)
         let batchOf = Dictionary(
             uniqueKeysWithValues: records.flatMap { r in r.predictions.map { ($0.index, r.batchID) } })
-        // The first eight queries share one batch (and so its N tasks); the others have their own.
-        #expect(Set((0..<8).map { batchOf[$0]! }).count == 1)
+        if kind == .uncoded || kind == .replication {
+            // Each slot of the two rows is a batch of its own, holding that slot's query of each row
+            // (so its tasks carry two queries); the others have their own.
+            #expect(records.count == 7)
+            #expect((0..<4).allSatisfy { batchOf[$0] == batchOf[$0 + 4] })
+            #expect(Set((0..<4).map { batchOf[$0]! }).count == 4)
+            #expect(records.map { $0.batchSize ?? 0 } == Array(repeating: 1, count: 7))
+        } else {
+            // The first eight queries share one batch (and so its N tasks); the others have their own.
+            #expect(records.count == 4)
+            #expect(Set((0..<8).map { batchOf[$0]! }).count == 1)
+            #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 1, 4])
+        }
         #expect(Set((8..<11).map { batchOf[$0]! }).count == 3)
-        #expect(records.map { $0.batchSize ?? 0 }.sorted() == [1, 1, 1, 4])
         let predictions = records.flatMap(\.predictions).sorted { $0.index < $1.index }
         #expect(predictions.map(\.index) == Array(0..<11))
         let expected = try Self.libraryEstimates(
@@ -191,6 +202,28 @@ struct LinearModel: InferenceModel {
             }
         }
         #expect(records.allSatisfy { $0.status == .ok && $0.requestID == "req-1" })
+    }
+
+    /// An uncoded batch is cut into one batch per slot, so a query is answered as soon as its own
+    /// task's result is in: with one of four workers holding a task and never answering, the three
+    /// other queries of the request are answered at once, not at the batch's deadline.
+    @Test(.timeLimit(.minutes(1))) func aSlowTaskOfAnUncodedBatchDelaysOnlyItsOwnQuery() async throws {
+        let transport = InMemoryTransport()
+        let scheme = SchemeConfiguration(kind: .uncoded, workers: 4, batchSize: 4)
+        let stop = StopSignal()
+        let runs = try Self.services(transport, scheme: scheme, workers: 4, stop: stop, silent: 1) {
+            $0.deadlineMilliseconds = 600_000
+        }
+        let queries: [[Float]] = (0..<4).map { i in [Float(i), 2 - Float(i), 0.5 * Float(i)] }
+        let records = try await Self.request(queries, of: runs, workers: 4, on: transport, stop: stop) {
+            $0.reduce(0) { $0 + $1.predictions.count } >= 3
+        }
+        #expect(records.count == 3)
+        #expect(records.allSatisfy { $0.status == .ok && $0.batchSize == 1 && $0.predictions.count == 1 })
+        let exact = try LinearModel().predict(flatInputs: queries.flatMap { $0 }, count: 4)
+        for p in records.flatMap(\.predictions) {
+            #expect(p.outputs == Array(exact[(p.index * 2)..<(p.index * 2 + 2)]))
+        }
     }
 
     /// More workers straggle than the code tolerates (3 of N = 8 where S = 2), but a batch of an

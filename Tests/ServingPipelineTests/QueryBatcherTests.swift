@@ -140,6 +140,45 @@ import Testing
         #expect(busy.partialBatchDecision(now: 4) == .waitUntil(30))
     }
 
+    @Test func underLoadAPartialBatchWaitsAsLongAsRowsWouldInsteadOfGoingAlone() {
+        // A steady query per millisecond with a batch wait of 2 ms: three missing queries take 3 ms,
+        // past the batch wait, but under load the partial batch is the start of the next rows and
+        // waits with the row wait (30 ms from its first query).
+        var busy = QueryBatcher(
+            batchSize: 4, maximumWaitMilliseconds: 2, partialBatchPiece: 1, maximumRows: 8,
+            maximumRowWaitMilliseconds: 30)
+        // The first query has no rate to go by and goes alone; the rest form rows.
+        _ = busy.add(Self.queries("first", count: 1, tag: 1), now: 0)
+        #expect(busy.flushIfDue(now: 0).map(\.queries.count) == [1])
+        var sent: [ReadyBatch] = []
+        for t in 1...100 {
+            sent += busy.add(Self.queries("q\(t)", count: 1, tag: UInt64(t + 1)), now: Int64(t))
+            sent += busy.flushIfDue(now: Int64(t))
+        }
+        #expect(busy.rowsWaitAtThisRate)
+        // No query went alone: every batch holds whole rows, sent when the next row could not
+        // arrive within the row wait of its first query (28 queries: the 29th arrives too late).
+        #expect(sent.map(\.rows) == [7, 7, 7])
+        #expect(sent.map { $0.queries.count } == [28, 28, 28])
+        #expect(sent.map(\.openedMilliseconds) == [1, 29, 57])
+        // The 16 waiting (from t = 85) wait for more, until t = 115.
+        #expect(busy.pendingCount == 16)
+        #expect(busy.partialBatchDecision(now: 100) == .waitUntil(115))
+        // A lull after a partial batch: the rate no longer fills it in time, so it goes.
+        _ = busy.add(Self.queries("x", count: 1, tag: 200), now: 100)
+        _ = busy.flushNow()
+        _ = busy.add(Self.queries("y", count: 1, tag: 201), now: 300)
+        #expect(busy.partialBatchDecision(now: 300) == .flushNow)
+        // The same arrivals with the old rule's only wait (no rows) go alone or in partial batches.
+        var plain = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 2, partialBatchPiece: 1)
+        var single: [ReadyBatch] = []
+        for t in 0..<20 {
+            single += plain.add(Self.queries("p\(t)", count: 1, tag: UInt64(t + 1)), now: Int64(t) * 3)
+            single += plain.flushIfDue(now: Int64(t) * 3)
+        }
+        #expect(single.allSatisfy { $0.queries.count == 1 })
+    }
+
     @Test func withPaddingOnAPartialBatchIsFilledToKWithItsLastQuery() {
         var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, padsPartialBatches: true)
         _ = batcher.add(Self.queries("a", count: 2, tag: 1), now: 100)
