@@ -85,6 +85,13 @@ struct EncoderCommand: AsyncParsableCommand {
     )
     var splitPartialBatches: Bool = Environment.bool("NERCC_SPLIT_PARTIAL_BATCHES", true)
 
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "For uncoded and replication, send each slot of a batch as a batch of its own, so a query waits only for its own tasks; --no-slot-batches sends batches whole, one manifest for all their slots (env NERCC_SLOT_BATCHES)."
+    )
+    var slotBatches: Bool = Environment.bool("NERCC_SLOT_BATCHES", true)
+
     @Option(help: "How long the decoder waits for a batch's results, ms (env NERCC_DEADLINE_MS).")
     var deadlineMs: Int = Environment.int("NERCC_DEADLINE_MS", 5_000)
 
@@ -141,7 +148,8 @@ struct EncoderCommand: AsyncParsableCommand {
                 "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES", "NERCC_PUBLISH_ATTEMPTS",
                 "NERCC_PUBLISH_RETRY_MS", "NERCC_MAX_ROWS", "NERCC_ROW_WAIT_MS",
             ], as: .integer)
-        try Environment.validate(["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES"], as: .boolean)
+        try Environment.validate(
+            ["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES", "NERCC_SLOT_BATCHES"], as: .boolean)
     }
 
     func run() async throws {
@@ -160,7 +168,7 @@ struct EncoderCommand: AsyncParsableCommand {
             consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks,
             splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
             publishRetryMilliseconds: Int64(publishRetryMs), maximumRows: maxRows,
-            maximumRowWaitMilliseconds: Int64(rowWaitMs))
+            maximumRowWaitMilliseconds: Int64(rowWaitMs), sendsSlotsAlone: slotBatches)
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.

@@ -59,6 +59,9 @@ public struct EncoderConfiguration: Sendable {
     /// Cut a partial batch into the smallest batches that cost no more tasks per query
     /// (``EncoderService/partialBatchPiece(_:)``) instead of sending it whole.
     public var splitsPartialBatches: Bool
+    /// For `uncoded` and `replication`: send each slot of a batch as a batch of its own
+    /// (``ReadyBatch/slotBatches(workers:)``), so that a query waits only for its own tasks.
+    public var sendsSlotsAlone: Bool
     /// Calibration profiles for `nercc`, by (N, K): a batch whose code has a profile's size uses its
     /// λs; with profiles given, other sizes use the model-agnostic rule (``AgnosticSmoothing``);
     /// without any, every size uses the configured λs.
@@ -83,8 +86,10 @@ public struct EncoderConfiguration: Sendable {
         padsPartialBatches: Bool = false, deadlineMilliseconds: Int64 = 5_000, prefetch: UInt16 = 256,
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
         copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
-        publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30
+        publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30,
+        sendsSlotsAlone: Bool = true
     ) {
+        self.sendsSlotsAlone = sendsSlotsAlone
         self.maximumRowWaitMilliseconds = max(0, maximumRowWaitMilliseconds)
         self.maximumRows = max(1, maximumRows)
         self.publishAttempts = max(1, publishAttempts)
@@ -288,12 +293,27 @@ public final class EncoderService: Sendable {
         }
     }
 
-    /// Whether each slot of a batch goes as a batch of its own (``ReadyBatch/slotBatches()``): for
+    /// Whether each slot of a batch goes as a batch of its own (``ReadyBatch/slotBatches(workers:)``): for
     /// the schemes that answer a query from its own tasks alone (`uncoded`, `replication`), whose
     /// queries would otherwise wait for the slowest slot of their batch, which no uncoded or
-    /// replicated server does. With padding on, batches stay whole.
+    /// replicated server does. With padding on, or ``EncoderConfiguration/sendsSlotsAlone`` off,
+    /// batches stay whole.
     var answersEachSlot: Bool {
-        [.uncoded, .replication].contains(configuration.scheme.kind) && !configuration.padsPartialBatches
+        [.uncoded, .replication].contains(configuration.scheme.kind) && configuration.sendsSlotsAlone
+            && !configuration.padsPartialBatches
+    }
+
+    /// The code of a slot batch whose query has `copies` copies, when it is not the code of batches of
+    /// one (partial replication: for N = 12, K = 8 the first four slots of a full batch have two
+    /// copies and the others one, where a batch of one has two): `replication` (copies, 1), waiting
+    /// for one result; nil when the code of batches of one has that many tasks.
+    func slotCode(copies: Int) -> BatchCode? {
+        guard copies >= 1, copies != codes[0].code.workers,
+            let code = try? LinearCode(SchemeConfiguration(kind: .replication, workers: copies, batchSize: 1))
+        else { return nil }
+        return BatchCode(
+            code: code, stragglers: copies - 1, waitFor: 1, publishOrder: Array(0..<copies),
+            lambdaDecoderByReceived: nil)
     }
 
     /// The model that runs coded task `n` of a batch for `model` coded with `code`: the model
@@ -629,7 +649,11 @@ public final class EncoderService: Sendable {
                 } else {
                     if metrics.gauge("overloaded") != 0 { metrics.set("overloaded", 0) }
                     for (whole, key) in held + ready {
-                        for batch in answersEachSlot ? whole.slotBatches() : [whole] {
+                        let parts =
+                            answersEachSlot
+                            ? whole.slotBatches(workers: codes[whole.queries.count / whole.rows - 1].code.workers)
+                            : [whole]
+                        for batch in parts {
                             inFlight += 1
                             group.addTask { await self.publish(batch, key: key, sink: sink) }
                         }
@@ -771,7 +795,7 @@ public final class EncoderService: Sendable {
         // the encoded matrix holds the R queries of that slot, one after another, so one product
         // encodes every row.
         let rows = batch.rows
-        let batchCode = codes[batch.queries.count / rows - 1]
+        let batchCode = batch.copies.flatMap(slotCode(copies:)) ?? codes[batch.queries.count / rows - 1]
         let code = batchCode.code
         let batchID = batchIdentifier(members: batch.queries.map(\.member))
         let shard = key.shard

@@ -20,7 +20,7 @@ public struct PendingQuery: Sendable, Equatable {
 
 /// A batch ready to encode: 1 ≤ k ≤ K real queries (or, with padding on, exactly K slots whose tail
 /// repeats the last query), or R > 1 rows of K queries (of one query each, once cut by
-/// ``slotBatches()``).
+/// ``slotBatches(workers:)``).
 public struct ReadyBatch: Sendable, Equatable {
     /// The queries: row 0's slots in order of α_0..α_{k−1}, then row 1's, … (query j sits in slot
     /// j mod K and row j / K).
@@ -33,16 +33,30 @@ public struct ReadyBatch: Sendable, Equatable {
     /// ``EncoderConfiguration/publishAttempts``).
     public var refusals = 0
 
+    /// For a batch cut by ``slotBatches(workers:)``: the copies of its query, the N of its code.
+    public var copies: Int?
+
+    /// Creates a batch of `queries` in `rows` rows, opened at `openedMilliseconds`.
+    public init(queries: [PendingQuery], rows: Int = 1, openedMilliseconds: Int64, copies: Int? = nil) {
+        self.queries = queries
+        self.rows = rows
+        self.openedMilliseconds = openedMilliseconds
+        self.copies = copies
+    }
+
     /// The batch cut into one batch per slot, each holding that slot's queries of every row (R rows
     /// of one query): for schemes that answer each query from its own tasks (`uncoded`,
-    /// `replication`), so that no query waits for the tasks of another. The messages per query stay
-    /// those of the rows; each part has a manifest of its own.
-    public func slotBatches() -> [ReadyBatch] {
+    /// `replication`), so that no query waits for the tasks of another. `workers` is the N of the
+    /// batch's code; slot s of it has the copies n ≡ s (mod k) of n < N (replication's layout), which
+    /// each part keeps (``copies``), so the model work per query is unchanged. The messages per
+    /// query stay those of the rows; each part has a manifest of its own.
+    public func slotBatches(workers: Int) -> [ReadyBatch] {
         let slots = queries.count / rows
         guard slots > 1 else { return [self] }
         return (0..<slots).map { slot in
             var part = self
             part.queries = stride(from: slot, to: queries.count, by: slots).map { queries[$0] }
+            part.copies = Array(stride(from: slot, to: workers, by: slots)).count
             return part
         }
     }

@@ -226,6 +226,28 @@ struct LinearModel: InferenceModel {
         }
     }
 
+    /// Partial replication (N = 12, K = 8: tasks n hold query n mod 8) cut into slot batches keeps
+    /// each slot's copies: two for the first four queries, one for the others, 12 tasks in all.
+    @Test func slotBatchesOfPartialReplicationKeepTheModelWorkOfTheWholeBatch() async throws {
+        let transport = InMemoryTransport()
+        let scheme = SchemeConfiguration(kind: .replication, workers: 12, batchSize: 8)
+        let stop = StopSignal()
+        let metrics = ServiceMetrics()
+        let runs = try Self.services(transport, scheme: scheme, workers: 12, stop: stop, encoderMetrics: metrics)
+        let queries: [[Float]] = (0..<8).map { i in [Float(i), 1, -Float(i) / 2] }
+        let records = try await Self.request(queries, of: runs, workers: 12, on: transport, stop: stop) {
+            $0.reduce(0) { $0 + $1.predictions.count } >= 8
+        }
+        let copies = Dictionary(
+            uniqueKeysWithValues: records.flatMap { r in r.predictions.map { ($0.index, r.workers ?? 0) } })
+        #expect((0..<8).map { copies[$0] } == [2, 2, 2, 2, 1, 1, 1, 1])
+        #expect(metrics.value("tasks_published") == 12)
+        let exact = try LinearModel().predict(flatInputs: queries.flatMap { $0 }, count: 8)
+        for p in records.flatMap(\.predictions) {
+            #expect(p.outputs == Array(exact[(p.index * 2)..<(p.index * 2 + 2)]))
+        }
+    }
+
     /// More workers straggle than the code tolerates (3 of N = 8 where S = 2), but a batch of an
     /// approximate scheme does not wait for its deadline: once it holds N − S − ⌈S/2⌉ = 5 results and
     /// the rest are late by the straggler wait, it is decoded from those five, marked degraded, and

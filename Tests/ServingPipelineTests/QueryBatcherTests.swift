@@ -179,6 +179,23 @@ import Testing
         #expect(single.allSatisfy { $0.queries.count == 1 })
     }
 
+    @Test func slotBatchesKeepEachSlotsRowsAndCopies() {
+        // Two rows of K = 4 (queries q0…q7, q_j in slot j mod 4): slot s holds q_s and q_{s+4}.
+        let rows = ReadyBatch(queries: Self.queries("r", count: 8, tag: 1), rows: 2, openedMilliseconds: 5)
+        let parts = rows.slotBatches(workers: 12)
+        #expect(parts.map { $0.queries.map(\.member.index) } == [[0, 4], [1, 5], [2, 6], [3, 7]])
+        #expect(parts.allSatisfy { $0.rows == 2 && $0.openedMilliseconds == 5 })
+        // Replication (12, 4): three copies of every slot.
+        #expect(parts.map(\.copies) == [3, 3, 3, 3])
+        // Partial replication (12, 8): tasks n hold query n mod 8, so slots 0…3 have two copies and
+        // slots 4…7 one: 12 tasks in all, as for the whole batch.
+        let wide = ReadyBatch(queries: Self.queries("w", count: 8, tag: 2), rows: 1, openedMilliseconds: 0)
+        #expect(wide.slotBatches(workers: 12).map(\.copies) == [2, 2, 2, 2, 1, 1, 1, 1])
+        // A batch of one slot stays whole.
+        let one = ReadyBatch(queries: Self.queries("o", count: 1, tag: 3), rows: 1, openedMilliseconds: 0)
+        #expect(one.slotBatches(workers: 3).map(\.copies) == [nil])
+    }
+
     @Test func withPaddingOnAPartialBatchIsFilledToKWithItsLastQuery() {
         var batcher = QueryBatcher(batchSize: 4, maximumWaitMilliseconds: 50, padsPartialBatches: true)
         _ = batcher.add(Self.queries("a", count: 2, tag: 1), now: 100)
