@@ -61,7 +61,7 @@ struct EncoderCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Longest wait of a partial batch for more queries, ms; it waits only while queries arrive fast enough to fill it in that time (env NERCC_BATCH_WAIT_MS)."
+            "Longest wait of a partial batch for more queries, ms; it waits only while queries arrive fast enough to fill it in that time; under load, when rows wait, it waits with --row-wait-ms instead (env NERCC_BATCH_WAIT_MS)."
     )
     var batchWaitMs: Int = Environment.int("NERCC_BATCH_WAIT_MS", 2)
 
@@ -123,7 +123,7 @@ struct EncoderCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Longest wait of whole rows for another row, ms from the batch's first query; they wait only while queries arrive fast enough to complete it in that time and the steady rate brings two rows within it; 0 never waits (env NERCC_ROW_WAIT_MS)."
+            "Longest wait of whole rows for another row (and, under load, of a partial batch, as the next batch's first row), ms from the batch's first query; they wait only while queries arrive fast enough to complete it in that time and the steady rate brings two rows within it; 0 never waits (env NERCC_ROW_WAIT_MS)."
     )
     var rowWaitMs: Int = Environment.int("NERCC_ROW_WAIT_MS", 30)
 
