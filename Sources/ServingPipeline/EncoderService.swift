@@ -154,6 +154,9 @@ public final class EncoderService: Sendable {
     let code: LinearCode
     /// Codes by batch size: `codes[k − 1]` for a batch of k queries.
     let codes: [BatchCode]
+    /// The codes of slot batches by their query's copies, where they differ from `codes[0]`
+    /// (``slotCode(copies:)``).
+    let slotCodes: [Int: BatchCode]
     let clock: MillisecondClock
     let logger: Logger
     let metrics: ServiceMetrics
@@ -172,7 +175,9 @@ public final class EncoderService: Sendable {
         self.configuration = configuration
         self.topology = topology
         self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        self.codes = try Self.batchCodes(configuration, full: code)
+        let codes = try Self.batchCodes(configuration, full: code)
+        self.codes = codes
+        self.slotCodes = [.uncoded, .replication].contains(configuration.scheme.kind) ? Self.slotCodes(codes) : [:]
         self.clock = clock
         self.logger = logger
         self.metrics = metrics
@@ -307,13 +312,20 @@ public final class EncoderService: Sendable {
     /// one (partial replication: for N = 12, K = 8 the first four slots of a full batch have two
     /// copies and the others one, where a batch of one has two): `replication` (copies, 1), waiting
     /// for one result; nil when the code of batches of one has that many tasks.
-    func slotCode(copies: Int) -> BatchCode? {
-        guard copies >= 1, copies != codes[0].code.workers,
-            let code = try? LinearCode(SchemeConfiguration(kind: .replication, workers: copies, batchSize: 1))
-        else { return nil }
-        return BatchCode(
-            code: code, stragglers: copies - 1, waitFor: 1, publishOrder: Array(0..<copies),
-            lambdaDecoderByReceived: nil)
+    func slotCode(copies: Int) -> BatchCode? { slotCodes[copies] }
+
+    /// ``slotCode(copies:)`` for every number of copies a slot can have: at most N_1 = ⌈N/K⌉, the
+    /// tasks of a batch of one (a slot of a batch of k has at most ⌈N_k/k⌉ ≤ ⌈N/K⌉).
+    static func slotCodes(_ codes: [BatchCode]) -> [Int: BatchCode] {
+        var slotCodes: [Int: BatchCode] = [:]
+        for copies in 1...max(1, codes[0].code.workers) where copies != codes[0].code.workers {
+            guard let code = try? LinearCode(SchemeConfiguration(kind: .replication, workers: copies, batchSize: 1))
+            else { continue }
+            slotCodes[copies] = BatchCode(
+                code: code, stragglers: copies - 1, waitFor: 1, publishOrder: Array(0..<copies),
+                lambdaDecoderByReceived: nil)
+        }
+        return slotCodes
     }
 
     /// The model that runs coded task `n` of a batch for `model` coded with `code`: the model
