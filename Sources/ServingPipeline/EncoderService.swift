@@ -154,8 +154,10 @@ public final class EncoderService: Sendable {
     let code: LinearCode
     /// Codes by batch size: `codes[k − 1]` for a batch of k queries.
     let codes: [BatchCode]
+    /// ``answersEachSlot(_:)`` for this encoder's configuration.
+    let answersEachSlot: Bool
     /// The codes of slot batches by their query's copies, where they differ from `codes[0]`
-    /// (``slotCode(copies:)``).
+    /// (``slotCode(copies:)``); empty unless the encoder sends slot batches.
     let slotCodes: [Int: BatchCode]
     let clock: MillisecondClock
     let logger: Logger
@@ -177,7 +179,8 @@ public final class EncoderService: Sendable {
         self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let codes = try Self.batchCodes(configuration, full: code)
         self.codes = codes
-        self.slotCodes = [.uncoded, .replication].contains(configuration.scheme.kind) ? Self.slotCodes(codes) : [:]
+        answersEachSlot = Self.answersEachSlot(configuration)
+        slotCodes = answersEachSlot ? Self.slotCodes(codes) : [:]
         self.clock = clock
         self.logger = logger
         self.metrics = metrics
@@ -303,7 +306,7 @@ public final class EncoderService: Sendable {
     /// queries would otherwise wait for the slowest slot of their batch, which no uncoded or
     /// replicated server does. With padding on, or ``EncoderConfiguration/sendsSlotsAlone`` off,
     /// batches stay whole.
-    var answersEachSlot: Bool {
+    static func answersEachSlot(_ configuration: EncoderConfiguration) -> Bool {
         [.uncoded, .replication].contains(configuration.scheme.kind) && configuration.sendsSlotsAlone
             && !configuration.padsPartialBatches
     }
