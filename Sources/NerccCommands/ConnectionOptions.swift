@@ -93,6 +93,7 @@ struct ConnectionOptions: ParsableArguments {
         t.workerResultsQueuePrefix = "\(p).worker-results"
         t.cancelExchange = "\(p).cancel"
         t.cancelQueuePrefix = "\(p).cancel"
+        t.hedgeQueuePrefix = "\(p).hedge"
         t.codedQueues = ServingTopology.CodedQueues(rawValue: codedQueues) ?? .classic
         t.predictionsExchange = "\(p).predictions"
         t.deadExchange = "\(p).dead"

@@ -127,6 +127,14 @@ struct EncoderCommand: AsyncParsableCommand {
     )
     var rowWaitMs: Int = Environment.int("NERCC_ROW_WAIT_MS", 30)
 
+    @Option(
+        help: ArgumentHelp(
+            "Hedged batches: publish a batch that any one result decodes (a batch of one query) as its first task only, and its other copies when the decoder asks for them, this many ms after it was encoded if it is not decodable by then; 0 publishes every copy at once (env NERCC_HEDGE_AFTER_MS).",
+            discussion:
+                "At light load a query then costs one task and one result instead of N/K; a slow first task costs the hedge delay. The encoder declares its own hedge queue for the decoders' requests (schemas/README.md)."
+        ))
+    var hedgeAfterMs: Int = Environment.int("NERCC_HEDGE_AFTER_MS", 15)
+
     func validate() throws {
         guard batchWaitMs >= 0 else { throw ValidationError("--batch-wait-ms must be ≥ 0") }
         guard ["adaptive", "pad"].contains(partialBatches) else {
@@ -141,12 +149,15 @@ struct EncoderCommand: AsyncParsableCommand {
         }
         guard (1...64).contains(maxRows) else { throw ValidationError("--max-rows must be in 1...64") }
         guard (0...10_000).contains(rowWaitMs) else { throw ValidationError("--row-wait-ms must be in 0...10000") }
+        guard (0...10_000).contains(hedgeAfterMs) else {
+            throw ValidationError("--hedge-after-ms must be in 0...10000, got \(hedgeAfterMs)")
+        }
         try Environment.validate(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"], as: .number)
         try Environment.validate(
             [
                 "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
                 "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES", "NERCC_PUBLISH_ATTEMPTS",
-                "NERCC_PUBLISH_RETRY_MS", "NERCC_MAX_ROWS", "NERCC_ROW_WAIT_MS",
+                "NERCC_PUBLISH_RETRY_MS", "NERCC_MAX_ROWS", "NERCC_ROW_WAIT_MS", "NERCC_HEDGE_AFTER_MS",
             ], as: .integer)
         try Environment.validate(
             ["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES", "NERCC_SLOT_BATCHES"], as: .boolean)
@@ -168,7 +179,8 @@ struct EncoderCommand: AsyncParsableCommand {
             consumerTag: ServiceRunner.processName("encoder"), copiesManifestIntoTasks: manifestInTasks,
             splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
             publishRetryMilliseconds: Int64(publishRetryMs), maximumRows: maxRows,
-            maximumRowWaitMilliseconds: Int64(rowWaitMs), sendsSlotsAlone: slotBatches)
+            maximumRowWaitMilliseconds: Int64(rowWaitMs), sendsSlotsAlone: slotBatches,
+            hedgeAfterMilliseconds: Int64(hedgeAfterMs))
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.

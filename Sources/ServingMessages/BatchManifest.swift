@@ -107,6 +107,31 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// Copies of a batch that the encoder holds back (a hedged batch): a batch whose code decodes
+    /// from any one result (`wait_for` = 1; a batch of one query) goes out as its first task only;
+    /// if it is not decodable `after_ms` after it was encoded, the decoder sends a ``HedgeRequest``
+    /// to `queue` and the encoder publishes the `tasks` it held back.
+    public struct Hedge: Codable, Sendable, Equatable {
+        /// The coded indices held back.
+        public var tasks: [Int]
+        /// The encoder's hedge queue (default exchange, routing key = queue name).
+        public var queue: String
+        /// Milliseconds after `encoded_us` at which the decoder asks for them.
+        public var afterMilliseconds: Int64
+
+        /// Creates a hedge description.
+        public init(tasks: [Int], queue: String, afterMilliseconds: Int64) {
+            self.tasks = tasks
+            self.queue = queue
+            self.afterMilliseconds = afterMilliseconds
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case tasks, queue
+            case afterMilliseconds = "after_ms"
+        }
+    }
+
     /// Wire-format major version.
     public var version: Int
     /// The batch id (deterministic: derived from the members).
@@ -131,6 +156,8 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     public var rows: Int?
     /// The model's class labels, when it names them.
     public var labels: [String]?
+    /// The copies held back, when the batch is hedged (absent: every task was published at once).
+    public var hedge: Hedge?
     /// The R·K members: row 0's K slots in order of the data points α_0..α_{K−1}, then row 1's, ….
     public var members: [Member]
 
@@ -138,8 +165,9 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     public init(
         version: Int = WireFormat.version, batchID: String, model: String, scheme: Scheme, waitFor: Int,
         createdMilliseconds: Int64, deadlineMilliseconds: Int64, encodedMicroseconds: Int64? = nil, outputSize: Int,
-        labels: [String]?, members: [Member], rows: Int? = nil
+        labels: [String]?, members: [Member], rows: Int? = nil, hedge: Hedge? = nil
     ) {
+        self.hedge = hedge
         self.rows = rows
         self.encodedMicroseconds = encodedMicroseconds
         self.version = version
@@ -168,7 +196,7 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, model, scheme, members, labels, rows
+        case version, model, scheme, members, labels, rows, hedge
         case batchID = "batch_id"
         case waitFor = "wait_for"
         case createdMilliseconds = "created_ms"

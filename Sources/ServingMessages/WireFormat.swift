@@ -33,6 +33,8 @@ public enum WireFormat {
         public static let error = "nercc.error"
         /// The decoder's notice that batches are finished: their outstanding tasks need not run.
         public static let cancellation = "nercc.cancel"
+        /// The decoder's request that an encoder publish the copies it held back for a batch.
+        public static let hedge = "nercc.hedge"
         /// The encoder's notice that it gave up on a batch (``BatchAbandonment``), to the decoder.
         public static let abandon = "nercc.abandon"
     }

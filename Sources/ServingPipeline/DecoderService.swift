@@ -175,6 +175,8 @@ public final class DecoderService: Sendable {
             var schedule = CancellationSchedule(graceMilliseconds: configuration.cancelGraceMilliseconds)
             var finishedBatches: [String] = []
             var announcing = false
+            // Hedged batches still collecting, and when to ask their encoder for the held-back copies.
+            var hedges = HedgeSchedule()
             // When each open batch's manifest arrived (µs), for the stage breakdown.
             var manifestArrivals: [String: Int64] = [:]
             // Which batch answers each query (exactly one answer per query); the batches whose
@@ -202,6 +204,11 @@ public final class DecoderService: Sendable {
                     }
                     if delivery.properties.type == WireFormat.MessageType.abandon {
                         if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
+                            ?? delivery.properties.correlationID
+                        {
+                            hedges.finished(batchID: id)
+                        }
+                        if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
                             ?? delivery.properties.correlationID, answering.contains(id)
                         {
                             // Decided once the batch's own answers are confirmed, or not.
@@ -219,11 +226,23 @@ public final class DecoderService: Sendable {
                     } else {
                         actions = await accept(
                             delivery, assembler: &assembler, ledger: &ledger, rejection: rejection, now: now)
+                        // A hedged batch that this delivery did not make decodable: ask for its
+                        // held-back copies when its hedge delay is over.
+                        if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
+                            ?? delivery.properties.correlationID, !hedges.isKnown(batchID: id),
+                            let manifest = assembler.manifest(of: id), let hedge = manifest.hedge
+                        {
+                            hedges.expect(
+                                batchID: id, hedge: hedge, encodedMicroseconds: manifest.encodedMicroseconds, now: now)
+                        }
                     }
                 case .timer:
                     if let at = timerAt, now >= at { timerAt = nil }
                     actions = assembler.tick(now: now)
                     finishedBatches += schedule.announce(now: now)
+                    for (batchID, queue) in hedges.requests(now: now) where assembler.isOpen(batchID: batchID) {
+                        group.addTask { await self.requestHedge(batchID: batchID, queue: queue) }
+                    }
                 case .done(let batchID, let tags, let failed):
                     inFlight -= 1
                     manifestArrivals[batchID] = nil
@@ -280,10 +299,14 @@ public final class DecoderService: Sendable {
                         let skipped = job.manifest.members.count { !$0.padding } - slots.count
                         if skipped > 0 { metrics.increment("answers_suppressed", by: Double(skipped)) }
                         let ready = clock.microseconds()
+                        // Copies held back by the encoder and never asked for are not outstanding.
+                        let neverPublished = HedgeSchedule.neverPublished(
+                            job.manifest, asked: hedges.finished(batchID: batchID))
                         if configuration.cancelsLeftovers {
                             schedule.finished(
                                 batchID: job.manifest.batchID,
-                                outstanding: job.manifest.scheme.workers - Set(job.results.map(\.index)).count,
+                                outstanding: job.manifest.scheme.workers - neverPublished
+                                    - Set(job.results.map(\.index)).count,
                                 now: now)
                         }
                         let manifestArrived = manifestArrivals[job.manifest.batchID]
@@ -304,7 +327,7 @@ public final class DecoderService: Sendable {
                         sink.yield(.cancellationsSent)
                     }
                 }
-                let next = [assembler.nextDeadline, schedule.nextDeadline].compactMap { $0 }.min()
+                let next = [assembler.nextDeadline, schedule.nextDeadline, hedges.nextDeadline].compactMap { $0 }.min()
                 if let next, timerAt.map({ next < $0 }) ?? true {
                     timerAt = next
                     let clock = self.clock
@@ -320,6 +343,28 @@ public final class DecoderService: Sendable {
             group.cancelAll()
         }
         logger.info("decoder drained")
+    }
+
+    /// Asks the encoder of a hedged batch for the copies it held back (transient, best effort: if
+    /// the request is lost, the batch still has its first task and its deadline).
+    private func requestHedge(batchID: String, queue: String) async {
+        let request = OutgoingMessage(
+            exchange: "", routingKey: queue,
+            properties: MessageProperties(
+                contentType: WireFormat.jsonContentType, messageID: "\(batchID)/hedge", correlationID: batchID,
+                timestamp: UInt64(clock.now() / 1000), type: WireFormat.MessageType.hedge, persistent: false,
+                headers: [
+                    WireFormat.Header.version: .int(Int64(WireFormat.version)),
+                    WireFormat.Header.batchID: .string(batchID),
+                ]),
+            body: JSONBody.encode(HedgeRequest(batchID: batchID)))
+        do {
+            try await transport.publish(request)
+            metrics.increment("hedge_requests_sent")
+        } catch {
+            metrics.increment("hedge_requests_failed")
+            logger.debug("a hedge request was not confirmed", metadata: ["batch": "\(batchID)", "error": "\(error)"])
+        }
     }
 
     /// Publishes one cancellation notice for `batches` (transient, best effort: a worker that misses
@@ -574,6 +619,19 @@ public final class DecoderService: Sendable {
         }
         guard manifest.outputSize >= 1, manifest.waitFor >= 1 else {
             return WireFormatError(.badRequest, "the manifest needs output_size ≥ 1 and wait_for ≥ 1")
+        }
+        if let hedge = manifest.hedge {
+            let n = manifest.scheme.workers
+            guard !hedge.tasks.isEmpty, hedge.tasks.count < n, Set(hedge.tasks).count == hedge.tasks.count,
+                hedge.tasks.allSatisfy({ (0..<n).contains($0) })
+            else {
+                return WireFormatError(
+                    .badRequest, "the manifest's hedge.tasks must be 1 to N − 1 distinct indices in 0..<\(n)")
+            }
+            guard !hedge.queue.isEmpty, hedge.queue.utf8.count <= 255, hedge.afterMilliseconds >= 0 else {
+                return WireFormatError(
+                    .badRequest, "the manifest's hedge needs a queue name of 1–255 bytes and after_ms ≥ 0")
+            }
         }
         return nil
     }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Messaging
 import ServingMessages
+import Synchronization
 
 /// Smoothing parameters calibrated for one (N, K) of `nercc` (a `nercc calibrate` profile).
 public struct CalibratedLambdas: Sendable, Equatable {
@@ -79,6 +80,11 @@ public struct EncoderConfiguration: Sendable {
     /// only while the arrival rate predicts the next row within that time (``QueryBatcher``); 0
     /// never waits for rows.
     public var maximumRowWaitMilliseconds: Int64
+    /// Hedged batches, in ms (0: off). A batch whose code decodes from any one result (a batch of
+    /// one query, or a slot batch of `replication`) is published as its first task only; its other
+    /// copies are held back and published when the decoder asks for them, which it does when the
+    /// batch is not decodable this long after it was encoded (``BatchManifest/Hedge``).
+    public var hedgeAfterMilliseconds: Int64
 
     /// Creates a configuration.
     public init(
@@ -87,8 +93,9 @@ public struct EncoderConfiguration: Sendable {
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
         copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
         publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30,
-        sendsSlotsAlone: Bool = true
+        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15
     ) {
+        self.hedgeAfterMilliseconds = max(0, hedgeAfterMilliseconds)
         self.sendsSlotsAlone = sendsSlotsAlone
         self.maximumRowWaitMilliseconds = max(0, maximumRowWaitMilliseconds)
         self.maximumRows = max(1, maximumRows)
@@ -162,6 +169,13 @@ public final class EncoderService: Sendable {
     let clock: MillisecondClock
     let logger: Logger
     let metrics: ServiceMetrics
+    /// The copies of hedged batches held back until a decoder asks for them.
+    let held = Mutex(HeldCopies<OutgoingMessage>(retentionMilliseconds: EncoderService.hedgeRetentionMilliseconds))
+    /// How long held-back copies are kept: a decoder asks within the hedge delay plus its lag.
+    static let hedgeRetentionMilliseconds: Int64 = 2_000
+
+    /// This encoder's hedge queue (``ServingTopology/hedgeQueue(encoder:)`` of its consumer tag).
+    public var hedgeQueue: String { topology.hedgeQueue(encoder: configuration.consumerTag) }
 
     /// Creates an encoder; validates the scheme.
     ///
@@ -356,6 +370,8 @@ public final class EncoderService: Sendable {
         for model in models.keys where code.kind == .parity {
             declared = declared.merged(with: topology.taskQueue(model: taskModel(model, index: code.batchSize)))
         }
+        let hedging = configuration.hedgeAfterMilliseconds > 0
+        if hedging { declared = declared.merged(with: topology.hedges(encoder: configuration.consumerTag)) }
         try await transport.declare(declared)
         let validator = RequestValidator(
             inputSizes: models.mapValues(\.inputSize), maximumBodyBytes: configuration.maximumRequestBytes)
@@ -389,9 +405,15 @@ public final class EncoderService: Sendable {
                 }
             }
             for (queue, tag) in zip(queues, consumerTags) { try await consume(queue, tag: tag) }
+            let hedgeTag = "\(configuration.consumerTag) hedges"
+            if hedging {
+                let stream = try await transport.consume(queue: hedgeQueue, prefetch: 64, consumerTag: hedgeTag)
+                group.addTask { await self.serveHedges(stream, rejection: rejection) }
+            }
             group.addTask {
                 await stop.wait()
                 sink.yield(.stopping)
+                if hedging { try? await self.transport.cancel(consumerTag: hedgeTag) }
             }
             var consumersLeft = queues.count
             // While the broker refuses batches, the request consumers are cancelled: requests wait
@@ -835,6 +857,12 @@ public final class EncoderService: Sendable {
         let encoded = clock.microseconds()
         let deadline = now + configuration.deadlineMilliseconds
         let config = code.configuration
+        // A batch that any one result decodes goes out as its first task; the other copies wait for
+        // the decoder to ask (hedged). Rows are never hedged: they come with load.
+        let hedged =
+            configuration.hedgeAfterMilliseconds > 0 && rows == 1 && batchCode.waitFor == 1 && code.workers > 1
+        let publishNow = hedged ? Array(batchCode.publishOrder.prefix(1)) : batchCode.publishOrder
+        let heldBack = hedged ? Array(batchCode.publishOrder.dropFirst()) : []
         let manifest = BatchManifest(
             batchID: batchID, model: name,
             scheme: .init(
@@ -844,7 +872,10 @@ public final class EncoderService: Sendable {
                 lambdaDecoderByReceived: batchCode.lambdaDecoderByReceived),
             waitFor: batchCode.waitFor, createdMilliseconds: now, deadlineMilliseconds: deadline,
             encodedMicroseconds: encoded, outputSize: model.outputSize, labels: model.labels,
-            members: batch.queries.map(\.member), rows: rows > 1 ? rows : nil)
+            members: batch.queries.map(\.member), rows: rows > 1 ? rows : nil,
+            hedge: hedged
+                ? .init(tasks: heldBack, queue: hedgeQueue, afterMilliseconds: configuration.hedgeAfterMilliseconds)
+                : nil)
         let version: HeaderValue = .int(Int64(WireFormat.version))
         let manifestBody = JSONBody.encode(manifest)
         let manifestMessage = OutgoingMessage(
@@ -862,45 +893,111 @@ public final class EncoderService: Sendable {
             ? .string(String(decoding: manifestBody, as: UTF8.self)) : nil
         let replyQueue = topology.workerResultsQueue(shard: shard)
         let shape = TensorBody.shapeHeader(model.inputShape)
+        func task(_ n: Int) -> OutgoingMessage {
+            OutgoingMessage(
+                exchange: topology.tasksExchange, routingKey: taskModel(name, index: n, code: code),
+                properties: MessageProperties(
+                    contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)",
+                    correlationID: batchID, replyTo: replyQueue, timestamp: UInt64(now / 1000),
+                    type: WireFormat.MessageType.task, persistent: topology.codedMessagesArePersistent,
+                    headers: [
+                        WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID),
+                        WireFormat.Header.codedIndex: .int(Int64(n)),
+                        WireFormat.Header.workers: .int(Int64(code.workers)),
+                        WireFormat.Header.batchSize: .int(Int64(code.batchSize)),
+                        WireFormat.Header.scheme: .string(config.kind.rawValue),
+                        WireFormat.Header.model: .string(taskModel(name, index: n, code: code)),
+                        WireFormat.Header.deadline: .int(deadline),
+                        WireFormat.Header.shape: .string(shape),
+                        WireFormat.Header.rows: .int(Int64(rows)),
+                    ].merging(manifestCopy.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
+                body: TensorBody.encode(coded.row(n)), mandatory: true)
+        }
+        // Held back before anything is published, so a decoder's request always finds them.
+        if hedged { held.withLock { $0.hold(heldBack.map(task), batchID: batchID, now: now) } }
         do {
             // The manifest and the tasks go out together: the manifest's replicated write then
             // overlaps the tasks' trip through the workers instead of adding to it (the decoder holds
             // results that arrive before their manifest).
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await self.transport.publish(manifestMessage) }
-                for n in batchCode.publishOrder {
-                    let message = OutgoingMessage(
-                        exchange: topology.tasksExchange, routingKey: taskModel(name, index: n, code: code),
-                        properties: MessageProperties(
-                            contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)",
-                            correlationID: batchID, replyTo: replyQueue, timestamp: UInt64(now / 1000),
-                            type: WireFormat.MessageType.task, persistent: topology.codedMessagesArePersistent,
-                            headers: [
-                                WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID),
-                                WireFormat.Header.codedIndex: .int(Int64(n)),
-                                WireFormat.Header.workers: .int(Int64(code.workers)),
-                                WireFormat.Header.batchSize: .int(Int64(code.batchSize)),
-                                WireFormat.Header.scheme: .string(config.kind.rawValue),
-                                WireFormat.Header.model: .string(taskModel(name, index: n, code: code)),
-                                WireFormat.Header.deadline: .int(deadline),
-                                WireFormat.Header.shape: .string(shape),
-                                WireFormat.Header.rows: .int(Int64(rows)),
-                            ].merging(manifestCopy.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
-                        body: TensorBody.encode(coded.row(n)), mandatory: true)
+                for n in publishNow {
+                    let message = task(n)
                     tasks.addTask { try await self.transport.publish(message) }
                 }
                 try await tasks.waitForAll()
             }
-            metrics.increment("tasks_published", by: Double(code.workers))
-            metrics.increment("coded_queries_published", by: Double(code.workers * rows))
+            metrics.increment("tasks_published", by: Double(publishNow.count))
+            metrics.increment("tasks_held_back", by: Double(heldBack.count))
+            metrics.increment("coded_queries_published", by: Double(publishNow.count * rows))
             metrics.increment("queries_encoded", by: Double(batch.queries.count { !$0.member.padding }))
             metrics.observe("encode_wait", seconds: Double(now - batch.openedMilliseconds) / 1000)
             sink.yield(.published(batch, key))
         } catch let error as MessagingError {
+            if hedged { _ = held.withLock { $0.take(batchID: batchID, now: now) } }
             sink.yield(.publishFailed(batch, key, error, manifest))
         } catch {
+            if hedged { _ = held.withLock { $0.take(batchID: batchID, now: now) } }
             sink.yield(
                 .publishFailed(batch, key, MessagingError(.protocolError, "\(error)", isRetryable: true), manifest))
+        }
+    }
+
+    /// Serves the decoders' hedge requests until the stream ends: publishes the copies held back for
+    /// the batch named (best effort: the batch's first task is out, and its deadline still holds).
+    /// A request for copies no longer held (taken, expired, or never held here) is counted and
+    /// acknowledged; a malformed one is dead-lettered with its reason.
+    func serveHedges(_ stream: AsyncThrowingStream<Delivery, any Error>, rejection: MessageRejection) async {
+        await withTaskGroup(of: Void.self) { group in
+            do {
+                for try await delivery in stream {
+                    group.addTask { await self.serveHedge(delivery, rejection: rejection) }
+                }
+            } catch {
+                logger.warning("the hedge consumer ended", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func serveHedge(_ delivery: Delivery, rejection: MessageRejection) async {
+        let request: HedgeRequest
+        do {
+            guard delivery.properties.type == WireFormat.MessageType.hedge else {
+                throw WireFormatError(
+                    .badHeader,
+                    "expected type '\(WireFormat.MessageType.hedge)' on a hedge queue, got '\(delivery.properties.type ?? "none")'"
+                )
+            }
+            request = try JSONDecoder().decode(HedgeRequest.self, from: Data(delivery.body))
+            guard request.version == WireFormat.version else {
+                throw WireFormatError(.unsupportedVersion, "hedge request version \(request.version) is not supported")
+            }
+        } catch {
+            let (code, reason) =
+                (error as? WireFormatError).map { ($0.code.rawValue, $0.message) }
+                ?? (WireFormatError.Code.malformedJSON.rawValue, "bad hedge request: \(error)")
+            metrics.increment("hedge_requests_rejected")
+            try? await rejection.reject(delivery, code: code, reason: reason, requestID: nil)
+            return
+        }
+        let copies = held.withLock { $0.take(batchID: request.batchID, now: clock.now()) }
+        try? await transport.ack(delivery.tag)
+        guard let copies else {
+            metrics.increment("hedge_requests_unknown")
+            return
+        }
+        metrics.increment("hedge_requests")
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for message in copies { tasks.addTask { try await self.transport.publish(message) } }
+                try await tasks.waitForAll()
+            }
+            metrics.increment("tasks_published", by: Double(copies.count))
+            metrics.increment("hedge_tasks_published", by: Double(copies.count))
+        } catch {
+            metrics.increment("hedge_publish_failed")
+            logger.debug(
+                "hedged copies were not confirmed", metadata: ["batch": "\(request.batchID)", "error": "\(error)"])
         }
     }
 }

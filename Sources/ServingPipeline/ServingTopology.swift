@@ -47,6 +47,9 @@ public struct ServingTopology: Sendable, Equatable {
     public var cancelExchange = "nercc.cancel"
     /// Prefix of the workers' own cancellation queues (`<prefix>.<worker id>`).
     public var cancelQueuePrefix = "nercc.cancel"
+    /// Prefix of the encoders' own hedge queues (`<prefix>.<encoder id>`), where decoders ask for
+    /// the copies of hedged batches.
+    public var hedgeQueuePrefix = "nercc.hedge"
     /// Number of decoder shards.
     public var shards = 1
     /// Topic exchange of predictions (routing key `<model>.<request id>`).
@@ -71,6 +74,8 @@ public struct ServingTopology: Sendable, Equatable {
     public func workerResultsQueue(shard: Int) -> String { "\(workerResultsQueuePrefix).\(shard)" }
     /// A worker's own queue of cancellation notices.
     public func cancelQueue(worker: String) -> String { "\(cancelQueuePrefix).\(worker)" }
+    /// An encoder's own hedge queue.
+    public func hedgeQueue(encoder: String) -> String { "\(hedgeQueuePrefix).\(encoder)" }
 
     /// How long a cancellation notice is kept for a worker that has not read it: past this, the
     /// tasks it names have long been taken or passed their deadline.
@@ -79,6 +84,24 @@ public struct ServingTopology: Sendable, Equatable {
     public static let cancelQueueLength: Int64 = 10_000
     /// A worker's cancellation queue is deleted after this long without a consumer (ms).
     public static let cancelQueueExpiry: Int64 = 60_000
+    /// How long a hedge request is kept for an encoder that has not read it (ms): past this, the
+    /// copies it asks for have expired in the encoder.
+    public static let hedgeRequestTTLMilliseconds: Int64 = 2_000
+
+    /// An encoder's hedge queue: classic, transient, deleted once its encoder is gone (auto-delete,
+    /// and `x-expires` for an encoder that never consumed); no binding: decoders publish to it
+    /// through the default exchange.
+    public func hedges(encoder: String) -> Topology {
+        Topology(queues: [
+            // Not exclusive, for the reason given for the cancellation queues.
+            .init(
+                name: hedgeQueue(encoder: encoder), durable: false, exclusive: false, autoDelete: true,
+                arguments: [
+                    "x-queue-type": "classic", "x-message-ttl": .int(Self.hedgeRequestTTLMilliseconds),
+                    "x-max-length": .int(Self.cancelQueueLength), "x-expires": .int(Self.cancelQueueExpiry),
+                ])
+        ])
+    }
 
     /// The decoder shard of a request: a stable hash of its request id (FNV-1a). The encoder batches
     /// the queries of each shard apart, so every batch a query ever lands in — and every message of

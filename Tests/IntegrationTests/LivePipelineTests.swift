@@ -167,6 +167,53 @@ struct LivePipelineTests {
         _ = services
     }
 
+    /// A batch of one query is hedged: its first task goes to a worker that never answers, the
+    /// decoder asks for the two copies the encoder held back, and a copy answers the query. A second
+    /// query, answered by its first task, never has its copies published.
+    @Test func aBatchOfOneIsAnsweredByItsHedgedCopiesWhenItsFirstTaskIsSilent() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "12", "--batch", "4", "--stragglers", "3", "--deadline-ms", "60000",
+                "--hedge-after-ms", "200", "--http-port", "\(port)",
+            ],
+            workers: [["--never-reply", "--prefetch", "1"]])
+        let client = try await TestClient.connect(prefix: prefix)
+        try await client.send(queries: [Self.images[0]], id: "first")
+        let held = try await LiveSystem.waitForUnacknowledgedTask(prefix: prefix)
+        #expect(held, "the silent worker never took the first task")
+        services.append(
+            try ServiceProcess(
+                ["worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-good"], prefix: prefix,
+                name: "good"))
+        var replies = try await client.collect { TestClient.answered($0) >= 1 }
+        try await client.send(queries: [Self.images[1]], id: "second")
+        replies += try await client.collect { TestClient.answered($0) >= 1 }
+        let records = TestClient.predictions(replies)
+        #expect(records.count == 2)
+        for record in records {
+            let local = try Self.model.predict(flatRows: Self.images[record.requestID == "first" ? 0 : 1], count: 1)
+            let outputs = try #require(record.predictions.first?.outputs)
+            #expect(
+                record.status == .ok && record.workers == 3 && record.needed == 1
+                    && zip(outputs, local).allSatisfy { abs($0 - $1) <= 1e-4 },
+                "\(record.requestID): \(record.status), \(record.received) of \(record.workers ?? 0)")
+        }
+        let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+        func counter(_ name: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix("nercc_encoder_\(name)_total ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(counter("tasks_held_back") == 4, "two copies held back per query")
+        #expect(counter("hedge_requests") == 1, "only the first query's copies were asked for")
+        #expect(counter("hedge_tasks_published") == 2)
+        #expect(counter("tasks_published") == 4)
+        await client.transport.close()
+        _ = services
+    }
+
     @Test func killingAWorkerMidTaskLosesNothing() async throws {
         let prefix = LiveSystem.prefix()
         var services = try await Self.system(

@@ -227,13 +227,16 @@ struct LinearModel: InferenceModel {
     }
 
     /// Partial replication (N = 12, K = 8: tasks n hold query n mod 8) cut into slot batches keeps
-    /// each slot's copies: two for the first four queries, one for the others, 12 tasks in all.
+    /// each slot's copies: two for the first four queries, one for the others, 12 tasks in all
+    /// (hedging off: it would hold back the second copy of a query answered in time).
     @Test func slotBatchesOfPartialReplicationKeepTheModelWorkOfTheWholeBatch() async throws {
         let transport = InMemoryTransport()
         let scheme = SchemeConfiguration(kind: .replication, workers: 12, batchSize: 8)
         let stop = StopSignal()
         let metrics = ServiceMetrics()
-        let runs = try Self.services(transport, scheme: scheme, workers: 12, stop: stop, encoderMetrics: metrics)
+        let runs = try Self.services(transport, scheme: scheme, workers: 12, stop: stop, encoderMetrics: metrics) {
+            $0.hedgeAfterMilliseconds = 0
+        }
         let queries: [[Float]] = (0..<8).map { i in [Float(i), 1, -Float(i) / 2] }
         let records = try await Self.request(queries, of: runs, workers: 12, on: transport, stop: stop) {
             $0.reduce(0) { $0 + $1.predictions.count } >= 8

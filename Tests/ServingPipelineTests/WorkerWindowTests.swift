@@ -200,7 +200,9 @@ final class CountingModel: InferenceModel, @unchecked Sendable {
         let encoder = try EncoderService(
             transport: transport,
             configuration: EncoderConfiguration(
-                scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), stragglers: 3),
+                // Not hedged, so that every task of the code is published (HedgingTests holds copies back).
+                scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), stragglers: 3,
+                hedgeAfterMilliseconds: 0),
             topology: topology, models: [LinearModel()], logger: logger)
         let stop = StopSignal()
         try await withThrowingTaskGroup(of: Void.self) { group in

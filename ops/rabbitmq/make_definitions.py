@@ -28,10 +28,11 @@ USERS = {
     # user: (password, tags, configure, write, read). Declaring a binding needs write on the queue and
     # read on the exchange, and every service declares its own part of the topology, hence each
     # service's families appear in all three.
+    # Encoders also declare and read their own hedge queue, nercc.hedge.<encoder id>.
     "encoder": ("encoder-dev-password", [],
-                r"^nercc\.(requests|tasks|results|worker-results|dead)",
-                r"^nercc\.(requests|tasks|results|worker-results|dead)|^amq\.default$",
-                r"^nercc\.(requests|tasks|results|worker-results|dead)"),
+                r"^nercc\.(requests|tasks|results|worker-results|hedge|dead)",
+                r"^nercc\.(requests|tasks|results|worker-results|hedge|dead)|^amq\.default$",
+                r"^nercc\.(requests|tasks|results|worker-results|hedge|dead)"),
     # Workers also declare their own cancellation queue, nercc.cancel.<worker id>, bound to nercc.cancel.
     "worker": ("worker-dev-password", [],
                r"^nercc\.(tasks|cancel|dead)",

@@ -11,13 +11,14 @@
   python3 ops/schemas/validate.py --emitted DIR_OR_FILE [...]
       Validates captured messages: files named <schema>@<anything>.json (e.g. prediction@1.json,
       coded-task@3.json, batch-abandonment@2.json). JSON messages (request, batch-manifest,
-      prediction, error-record, cancellation-notice, batch-abandonment) are their body; binary
-      messages (coded-task, worker-result) are an envelope
+      prediction, error-record, cancellation-notice, batch-abandonment, hedge-request) are their
+      body; binary messages (coded-task, worker-result) are an envelope
       {"properties": {...}, "headers": {...}, "body_bytes": <int>, "body_base64": <optional>}.
 
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
 envelope body length = 4 x x-nercc-rows x product(x-nercc-shape), deterministic message ids, manifest members =
-rows x scheme.batch_size, N and wait_for as the scheme implies, and the batch id rule, prediction class =
+rows x scheme.batch_size, N and wait_for as the scheme implies, a hedge only on a batch any one result
+decodes and only of tasks that exist, and the batch id rule, prediction class =
 argmax of its outputs, timestamps of one clock in order, a manifest copy (x-nercc-manifest) on a
 task or result that is a valid manifest of the message's batch, an abandonment's manifest that
 passes the manifest checks (and the abandonment schema's copy of the manifest schema kept identical
@@ -58,7 +59,7 @@ INVALID = EXAMPLES / "invalid"
 # The wire-format messages; each must have a valid example and at least one invalid one.
 WIRE_SCHEMAS = [
     "request", "batch-manifest", "prediction", "error-record", "coded-task", "worker-result", "cancellation-notice",
-    "batch-abandonment",
+    "batch-abandonment", "hedge-request",
 ]
 ENVELOPE_SCHEMAS = {"coded-task", "worker-result"}
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -178,6 +179,23 @@ def check_batch_manifest(msg: dict) -> list[str]:
             problems.append(f"$.scheme.stragglers: {name} waits for N - S = {n - s} results, but wait_for is {wait_for}")
         elif s > n - wait_for:
             problems.append(f"$.scheme.stragglers: S = {s} > N - wait_for = {n - wait_for}")
+    hedge = msg.get("hedge")
+    if hedge is not None:
+        # Held-back copies (a hedged batch): only a batch any one result decodes, without rows, is
+        # sent as its first task; the others are tasks of its code (distinct: the schema's
+        # uniqueItems), never all of them.
+        tasks = hedge["tasks"]
+        if len(tasks) >= n:
+            problems.append(f"$.hedge.tasks: {len(tasks)} tasks held back of N = {n}; at least one is published at once")
+        for i, task in enumerate(tasks):
+            if task >= n:
+                problems.append(f"$.hedge.tasks[{i}]: {task} >= N = {n}")
+        if wait_for != 1:
+            problems.append(f"$.hedge: a hedged batch decodes from any one result, but wait_for is {wait_for}")
+        if rows != 1:
+            problems.append(f"$.hedge: a batch of {rows} rows is never hedged")
+        if len(hedge["queue"].encode("utf-8")) > 255:
+            problems.append(f"$.hedge.queue: {len(hedge['queue'].encode('utf-8'))} bytes in UTF-8; a queue name has at most 255")
     if msg["deadline_ms"] < msg["created_ms"]:
         problems.append("$.deadline_ms: earlier than created_ms")
     encoded = msg.get("encoded_us")
@@ -335,6 +353,7 @@ CHECKS = {
     "worker-result": lambda msg, validators: check_envelope(msg, validators, result=True),
     "cancellation-notice": lambda msg, validators: [],
     "batch-abandonment": lambda msg, validators: check_batch_abandonment(msg),
+    "hedge-request": lambda msg, validators: [],
 }
 
 # Schemas that carry a copy of the manifest schema: its type, required, additionalProperties and

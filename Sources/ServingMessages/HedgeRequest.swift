@@ -1,0 +1,21 @@
+/// The decoder's request that an encoder publish the copies it held back for a hedged batch
+/// (``BatchManifest/Hedge``): JSON body, AMQP `type` = ``WireFormat/MessageType/hedge``,
+/// `correlation_id` = the batch id, sent transient and best effort through the default exchange to
+/// the queue the manifest names.
+public struct HedgeRequest: Codable, Sendable, Equatable {
+    /// Wire-format major version.
+    public var version: Int
+    /// The batch whose held-back copies are wanted (32 lowercase hex digits).
+    public var batchID: String
+
+    /// Creates a request.
+    public init(version: Int = WireFormat.version, batchID: String) {
+        self.version = version
+        self.batchID = batchID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version
+        case batchID = "batch_id"
+    }
+}

@@ -1,0 +1,246 @@
+import CodedComputing
+import Foundation
+import Logging
+import Messaging
+import ServingMessages
+import Testing
+
+@testable import ServingPipeline
+
+/// Hedged batches: the two state machines, and the encoder, decoder and workers on the in-process
+/// transport (the live-broker suite proves the same against RabbitMQ).
+@Suite struct HedgingTests {
+    static let hedge = BatchManifest.Hedge(tasks: [1, 2], queue: "nercc.hedge.e", afterMilliseconds: 15)
+    static let manifest = BatchManifest(
+        batchID: "a", model: "linear", scheme: .init(name: "nercc", workers: 3, batchSize: 1, stragglers: 2),
+        waitFor: 1, createdMilliseconds: 1_000, deadlineMilliseconds: 6_000, outputSize: 2, labels: nil,
+        members: [.init(requestID: "r", index: 0, requestQueries: 1)], hedge: hedge)
+
+    @Test func heldCopiesAreTakenOnceAndExpire() {
+        var store = HeldCopies<Int>(retentionMilliseconds: 100)
+        store.hold([1, 2], batchID: "a", now: 0)
+        store.hold([3], batchID: "b", now: 50)
+        let first = store.take(batchID: "a", now: 10)
+        #expect(first == [1, 2])
+        let again = store.take(batchID: "a", now: 10)
+        #expect(again == nil)
+        let unknown = store.take(batchID: "unknown", now: 10)
+        #expect(unknown == nil)
+        // "b" was held at 50: kept until 150, gone from then on.
+        #expect(store.count == 1)
+        let expired = store.take(batchID: "b", now: 150)
+        #expect(expired == nil)
+        #expect(store.count == 0)
+    }
+
+    @Test func aBatchHeldAgainKeepsItsNewCopiesForTheWholeRetention() {
+        var store = HeldCopies<Int>(retentionMilliseconds: 100)
+        store.hold([1], batchID: "a", now: 0)
+        // A failed attempt gives its copies up; the same batch, published again, holds new ones.
+        let givenUp = store.take(batchID: "a", now: 5)
+        #expect(givenUp == [1])
+        store.hold([2], batchID: "a", now: 80)
+        // The first hold's expiry (100) does not remove the second.
+        let heldAgain = store.take(batchID: "a", now: 120)
+        #expect(heldAgain == [2])
+    }
+
+    @Test func beyondItsCapacityTheOldestBatchesGoFirst() {
+        var store = HeldCopies<Int>(retentionMilliseconds: 1_000, capacity: 2)
+        store.hold([1], batchID: "a", now: 0)
+        store.hold([2], batchID: "b", now: 1)
+        store.hold([3], batchID: "c", now: 2)
+        #expect(store.count == 2)
+        let oldest = store.take(batchID: "a", now: 3)
+        #expect(oldest == nil)
+        let second = store.take(batchID: "b", now: 3)
+        #expect(second == [2])
+        let newest = store.take(batchID: "c", now: 3)
+        #expect(newest == [3])
+    }
+
+    @Test func theDecoderAsksOnceWhenTheHedgeDelayIsOver() {
+        var schedule = HedgeSchedule()
+        // Encoded at 1,000 ms: asked for at 1,015.
+        schedule.expect(batchID: "a", hedge: Self.hedge, encodedMicroseconds: 1_000_000, now: 1_004)
+        schedule.expect(batchID: "a", hedge: Self.hedge, encodedMicroseconds: 1_000_000, now: 1_006)
+        #expect(schedule.nextDeadline == 1_015)
+        let early = schedule.requests(now: 1_014)
+        #expect(early.isEmpty)
+        let asked = schedule.requests(now: 1_015)
+        #expect(asked.map(\.batchID) == ["a"] && asked.map(\.queue) == ["nercc.hedge.e"])
+        // Asked for: a later manifest copy does not schedule it again, and nothing is asked twice.
+        schedule.expect(batchID: "a", hedge: Self.hedge, encodedMicroseconds: 1_000_000, now: 1_020)
+        let later = schedule.requests(now: 2_000)
+        #expect(later.isEmpty)
+        // Its copies were published: none of them is "never published".
+        let wasAsked = schedule.finished(batchID: "a")
+        #expect(wasAsked)
+        #expect(HedgeSchedule.neverPublished(Self.manifest, asked: true) == 0)
+        #expect(schedule.count == 0)
+    }
+
+    @Test func aBatchDecodedInTimeIsNeverAskedForAndItsCopiesAreNotOutstanding() {
+        var schedule = HedgeSchedule()
+        schedule.expect(batchID: "a", hedge: Self.hedge, encodedMicroseconds: 1_000_000, now: 1_003)
+        let wasAsked = schedule.finished(batchID: "a")
+        #expect(!wasAsked)
+        let later = schedule.requests(now: 5_000)
+        #expect(later.isEmpty)
+        #expect(schedule.count == 0)
+        #expect(HedgeSchedule.neverPublished(Self.manifest, asked: false) == 2)
+        // Decoded from its first result before the schedule heard of it: never asked for either.
+        let neverSeen = schedule.finished(batchID: "b")
+        #expect(!neverSeen)
+        var unhedged = Self.manifest
+        unhedged.hedge = nil
+        #expect(HedgeSchedule.neverPublished(unhedged, asked: false) == 0)
+    }
+
+    @Test func aManifestThatArrivesLateIsAskedForAtOnce() {
+        var schedule = HedgeSchedule()
+        schedule.expect(batchID: "late", hedge: Self.hedge, encodedMicroseconds: 1_000_000, now: 9_000)
+        let late = schedule.requests(now: 9_000)
+        #expect(late.map(\.batchID) == ["late"])
+    }
+
+    /// An encoder, a decoder and one worker that holds one task and never answers; `good` workers
+    /// that answer are started once the silent worker holds the batch's first task.
+    static func serveOneQuery(
+        hedgeAfterMilliseconds: Int64, silentFirst: Bool, encoderMetrics: ServiceMetrics, decoderMetrics: ServiceMetrics
+    ) async throws -> (PredictionRecord, published: [OutgoingMessage]) {
+        let transport = InMemoryTransport()
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let topology = ServingTopology()
+        let stop = StopSignal()
+        let encoder = try EncoderService(
+            transport: transport,
+            configuration: EncoderConfiguration(
+                scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), stragglers: 3,
+                maximumBatchWaitMilliseconds: 1, deadlineMilliseconds: 600_000,
+                hedgeAfterMilliseconds: hedgeAfterMilliseconds),
+            topology: topology, models: [LinearModel()], logger: logger, metrics: encoderMetrics)
+        let decoder = DecoderService(
+            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger,
+            metrics: decoderMetrics)
+        func worker(_ id: String, silent: Bool) -> WorkerService {
+            let silence = StragglerInjection(probability: 0, delay: .fixed(milliseconds: 0), neverReply: true)
+            return WorkerService(
+                transport: transport,
+                configuration: silent
+                    ? WorkerConfiguration(prefetch: 1, workerID: id, stragglers: silence)
+                    : WorkerConfiguration(workerID: id),
+                topology: topology, model: LinearModel(), logger: logger)
+        }
+        let query: [Float] = [1, -1, 2]
+        let record = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await encoder.run(stop: stop) }
+            group.addTask { try await decoder.run(stop: stop) }
+            let first = worker("first", silent: silentFirst)
+            group.addTask { try await first.run(stop: stop) }
+            await InMemoryPipelineTests.started(transport, workers: 1)
+            try await transport.declare(Topology(queues: [.init(name: "reply", durable: false)]))
+            let replies = try await transport.consume(queue: "reply", prefetch: 0, consumerTag: "client")
+            let request = InferenceRequest(requestID: "one", model: "linear", queries: [query.map(Double.init)])
+            try await transport.publish(
+                OutgoingMessage(
+                    exchange: "nercc.requests", routingKey: "linear",
+                    properties: MessageProperties(contentType: "application/json", replyTo: "reply"),
+                    body: Array(try JSONEncoder().encode(request))))
+            if silentFirst {
+                // The silent worker holds the first task; then two workers that answer join.
+                while encoderMetrics.value("tasks_published") < 1
+                    || !transport.readyMessages(in: "nercc.tasks.linear").isEmpty
+                {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+                for id in ["second", "third"] {
+                    let w = worker(id, silent: false)
+                    group.addTask { try await w.run(stop: stop) }
+                }
+            }
+            let deliveries = try await InMemoryPipelineTests.collect(replies, on: transport) { !$0.isEmpty }
+            stop.stop()
+            try await group.waitForAll()
+            return try JSONDecoder().decode(PredictionRecord.self, from: Data(deliveries[0].body))
+        }
+        let exact = try LinearModel().predict(flatInputs: query, count: 1)
+        #expect(record.status == .ok && record.predictions.first?.outputs == exact)
+        return (record, transport.published)
+    }
+
+    /// A batch of one query (any one of its three copies answers it) goes out as one task: when the
+    /// task is answered within the hedge delay, the two copies are never published, and the decoder
+    /// announces no leftover to cancel.
+    @Test(.timeLimit(.minutes(1))) func aBatchOfOneGoesAsOneTaskWhenItIsAnsweredInTime() async throws {
+        let encoderMetrics = ServiceMetrics()
+        let decoderMetrics = ServiceMetrics()
+        let (record, _) = try await Self.serveOneQuery(
+            hedgeAfterMilliseconds: 60_000, silentFirst: false, encoderMetrics: encoderMetrics,
+            decoderMetrics: decoderMetrics)
+        #expect(record.workers == 3 && record.received == 1)
+        #expect(encoderMetrics.value("tasks_published") == 1)
+        #expect(encoderMetrics.value("tasks_held_back") == 2)
+        #expect(encoderMetrics.value("hedge_requests") == 0)
+        #expect(decoderMetrics.value("hedge_requests_sent") == 0)
+        #expect(decoderMetrics.value("cancellations_sent") == 0)
+    }
+
+    /// When the first task's worker never answers, the decoder asks for the held-back copies after
+    /// the hedge delay, and a copy answers the query exactly, long before the batch's deadline.
+    @Test(.timeLimit(.minutes(1))) func aSilentFirstTaskIsHedgedByItsHeldBackCopies() async throws {
+        let encoderMetrics = ServiceMetrics()
+        let decoderMetrics = ServiceMetrics()
+        let (record, published) = try await Self.serveOneQuery(
+            hedgeAfterMilliseconds: 15, silentFirst: true, encoderMetrics: encoderMetrics,
+            decoderMetrics: decoderMetrics)
+        #expect(record.workers == 3 && record.received >= 1)
+        #expect(decoderMetrics.value("hedge_requests_sent") == 1)
+        #expect(encoderMetrics.value("hedge_requests") == 1)
+        #expect(encoderMetrics.value("hedge_tasks_published") == 2)
+        #expect(encoderMetrics.value("tasks_published") == 3)
+        // The hedged manifest, the hedge request and the copies conform to the wire format.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "nercc-hedge-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var written: [String] = []
+        for (i, message) in published.enumerated() {
+            switch message.properties.type {
+            case WireFormat.MessageType.manifest: written.append("batch-manifest@\(i).json")
+            case WireFormat.MessageType.hedge: written.append("hedge-request@\(i).json")
+            case WireFormat.MessageType.task: written.append("coded-task@\(i).json")
+            default: continue
+            }
+            let data =
+                message.properties.type == WireFormat.MessageType.task
+                ? try JSONSerialization.data(withJSONObject: WireConformanceTests.envelope(message))
+                : Data(message.body)
+            try data.write(to: directory.appendingPathComponent(written.last!))
+        }
+        #expect(written.filter { $0.hasPrefix("hedge-request") }.count == 1)
+        #expect(written.filter { $0.hasPrefix("coded-task") }.count == 3)
+        let (status, output) = try ExternalCheck.run([
+            "python3", "ops/schemas/validate.py", "--emitted", directory.path,
+        ])
+        #expect(status == 0, "\(output)")
+        let manifest = try #require(
+            published.first { $0.properties.type == WireFormat.MessageType.manifest }.map {
+                try JSONDecoder().decode(BatchManifest.self, from: Data($0.body))
+            })
+        #expect(manifest.hedge?.tasks.count == 2 && manifest.hedge?.afterMilliseconds == 15)
+        #expect(manifest.hedge?.queue == "nercc.hedge.encoder")
+    }
+
+    /// With hedging off, every copy goes out at once.
+    @Test(.timeLimit(.minutes(1))) func withHedgingOffEveryCopyGoesAtOnce() async throws {
+        let encoderMetrics = ServiceMetrics()
+        let (record, _) = try await Self.serveOneQuery(
+            hedgeAfterMilliseconds: 0, silentFirst: false, encoderMetrics: encoderMetrics,
+            decoderMetrics: ServiceMetrics())
+        #expect(record.workers == 3)
+        #expect(encoderMetrics.value("tasks_published") == 3)
+        #expect(encoderMetrics.value("tasks_held_back") == 0)
+    }
+}
