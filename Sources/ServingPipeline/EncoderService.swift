@@ -416,6 +416,7 @@ public final class EncoderService: Sendable {
                 if hedging { try? await self.transport.cancel(consumerTag: hedgeTag) }
             }
             var consumersLeft = queues.count
+            let startedConsuming = clock.now()
             // While the broker refuses batches, the request consumers are cancelled: requests wait
             // in their queue, not in the encoder. `cancelling`: paused consumers not ended yet;
             // `resumable`: the queues whose consumer has ended since. They consume again, each under
@@ -506,6 +507,17 @@ public final class EncoderService: Sendable {
                 case .published(let batch, let key):
                     inFlight -= 1
                     metrics.increment("batches_encoded")
+                    if metrics.value("batches_encoded") == 1 {
+                        // How long a (re)started encoder takes to serve: a crash loop shorter than
+                        // this makes no progress (docs/faults.md).
+                        logger.info(
+                            "first batch confirmed",
+                            metadata: [
+                                "ms_since_consuming": "\(clock.now() - startedConsuming)",
+                                "queries": "\(batch.queries.count)",
+                                "requests_accepted": "\(Int(metrics.value("requests_accepted")))",
+                            ])
+                    }
                     for tag in batchers[key]!.batchConfirmed(batch) {
                         do { try await transport.ack(tag) } catch {
                             logger.warning("ack of a request failed", metadata: ["error": "\(error)"])

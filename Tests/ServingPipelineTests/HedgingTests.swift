@@ -244,3 +244,81 @@ import Testing
         #expect(encoderMetrics.value("tasks_held_back") == 0)
     }
 }
+
+/// Bad input on the hedge path is dead-lettered with its reason, never acted on.
+@Suite struct HedgingRejectionTests {
+    static let badHedges: [(BatchManifest.Hedge, String)] = [
+        (.init(tasks: [], queue: "q", afterMilliseconds: 15), "hedge.tasks"),
+        (.init(tasks: [1, 2, 0], queue: "q", afterMilliseconds: 15), "hedge.tasks"),
+        (.init(tasks: [1, 1], queue: "q", afterMilliseconds: 15), "hedge.tasks"),
+        (.init(tasks: [3], queue: "q", afterMilliseconds: 15), "hedge.tasks"),
+        (.init(tasks: [1], queue: "", afterMilliseconds: 15), "queue name"),
+        (.init(tasks: [1], queue: String(repeating: "q", count: 256), afterMilliseconds: 15), "queue name"),
+        (.init(tasks: [1], queue: "q", afterMilliseconds: -1), "after_ms"),
+    ]
+
+    /// Publishes `message` to a running system (nercc 12:4:3, one worker) and returns the dead letters.
+    static func deadLetters(after message: OutgoingMessage) async throws -> [(
+        properties: MessageProperties, body: [UInt8]
+    )] {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        let runs = try InMemoryPipelineTests.services(
+            transport, scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), workers: 1, stop: stop,
+            stragglers: 3)
+        var dead: [(properties: MessageProperties, body: [UInt8])] = []
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for run in runs { group.addTask(operation: run) }
+            await InMemoryPipelineTests.started(transport, workers: 1)
+            await transport.waitForConsumers(on: "nercc.hedge.encoder")
+            try await transport.publish(message)
+            for _ in 0..<100 where dead.isEmpty {
+                try await Task.sleep(for: .milliseconds(10))
+                dead = transport.readyMessages(in: "nercc.dead-letter")
+            }
+            stop.stop()
+            try await group.waitForAll()
+        }
+        return dead
+    }
+
+    @Test(arguments: badHedges)
+    func aManifestWithABadHedgeIsDeadLettered(hedge: BatchManifest.Hedge, mention: String) async throws {
+        let members = [BatchManifest.Member(requestID: "r", index: 0, requestQueries: 1)]
+        let manifest = BatchManifest(
+            batchID: batchIdentifier(members: members), model: "linear",
+            scheme: .init(name: "nercc", workers: 3, batchSize: 1, stragglers: 2), waitFor: 1,
+            createdMilliseconds: 1_000, deadlineMilliseconds: 600_000, outputSize: 2, labels: nil, members: members,
+            hedge: hedge)
+        let dead = try await Self.deadLetters(
+            after: OutgoingMessage(
+                exchange: "nercc.results", routingKey: "0",
+                properties: MessageProperties(
+                    contentType: WireFormat.jsonContentType, correlationID: manifest.batchID,
+                    type: WireFormat.MessageType.manifest),
+                body: JSONBody.encode(manifest)))
+        #expect(dead.count == 1)
+        #expect(dead.first?.properties.headers[WireFormat.Header.errorCode] == .string("bad-request"))
+        let reason = dead.first?.properties.headers[WireFormat.Header.errorReason]?.stringValue ?? ""
+        #expect(reason.contains(mention), "\(reason)")
+    }
+
+    @Test(arguments: [
+        (WireFormat.MessageType.hedge, "{\"version\": 1}", "malformed-json"),
+        (
+            WireFormat.MessageType.hedge, "{\"version\": 2, \"batch_id\": \"0123456789abcdef0123456789abcdef\"}",
+            "unsupported-version"
+        ),
+        ("nercc.other", "{\"version\": 1, \"batch_id\": \"0123456789abcdef0123456789abcdef\"}", "bad-header"),
+    ])
+    func aMalformedHedgeRequestIsDeadLettered(type: String, body: String, code: String) async throws {
+        let dead = try await Self.deadLetters(
+            after: OutgoingMessage(
+                exchange: "", routingKey: "nercc.hedge.encoder",
+                properties: MessageProperties(contentType: WireFormat.jsonContentType, type: type),
+                body: Array(body.utf8)))
+        #expect(dead.count == 1)
+        #expect(dead.first?.properties.headers[WireFormat.Header.errorCode] == .string(code))
+        #expect(dead.first?.body == Array(body.utf8))
+    }
+}
