@@ -307,11 +307,41 @@ public final class EncoderService: Sendable {
         case consumerEnded(String, (any Error)?)
         /// The stop signal fired: the loop cancels its consumers.
         case stopping
+        /// Completions are waiting (``Completions``).
+        case wake
 
         /// Whether this is a batch the broker accepted (its messages confirmed).
         var isPublished: Bool {
             if case .published = self { return true }
             return false
+        }
+    }
+
+    /// Outcomes that acknowledge requests — a batch confirmed, a request answered at once — which the
+    /// loop handles before its next event, ahead of the deliveries already queued. Through the event
+    /// stream they would wait behind every delivery that arrived before them: a (re)started encoder
+    /// is handed its whole prefetch window at once, and a slow start (a debug build reads a request
+    /// in milliseconds) then held every acknowledgement back until the window was read, so a crash
+    /// loop of encoders returned requests whose batches were long confirmed, until the broker's
+    /// delivery limit dropped them (docs/faults.md).
+    private final class Completions: Sendable {
+        private let pending = Mutex<[Event]>([])
+        private let sink: AsyncStream<Event>.Continuation
+
+        init(sink: AsyncStream<Event>.Continuation) { self.sink = sink }
+
+        /// Queues `event` for the loop and wakes it.
+        func post(_ event: Event) {
+            pending.withLock { $0.append(event) }
+            sink.yield(.wake)
+        }
+
+        /// The queued completions, in the order they came.
+        func take() -> [Event] {
+            pending.withLock { events in
+                defer { events = [] }
+                return events
+            }
         }
     }
 
@@ -436,280 +466,290 @@ public final class EncoderService: Sendable {
             // new batches wait in `held` instead of being published.
             var refused = 0
             var held: [(ReadyBatch, BatcherKey)] = []
-            for await event in events {
-                var ready: [(ReadyBatch, BatcherKey)] = []
-                var touched: [BatcherKey] = []
-                switch event {
-                case .delivery(let delivery):
-                    if let (queries, model) = await accept(delivery, validator: validator, rejection: rejection) {
-                        let now = clock.now()
-                        // Answered at once with an error record, through the decoder (a redelivered
-                        // request may sit in an earlier batch there, which then answers instead):
-                        // past its deadline or expiration, `expired`; on its last delivery, when the
-                        // broker would dead-letter it if it came back once more (the encoders holding
-                        // it failed again and again), `redelivered`, and it is dead-lettered.
-                        var verdict: (code: WireFormatError.Code, message: String)? = nil
-                        if let expiry = Self.expiry(of: delivery), expiry < now {
-                            metrics.increment("requests_expired")
-                            verdict = (
-                                .expired, "the request expired \(now - expiry) ms before the encoder could serve it"
-                            )
-                        } else if let count = Self.deliveryCount(of: delivery), count >= topology.deliveryLimit {
-                            metrics.increment("requests_redelivered")
-                            verdict = (
-                                .redelivered,
-                                "the request was returned to its queue \(count) times without being served (the encoders holding it failed); it is dead-lettered at this delivery, before the broker's x-delivery-limit of \(topology.deliveryLimit) would drop it unanswered"
-                            )
-                        }
-                        if let verdict {
-                            inFlight += 1
-                            let notice = errorNotice(
-                                queries, model: model, code: verdict.code, message: verdict.message, now: now)
-                            let deadLetters = verdict.code == .redelivered
-                            group.addTask {
-                                let answered = await self.publishAbandonment(notice)
-                                if answered, deadLetters {
-                                    do {
-                                        try await rejection.reject(
-                                            delivery, code: verdict.code.rawValue, reason: verdict.message,
-                                            requestID: queries.first?.member.requestID)
-                                    } catch {
-                                        self.logger.error(
-                                            "could not dead-letter a redelivered request; it stays unacknowledged",
-                                            metadata: ["error": "\(error)"])
+            let completions = Completions(sink: sink)
+            serving: for await next in events {
+                for event in completions.take() + [next] {
+                    var ready: [(ReadyBatch, BatcherKey)] = []
+                    var touched: [BatcherKey] = []
+                    switch event {
+                    case .delivery(let delivery):
+                        if let (queries, model) = await accept(delivery, validator: validator, rejection: rejection) {
+                            let now = clock.now()
+                            // Answered at once with an error record, through the decoder (a redelivered
+                            // request may sit in an earlier batch there, which then answers instead):
+                            // past its deadline or expiration, `expired`; on its last delivery, when the
+                            // broker would dead-letter it if it came back once more (the encoders holding
+                            // it failed again and again), `redelivered`, and it is dead-lettered.
+                            var verdict: (code: WireFormatError.Code, message: String)? = nil
+                            if let expiry = Self.expiry(of: delivery), expiry < now {
+                                metrics.increment("requests_expired")
+                                verdict = (
+                                    .expired, "the request expired \(now - expiry) ms before the encoder could serve it"
+                                )
+                            } else if let count = Self.deliveryCount(of: delivery), count >= topology.deliveryLimit {
+                                metrics.increment("requests_redelivered")
+                                verdict = (
+                                    .redelivered,
+                                    "the request was returned to its queue \(count) times without being served (the encoders holding it failed); it is dead-lettered at this delivery, before the broker's x-delivery-limit of \(topology.deliveryLimit) would drop it unanswered"
+                                )
+                            }
+                            if let verdict {
+                                inFlight += 1
+                                let notice = errorNotice(
+                                    queries, model: model, code: verdict.code, message: verdict.message, now: now)
+                                let deadLetters = verdict.code == .redelivered
+                                group.addTask {
+                                    let answered = await self.publishAbandonment(notice)
+                                    if answered, deadLetters {
+                                        do {
+                                            try await rejection.reject(
+                                                delivery, code: verdict.code.rawValue, reason: verdict.message,
+                                                requestID: queries.first?.member.requestID)
+                                        } catch {
+                                            self.logger.error(
+                                                "could not dead-letter a redelivered request; it stays unacknowledged",
+                                                metadata: ["error": "\(error)"])
+                                        }
                                     }
+                                    completions.post(
+                                        .answeredAtOnce(delivery.tag, answered: answered, deadLettered: deadLetters))
                                 }
-                                sink.yield(.answeredAtOnce(delivery.tag, answered: answered, deadLettered: deadLetters))
+                                break
                             }
-                            break
+                            // All queries of a request go to the shard of its request id.
+                            let key = BatcherKey(
+                                model: model, shard: topology.shard(of: queries.first?.member.requestID ?? ""))
+                            ready += batchers[key]!.add(queries, now: now, nowMicroseconds: clock.microseconds()).map {
+                                ($0, key)
+                            }
+                            touched.append(key)
                         }
-                        // All queries of a request go to the shard of its request id.
-                        let key = BatcherKey(
-                            model: model, shard: topology.shard(of: queries.first?.member.requestID ?? ""))
-                        ready += batchers[key]!.add(queries, now: now, nowMicroseconds: clock.microseconds()).map {
-                            ($0, key)
-                        }
+                    case .flushCheck(let key):
+                        // Every delivery that was already waiting has been batched by now: send what
+                        // there is unless more queries are expected soon.
+                        flushChecks.remove(key)
+                        ready += batchers[key]!.flushIfDue(now: clock.now()).map { ($0, key) }
                         touched.append(key)
-                    }
-                case .flushCheck(let key):
-                    // Every delivery that was already waiting has been batched by now: send what
-                    // there is unless more queries are expected soon.
-                    flushChecks.remove(key)
-                    ready += batchers[key]!.flushIfDue(now: clock.now()).map { ($0, key) }
-                    touched.append(key)
-                case .timer:
-                    let now = clock.now()
-                    if let at = timerAt, now >= at { timerAt = nil }
-                    for key in batchers.keys {
-                        ready += batchers[key]!.flushIfDue(now: now).map { ($0, key) }
-                        touched.append(key)
-                    }
-                case .published(let batch, let key):
-                    inFlight -= 1
-                    metrics.increment("batches_encoded")
-                    if metrics.value("batches_encoded") == 1 {
-                        // How long a (re)started encoder takes to serve: a crash loop shorter than
-                        // this makes no progress (docs/faults.md).
-                        logger.info(
-                            "first batch confirmed",
-                            metadata: [
-                                "ms_since_consuming": "\(clock.now() - startedConsuming)",
-                                "queries": "\(batch.queries.count)",
-                                "requests_accepted": "\(Int(metrics.value("requests_accepted")))",
-                            ])
-                    }
-                    for tag in batchers[key]!.batchConfirmed(batch) {
-                        do { try await transport.ack(tag) } catch {
-                            logger.warning("ack of a request failed", metadata: ["error": "\(error)"])
-                        }
-                    }
-                case .publishFailed(var batch, let key, let error, let manifest):
-                    metrics.increment("batches_failed")
-                    if let manifest, !error.isRetryable {
-                        // A failure a retry cannot cure, after the manifest may have gone out (no
-                        // queue takes the model's tasks): the decoder answers the queries
-                        // `unroutable`, then the requests are dead-lettered for inspection.
-                        let notice = BatchAbandonment(
-                            manifest: manifest,
-                            error: .init(
-                                code: WireFormatError.Code.unroutable.rawValue,
-                                message: "the broker could not route the batch: \(error.message)"))
-                        group.addTask { [batch] in
-                            let answered = await self.publishAbandonment(notice)
-                            sink.yield(.abandoned(batch, key, answered ? .deadLettered : .requeued))
-                        }
-                    } else if manifest == nil {
-                        // The batch could not be encoded (a defect; nothing was published):
-                        // dead-letter the requests, so they are kept for inspection rather than
-                        // redelivered in a loop.
-                        inFlight -= 1
-                        for tag in batchers[key]!.batchFailed(batch) {
-                            try? await transport.reject(tag, requeue: false)
-                        }
-                        logger.error(
-                            "a batch could not be encoded; its requests are dead-lettered",
-                            metadata: ["error": "\(error)"])
-                    } else if Self.isRefusal(error) && batch.refusals + 1 < configuration.publishAttempts {
-                        // The broker refused the batch (a nack: a full queue): try again later, and
-                        // publish nothing new meanwhile.
-                        batch.refusals += 1
-                        refused += 1
-                        metrics.increment("batches_retried")
-                        metrics.set("overloaded", 1)
-                        let wait = configuration.publishRetryMilliseconds << (batch.refusals - 1)
-                        logger.warning(
-                            "the broker refused a batch; publishing it again",
-                            metadata: ["error": "\(error)", "attempt": "\(batch.refusals + 1)", "in_ms": "\(wait)"])
-                        group.addTask { [batch] in
-                            try? await Task.sleep(for: .milliseconds(wait))
-                            sink.yield(.retry(batch, key))
-                        }
-                    } else {
-                        // Out of attempts, or the connection was lost: tell the decoder before the
-                        // requests go. A refused batch is answered `overloaded` (by the decoder, so the
-                        // verdict cannot contradict an answer the batch already got); otherwise the
-                        // requests are requeued and served in another batch.
-                        let verdict =
-                            Self.isRefusal(error)
-                            ? BatchAbandonment.Verdict(
-                                code: WireFormatError.Code.overloaded.rawValue,
-                                message:
-                                    "the broker refused the batch's tasks \(configuration.publishAttempts) times (\(error.message)); the system is overloaded, retry later"
-                            ) : nil
-                        let notice = BatchAbandonment(manifest: manifest!, error: verdict)
-                        group.addTask { [batch] in
-                            let answered = await self.publishAbandonment(notice)
-                            sink.yield(.abandoned(batch, key, answered ? .answered : .requeued))
-                        }
-                    }
-                case .retry(let batch, let key):
-                    refused -= 1
-                    group.addTask { await self.publish(batch, key: key, sink: sink) }
-                case .abandoned(let batch, let key, let outcome):
-                    inFlight -= 1
-                    switch outcome {
-                    case .answered:
-                        // The decoder answers its queries with the verdict: the requests are done.
-                        metrics.increment("batches_overloaded")
-                        metrics.increment(
-                            "queries_overloaded", by: Double(batch.queries.count { !$0.member.padding }))
-                        for tag in batchers[key]!.batchConfirmed(batch) { try? await transport.ack(tag) }
-                        logger.error("the broker kept refusing a batch; its queries are answered overloaded")
-                    case .deadLettered:
-                        for tag in batchers[key]!.batchFailed(batch) {
-                            try? await transport.reject(tag, requeue: false)
-                        }
-                        logger.error(
-                            "a batch could not be routed; its queries are answered and its requests dead-lettered")
-                    case .requeued:
-                        // Give the requests back to the broker; after a lost connection their tags are
-                        // stale and the broker has requeued them already (the reject is then a no-op).
-                        for tag in batchers[key]!.batchFailed(batch) { try? await transport.reject(tag, requeue: true) }
-                        logger.error("publishing a batch failed; its requests are requeued")
-                    }
-                case .answeredAtOnce(let tag, let answered, let deadLettered):
-                    inFlight -= 1
-                    if !answered {
-                        try? await transport.reject(tag, requeue: true)
-                    } else if !deadLettered {
-                        try? await transport.ack(tag)
-                    }
-                case .stopping:
-                    stopping = true
-                    let tags = currentTags
-                    group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
-                    if paused {
-                        // The paused consumers are not coming back: they count as ended (those still
-                        // being cancelled count when they end).
-                        consumersLeft -= resumable.count
-                        paused = false
-                        resumable = []
-                    }
-                case .consumerEnded(let queue, _) where paused && cancelling > 0:
-                    cancelling -= 1
-                    resumable.insert(queue)
-                case .consumerEnded(let queue, let error):
-                    consumersLeft -= 1
-                    if let error { logger.error("consumer of \(queue) ended", metadata: ["error": "\(error)"]) }
-                    if consumersLeft == 0 {
+                    case .timer:
+                        let now = clock.now()
+                        if let at = timerAt, now >= at { timerAt = nil }
                         for key in batchers.keys {
-                            ready += batchers[key]!.flushNow().map { ($0, key) }
+                            ready += batchers[key]!.flushIfDue(now: now).map { ($0, key) }
+                            touched.append(key)
                         }
-                    }
-                }
-                // What the partial batches of the models just touched wait for.
-                let now = clock.now()
-                for key in touched where consumersLeft > 0 {
-                    switch batchers[key]!.partialBatchDecision(now: now) {
-                    case .nothing:
-                        break
-                    case .flushNow:
-                        if flushChecks.insert(key).inserted { sink.yield(.flushCheck(key)) }
-                    case .waitUntil(let at):
-                        if timerAt.map({ at < $0 }) ?? true {
-                            timerAt = at
-                            group.addTask {
-                                try? await Task.sleep(for: .milliseconds(max(0, at - self.clock.now())))
-                                sink.yield(.timer)
+                    case .published(let batch, let key):
+                        inFlight -= 1
+                        metrics.increment("batches_encoded")
+                        if metrics.value("batches_encoded") == 1 {
+                            // How long a (re)started encoder takes to serve: a crash loop shorter than
+                            // this makes no progress (docs/faults.md).
+                            logger.info(
+                                "first batch confirmed",
+                                metadata: [
+                                    "ms_since_consuming": "\(clock.now() - startedConsuming)",
+                                    "queries": "\(batch.queries.count)",
+                                    "requests_accepted": "\(Int(metrics.value("requests_accepted")))",
+                                ])
+                        }
+                        for tag in batchers[key]!.batchConfirmed(batch) {
+                            do { try await transport.ack(tag) } catch {
+                                logger.warning("ack of a request failed", metadata: ["error": "\(error)"])
                             }
                         }
-                    }
-                }
-                if refused > 0 && !paused && !stopping && consumersLeft == queues.count {
-                    // Stop taking requests until the broker accepts batches again.
-                    paused = true
-                    cancelling = queues.count
-                    metrics.set("consuming", 0)
-                    metrics.set("paused", 1)
-                    logger.warning("the broker refuses batches: request consumers paused")
-                    let tags = currentTags
-                    group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
-                }
-                if paused && cancelling == 0 && refused == 0 && held.isEmpty && !stopping,
-                    event.isPublished || inFlight == 0
-                {
-                    resumptions += 1
-                    for (i, queue) in queues.enumerated() where resumable.contains(queue) {
-                        let tag = "\(consumerTags[i]) (\(resumptions))"
-                        do {
-                            try await consume(queue, tag: tag)
-                            currentTags[i] = tag
-                            resumable.remove(queue)
-                        } catch {
-                            // The transport reconnects; try again in a second.
+                    case .publishFailed(var batch, let key, let error, let manifest):
+                        metrics.increment("batches_failed")
+                        if let manifest, !error.isRetryable {
+                            // A failure a retry cannot cure, after the manifest may have gone out (no
+                            // queue takes the model's tasks): the decoder answers the queries
+                            // `unroutable`, then the requests are dead-lettered for inspection.
+                            let notice = BatchAbandonment(
+                                manifest: manifest,
+                                error: .init(
+                                    code: WireFormatError.Code.unroutable.rawValue,
+                                    message: "the broker could not route the batch: \(error.message)"))
+                            group.addTask { [batch] in
+                                let answered = await self.publishAbandonment(notice)
+                                sink.yield(.abandoned(batch, key, answered ? .deadLettered : .requeued))
+                            }
+                        } else if manifest == nil {
+                            // The batch could not be encoded (a defect; nothing was published):
+                            // dead-letter the requests, so they are kept for inspection rather than
+                            // redelivered in a loop.
+                            inFlight -= 1
+                            for tag in batchers[key]!.batchFailed(batch) {
+                                try? await transport.reject(tag, requeue: false)
+                            }
                             logger.error(
-                                "could not resume consuming \(queue); retrying", metadata: ["error": "\(error)"])
-                            group.addTask {
-                                try? await Task.sleep(for: .seconds(1))
-                                sink.yield(.timer)
+                                "a batch could not be encoded; its requests are dead-lettered",
+                                metadata: ["error": "\(error)"])
+                        } else if Self.isRefusal(error) && batch.refusals + 1 < configuration.publishAttempts {
+                            // The broker refused the batch (a nack: a full queue): try again later, and
+                            // publish nothing new meanwhile.
+                            batch.refusals += 1
+                            refused += 1
+                            metrics.increment("batches_retried")
+                            metrics.set("overloaded", 1)
+                            let wait = configuration.publishRetryMilliseconds << (batch.refusals - 1)
+                            logger.warning(
+                                "the broker refused a batch; publishing it again",
+                                metadata: ["error": "\(error)", "attempt": "\(batch.refusals + 1)", "in_ms": "\(wait)"])
+                            group.addTask { [batch] in
+                                try? await Task.sleep(for: .milliseconds(wait))
+                                sink.yield(.retry(batch, key))
                             }
+                        } else {
+                            // Out of attempts, or the connection was lost: tell the decoder before the
+                            // requests go. A refused batch is answered `overloaded` (by the decoder, so the
+                            // verdict cannot contradict an answer the batch already got); otherwise the
+                            // requests are requeued and served in another batch.
+                            let verdict =
+                                Self.isRefusal(error)
+                                ? BatchAbandonment.Verdict(
+                                    code: WireFormatError.Code.overloaded.rawValue,
+                                    message:
+                                        "the broker refused the batch's tasks \(configuration.publishAttempts) times (\(error.message)); the system is overloaded, retry later"
+                                ) : nil
+                            let notice = BatchAbandonment(manifest: manifest!, error: verdict)
+                            group.addTask { [batch] in
+                                let answered = await self.publishAbandonment(notice)
+                                sink.yield(.abandoned(batch, key, answered ? .answered : .requeued))
+                            }
+                        }
+                    case .retry(let batch, let key):
+                        refused -= 1
+                        group.addTask { await self.publish(batch, key: key, sink: sink, completions: completions) }
+                    case .abandoned(let batch, let key, let outcome):
+                        inFlight -= 1
+                        switch outcome {
+                        case .answered:
+                            // The decoder answers its queries with the verdict: the requests are done.
+                            metrics.increment("batches_overloaded")
+                            metrics.increment(
+                                "queries_overloaded", by: Double(batch.queries.count { !$0.member.padding }))
+                            for tag in batchers[key]!.batchConfirmed(batch) { try? await transport.ack(tag) }
+                            logger.error("the broker kept refusing a batch; its queries are answered overloaded")
+                        case .deadLettered:
+                            for tag in batchers[key]!.batchFailed(batch) {
+                                try? await transport.reject(tag, requeue: false)
+                            }
+                            logger.error(
+                                "a batch could not be routed; its queries are answered and its requests dead-lettered")
+                        case .requeued:
+                            // Give the requests back to the broker; after a lost connection their tags are
+                            // stale and the broker has requeued them already (the reject is then a no-op).
+                            for tag in batchers[key]!.batchFailed(batch) {
+                                try? await transport.reject(tag, requeue: true)
+                            }
+                            logger.error("publishing a batch failed; its requests are requeued")
+                        }
+                    case .answeredAtOnce(let tag, let answered, let deadLettered):
+                        inFlight -= 1
+                        if !answered {
+                            try? await transport.reject(tag, requeue: true)
+                        } else if !deadLettered {
+                            try? await transport.ack(tag)
+                        }
+                    case .wake:
+                        break
+                    case .stopping:
+                        stopping = true
+                        let tags = currentTags
+                        group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
+                        if paused {
+                            // The paused consumers are not coming back: they count as ended (those still
+                            // being cancelled count when they end).
+                            consumersLeft -= resumable.count
+                            paused = false
+                            resumable = []
+                        }
+                    case .consumerEnded(let queue, _) where paused && cancelling > 0:
+                        cancelling -= 1
+                        resumable.insert(queue)
+                    case .consumerEnded(let queue, let error):
+                        consumersLeft -= 1
+                        if let error { logger.error("consumer of \(queue) ended", metadata: ["error": "\(error)"]) }
+                        if consumersLeft == 0 {
+                            for key in batchers.keys {
+                                ready += batchers[key]!.flushNow().map { ($0, key) }
+                            }
+                        }
+                    }
+                    // What the partial batches of the models just touched wait for.
+                    let now = clock.now()
+                    for key in touched where consumersLeft > 0 {
+                        switch batchers[key]!.partialBatchDecision(now: now) {
+                        case .nothing:
                             break
+                        case .flushNow:
+                            if flushChecks.insert(key).inserted { sink.yield(.flushCheck(key)) }
+                        case .waitUntil(let at):
+                            if timerAt.map({ at < $0 }) ?? true {
+                                timerAt = at
+                                group.addTask {
+                                    try? await Task.sleep(for: .milliseconds(max(0, at - self.clock.now())))
+                                    sink.yield(.timer)
+                                }
+                            }
                         }
                     }
-                    if resumable.isEmpty {
-                        paused = false
-                        metrics.set("consuming", 1)
-                        metrics.set("paused", 0)
-                        logger.notice("the broker accepts batches again: request consumers resumed")
+                    if refused > 0 && !paused && !stopping && consumersLeft == queues.count {
+                        // Stop taking requests until the broker accepts batches again.
+                        paused = true
+                        cancelling = queues.count
+                        metrics.set("consuming", 0)
+                        metrics.set("paused", 1)
+                        logger.warning("the broker refuses batches: request consumers paused")
+                        let tags = currentTags
+                        group.addTask { for tag in tags { try? await self.transport.cancel(consumerTag: tag) } }
                     }
-                }
-                if refused > 0 {
-                    held += ready
-                } else {
-                    if metrics.gauge("overloaded") != 0 { metrics.set("overloaded", 0) }
-                    for (whole, key) in held + ready {
-                        let parts =
-                            answersEachSlot
-                            ? whole.slotBatches(workers: codes[whole.queries.count / whole.rows - 1].code.workers)
-                            : [whole]
-                        for batch in parts {
-                            inFlight += 1
-                            group.addTask { await self.publish(batch, key: key, sink: sink) }
+                    if paused && cancelling == 0 && refused == 0 && held.isEmpty && !stopping,
+                        event.isPublished || inFlight == 0
+                    {
+                        resumptions += 1
+                        for (i, queue) in queues.enumerated() where resumable.contains(queue) {
+                            let tag = "\(consumerTags[i]) (\(resumptions))"
+                            do {
+                                try await consume(queue, tag: tag)
+                                currentTags[i] = tag
+                                resumable.remove(queue)
+                            } catch {
+                                // The transport reconnects; try again in a second.
+                                logger.error(
+                                    "could not resume consuming \(queue); retrying", metadata: ["error": "\(error)"])
+                                group.addTask {
+                                    try? await Task.sleep(for: .seconds(1))
+                                    sink.yield(.timer)
+                                }
+                                break
+                            }
+                        }
+                        if resumable.isEmpty {
+                            paused = false
+                            metrics.set("consuming", 1)
+                            metrics.set("paused", 0)
+                            logger.notice("the broker accepts batches again: request consumers resumed")
                         }
                     }
-                    held = []
+                    if refused > 0 {
+                        held += ready
+                    } else {
+                        if metrics.gauge("overloaded") != 0 { metrics.set("overloaded", 0) }
+                        for (whole, key) in held + ready {
+                            let parts =
+                                answersEachSlot
+                                ? whole.slotBatches(workers: codes[whole.queries.count / whole.rows - 1].code.workers)
+                                : [whole]
+                            for batch in parts {
+                                inFlight += 1
+                                group.addTask {
+                                    await self.publish(batch, key: key, sink: sink, completions: completions)
+                                }
+                            }
+                        }
+                        held = []
+                    }
+                    if consumersLeft == 0 && inFlight == 0 && held.isEmpty { break serving }
                 }
-                if consumersLeft == 0 && inFlight == 0 && held.isEmpty { break }
             }
             metrics.set("consuming", 0)
             group.cancelAll()
@@ -836,7 +876,9 @@ public final class EncoderService: Sendable {
 
     /// Encodes a batch with the code of its size and publishes its manifest and its tasks at once;
     /// reports the outcome to the loop once all are confirmed (or one failed).
-    private func publish(_ batch: ReadyBatch, key: BatcherKey, sink: AsyncStream<Event>.Continuation) async {
+    private func publish(
+        _ batch: ReadyBatch, key: BatcherKey, sink: AsyncStream<Event>.Continuation, completions: Completions
+    ) async {
         let name = key.model
         let model = models[name]!
         let now = clock.now()
@@ -944,7 +986,7 @@ public final class EncoderService: Sendable {
             metrics.increment("coded_queries_published", by: Double(publishNow.count * rows))
             metrics.increment("queries_encoded", by: Double(batch.queries.count { !$0.member.padding }))
             metrics.observe("encode_wait", seconds: Double(now - batch.openedMilliseconds) / 1000)
-            sink.yield(.published(batch, key))
+            completions.post(.published(batch, key))
         } catch let error as MessagingError {
             if hedged { _ = held.withLock { $0.take(batchID: batchID, now: now) } }
             sink.yield(.publishFailed(batch, key, error, manifest))
