@@ -297,6 +297,16 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(help: "Testing aid: never reply; hold the tasks taken (env NERCC_NEVER_REPLY).")
     var neverReply: Bool = Environment.bool("NERCC_NEVER_REPLY")
 
+    @Option(
+        help:
+            "Testing aid: a Byzantine worker, answering on time with wrong values: gaussian:σ (adds N(0, σ²) noise to every output), negate, constant:v or scale:c; empty: honest (env NERCC_BYZANTINE)."
+    )
+    var byzantine: String = Environment.string("NERCC_BYZANTINE", "")
+
+    @Option(
+        help: "Testing aid: probability that a result is corrupted by --byzantine (env NERCC_BYZANTINE_PROBABILITY).")
+    var byzantineProbability: Double = Environment.double("NERCC_BYZANTINE_PROBABILITY", 1)
+
     @Option(help: "Seed of the straggler draws (env NERCC_SEED).")
     var seed: UInt64 = Environment.unsigned("NERCC_SEED", 1)
 
@@ -312,9 +322,20 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--straggler-distribution must be fixed or pareto, got '\(stragglerDistribution)'")
         }
         guard stragglerParetoShape > 0 else { throw ValidationError("--straggler-pareto-shape must be > 0") }
+        if !byzantine.isEmpty {
+            do {
+                _ = try ByzantineInjection.Mode.parse(byzantine)
+            } catch {
+                throw ValidationError("--byzantine: \(error)")
+            }
+        }
+        guard byzantineProbability.isFinite, (0...1).contains(byzantineProbability) else {
+            throw ValidationError("--byzantine-probability must be in 0...1, got \(byzantineProbability)")
+        }
         try Environment.validate(
             [
                 "NERCC_STRAGGLER_PROBABILITY", "NERCC_STRAGGLER_DELAY_MS", "NERCC_STRAGGLER_PARETO_SHAPE",
+                "NERCC_BYZANTINE_PROBABILITY",
             ], as: .number)
         try Environment.validate(["NERCC_PREFETCH", "NERCC_MAX_BATCH", "NERCC_MAX_BATCH_DELAY_US"], as: .integer)
         try Environment.validate(["NERCC_SEED"], as: .unsigned)
@@ -336,6 +357,20 @@ struct WorkerCommand: AsyncParsableCommand {
         if injection.isActive {
             logger.warning("straggler injection is on (testing aid)", metadata: ["injection": "\(injection)"])
         }
+        var mode: ByzantineInjection.Mode? = nil
+        if !byzantine.isEmpty {
+            do {
+                mode = try ByzantineInjection.Mode.parse(byzantine)
+            } catch {
+                throw CommandError("--byzantine: \(error)")
+            }
+        }
+        let corruption = ByzantineInjection(mode: mode, probability: byzantineProbability)
+        if corruption.isActive {
+            logger.warning(
+                "Byzantine injection is on: this worker answers with wrong values (testing aid)",
+                metadata: ["mode": "\(corruption.mode!)", "probability": "\(corruption.probability)"])
+        }
         let transport = try await connection.connect(name: "worker \(workerId)", logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_worker")
         let service = WorkerService(
@@ -343,7 +378,7 @@ struct WorkerCommand: AsyncParsableCommand {
             configuration: WorkerConfiguration(
                 prefetch: UInt16(prefetch), workerID: workerId, stragglers: injection, seed: seed,
                 maximumBatch: maxBatch, maximumBatchDelayMicroseconds: Int64(maxBatchDelayUs),
-                followsCancellations: cancellations),
+                followsCancellations: cancellations, byzantine: corruption),
             topology: connection.topology, models: loaded, logger: logger, metrics: metrics)
         logger.info("worker serving", metadata: ["models": "\(loaded.map(\.name))", "id": "\(workerId)"])
         try await ServiceRunner.run(

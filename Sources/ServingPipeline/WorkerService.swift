@@ -24,12 +24,16 @@ public struct WorkerConfiguration: Sendable {
     public var maximumBatchDelayMicroseconds: Int64
     /// Follow the decoder's cancellation notices: skip tasks of finished batches.
     public var followsCancellations: Bool
+    /// Byzantine injection (a testing aid): wrong values, on time.
+    public var byzantine: ByzantineInjection
 
     /// Creates a configuration.
     public init(
         prefetch: UInt16 = 16, workerID: String, stragglers: StragglerInjection = .none, seed: UInt64 = 1,
-        maximumBatch: Int = 16, maximumBatchDelayMicroseconds: Int64 = 0, followsCancellations: Bool = true
+        maximumBatch: Int = 16, maximumBatchDelayMicroseconds: Int64 = 0, followsCancellations: Bool = true,
+        byzantine: ByzantineInjection = .none
     ) {
+        self.byzantine = byzantine
         self.prefetch = prefetch
         self.workerID = workerID
         self.stragglers = stragglers
@@ -418,8 +422,12 @@ public final class WorkerService: Sendable {
         metrics.increment("tasks_computed", by: Double(batch.count))
         metrics.increment("coded_queries_computed", by: Double(rows))
         let shape = TensorBody.shapeHeader(network.outputShape)
-        for (task, output) in zip(batch, outputs) {
-            guard let output else { continue }
+        for (task, computed) in zip(batch, outputs) {
+            guard var output = computed else { continue }
+            if let corrupted = configuration.byzantine.corrupt(output, using: &state.rng) {
+                output = corrupted
+                metrics.increment("results_corrupted")
+            }
             let result = OutgoingMessage(
                 exchange: "", routingKey: task.replyTo,
                 properties: MessageProperties(

@@ -31,6 +31,11 @@ struct EnvironmentValidationTests {
             "is not an integer"
         ),
         (["encoder", "--model", "models/mnist-mlp/model.json"], "NERCC_LAMBDA_ENC", "small", "is not a number"),
+        (["encoder", "--model", "models/mnist-mlp/model.json"], "NERCC_HEDGE_AFTER_MS", "soon", "is not an integer"),
+        (
+            ["worker", "--model", "models/mnist-mlp/model.json"], "NERCC_BYZANTINE_PROBABILITY", "half",
+            "is not a number"
+        ),
         (["decoder"], "NERCC_HTTP_PORT", "http", "is not an integer"),
         (["submit"], "NERCC_SUBMIT_CONCURRENCY", "many", "is not an integer"),
         (["submit"], "NERCC_SUBMIT_QUIET", "maybe", "is not a boolean"),
@@ -43,6 +48,19 @@ struct EnvironmentValidationTests {
         #expect(status != 0)
         #expect(errors.contains("environment variable \(variable)='\(value)' \(problem)"), "\(errors)")
         #expect(!errors.contains("cannot reach RabbitMQ"), "it must fail before connecting")
+    }
+
+    /// A Byzantine mode that does not parse stops the worker before it connects, naming the problem
+    /// (from the flag and from its twin alike).
+    @Test(arguments: [(["--byzantine", "flip"], [String: String]()), ([], ["NERCC_BYZANTINE": "gaussian:-3"])])
+    func aBadByzantineModeIsRefusedBeforeConnecting(flags: [String], environment: [String: String]) throws {
+        let (status, errors) = try Self.run(
+            ["worker", "--model", "models/mnist-mlp/model.json", "--url", "amqp://guest:guest@127.0.0.1:1/"] + flags,
+            environment: environment)
+        #expect(status != 0)
+        #expect(errors.contains("--byzantine: '"), "\(errors)")
+        #expect(errors.contains("not a Byzantine mode") || errors.contains("σ must be ≥ 0"), "\(errors)")
+        #expect(!errors.contains("cannot reach RabbitMQ"))
     }
 
     /// A twin that parses takes effect: the encoder's S comes from NERCC_STRAGGLERS, and a value the
