@@ -202,15 +202,13 @@ public final class DecoderService: Sendable {
                     {
                         schedule.resultArrived(batchID: id)
                     }
+                    // The batch the delivery names (abandonments and results carry it in a header).
+                    let namedBatch =
+                        delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
+                        ?? delivery.properties.correlationID
                     if delivery.properties.type == WireFormat.MessageType.abandon {
-                        if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
-                            ?? delivery.properties.correlationID
-                        {
-                            hedges.finished(batchID: id)
-                        }
-                        if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
-                            ?? delivery.properties.correlationID, answering.contains(id)
-                        {
+                        if let id = namedBatch { hedges.finished(batchID: id) }
+                        if let id = namedBatch, answering.contains(id) {
                             // Decided once the batch's own answers are confirmed, or not.
                             waitingAbandonments[id, default: []].append(delivery)
                         } else if let work = await abandon(
@@ -228,8 +226,7 @@ public final class DecoderService: Sendable {
                             delivery, assembler: &assembler, ledger: &ledger, rejection: rejection, now: now)
                         // A hedged batch that this delivery did not make decodable: ask for its
                         // held-back copies when its hedge delay is over.
-                        if let id = delivery.properties.headers[WireFormat.Header.batchID]?.stringValue
-                            ?? delivery.properties.correlationID, !hedges.isKnown(batchID: id),
+                        if let id = namedBatch, !hedges.isKnown(batchID: id),
                             let manifest = assembler.manifest(of: id), let hedge = manifest.hedge
                         {
                             hedges.expect(
