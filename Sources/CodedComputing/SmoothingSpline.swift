@@ -83,6 +83,11 @@ public struct SmoothingSpline: Sendable {
                 rhs[j, col] = a[j] * y[j, col] + b[j] * y[j + 1, col] + c[j] * y[j + 2, col]
             }
         }
+        let roughness: [Double] = (0..<interior).map { j in
+            let s: Double = a[j] * a[j] + b[j] * b[j]
+            return s + c[j] * c[j]
+        }
+        band.decideRefinement(roughness: roughness, h: h, alpha: alpha)
         let factor = band.factorised()
         let gamma = factor.solveRefined(rhs, original: band)
         var g = y
@@ -174,12 +179,16 @@ public struct SmoothingSpline: Sendable {
         let t = order.map { knots[$0] }
         let n = t.count
         let count = points.count
-        // A (values) and C (second derivatives) at the points, in sorted-knot indices.
-        var a = Matrix(rows: count, columns: n)
-        var c = Matrix(rows: count, columns: n)
+        // A (values) and C (second derivatives) at the points, in sorted-knot indices. Each row has
+        // at most two non-zeros, in columns `index[p]` and `index[p] + 1`.
+        var index = [Int](repeating: 0, count: count)
+        var a0 = [Double](repeating: 0, count: count)
+        var a1 = [Double](repeating: 0, count: count)
+        var c0 = [Double](repeating: 0, count: count)
+        var c1 = [Double](repeating: 0, count: count)
         for (p, z) in points.enumerated() {
             if n == 1 {
-                a[p, 0] = 1
+                a0[p] = 1
                 continue
             }
             if z <= t[0] || z >= t[n - 1] {
@@ -187,14 +196,15 @@ public struct SmoothingSpline: Sendable {
                 let i = left ? 0 : n - 2
                 let h = t[i + 1] - t[i]
                 let dz = z - (left ? t[0] : t[n - 1])
+                index[p] = i
                 if left {
-                    a[p, 0] = 1 - dz / h
-                    a[p, 1] = dz / h
-                    c[p, 1] = -h * dz / 6
+                    a0[p] = 1 - dz / h
+                    a1[p] = dz / h
+                    c1[p] = -h * dz / 6
                 } else {
-                    a[p, n - 1] = 1 + dz / h
-                    a[p, n - 2] = -dz / h
-                    c[p, n - 2] = h * dz / 6
+                    a1[p] = 1 + dz / h
+                    a0[p] = -dz / h
+                    c0[p] = h * dz / 6
                 }
                 continue
             }
@@ -203,12 +213,20 @@ public struct SmoothingSpline: Sendable {
             let dl = z - t[i]
             let dr = t[i + 1] - z
             let curvature = dl * dr / 6
-            a[p, i] = dr / h
-            a[p, i + 1] = dl / h
-            c[p, i] = -curvature * (1 + dr / h)
-            c[p, i + 1] = -curvature * (1 + dl / h)
+            index[p] = i
+            a0[p] = dr / h
+            a1[p] = dl / h
+            c0[p] = -curvature * (1 + dr / h)
+            c1[p] = -curvature * (1 + dl / h)
         }
-        var w = a
+        // W in sorted-knot columns, starting from A.
+        var w = Matrix(rows: count, columns: n)
+        w.withUnsafeMutableBufferPointer { ws in
+            for p in 0..<count {
+                ws[p * n + index[p]] += a0[p]
+                if n > 1 { ws[p * n + index[p] + 1] += a1[p] }
+            }
+        }
         if n >= 3 {
             let alpha = Double(n) * lambda
             let interior = n - 2
@@ -231,32 +249,44 @@ public struct SmoothingSpline: Sendable {
                 if j + 1 < interior { band.first[j] = h[j + 1] / 6 + alpha * (qb[j] * qa[j + 1] + qc[j] * qb[j + 1]) }
                 if j + 2 < interior { band.second[j] = alpha * qc[j] * qa[j + 2] }
             }
-            // Bᵀ (interior × P): C's interior columns minus nλ·(A·Q)ᵀ.
+            // Bᵀ (interior × P): C's interior columns minus nλ·(A·Q)ᵀ, from the two non-zeros per row.
             var bt = Matrix(rows: interior, columns: count)
-            for p in 0..<count {
-                for i in 0..<n {
-                    let ai = a[p, i]
-                    let ci = c[p, i]
-                    if ci != 0 && i >= 1 && i <= interior { bt[i - 1, p] += ci }
-                    if ai != 0 && alpha > 0 {
-                        for j in max(0, i - 2)...min(interior - 1, i) { bt[j, p] -= alpha * ai * q(i, j) }
+            bt.withUnsafeMutableBufferPointer { b in
+                for p in 0..<count {
+                    for (i, av, cv) in [(index[p], a0[p], c0[p]), (index[p] + 1, a1[p], c1[p])] where i < n {
+                        if cv != 0 && i >= 1 && i <= interior { b[(i - 1) * count + p] += cv }
+                        if av != 0 && alpha > 0 {
+                            for j in max(0, i - 2)...min(interior - 1, i) { b[j * count + p] -= alpha * av * q(i, j) }
+                        }
                     }
                 }
             }
+            let roughness: [Double] = (0..<interior).map { j in
+                let s: Double = qa[j] * qa[j] + qb[j] * qb[j]
+                return s + qc[j] * qc[j]
+            }
+            band.decideRefinement(roughness: roughness, h: h, alpha: alpha)
             let z = band.factorised().solveRefined(bt, original: band)
-            // W = A + (Q·Z)ᵀ.
-            for p in 0..<count {
-                for i in 0..<n {
-                    var s = 0.0
-                    for j in max(0, i - 2)...min(interior - 1, i) { s += q(i, j) * z[j, p] }
-                    w[p, i] += s
+            // W += (Q·Z)ᵀ: row i of Q·Z is Σ_j Q[i, j]·Z[j, :] over j = i−2…i.
+            z.withUnsafeBufferPointer { zs in
+                w.withUnsafeMutableBufferPointer { ws in
+                    for i in 0..<n {
+                        for j in max(0, i - 2)...min(interior - 1, i) {
+                            let factor = q(i, j)
+                            for p in 0..<count { ws[p * n + i] += factor * zs[j * count + p] }
+                        }
+                    }
                 }
             }
         }
         // Back to the caller's knot order.
         var out = Matrix(rows: count, columns: n)
-        for p in 0..<count {
-            for (sorted, original) in order.enumerated() { out[p, original] = w[p, sorted] }
+        w.withUnsafeBufferPointer { ws in
+            out.withUnsafeMutableBufferPointer { o in
+                for p in 0..<count {
+                    for (sorted, original) in order.enumerated() { o[p * n + original] = ws[p * n + sorted] }
+                }
+            }
         }
         return out
     }
@@ -287,17 +317,47 @@ struct PentadiagonalMatrix {
 
     var size: Int { diagonal.count }
 
-    /// `self · x` for an size×m matrix x.
+    /// Whether solves with this matrix take a step of iterative refinement: only when the penalty
+    /// part nλ·QᵀQ outweighs the Gram part R by more than 10³ on the diagonal, where the matrix is
+    /// ill-conditioned enough for the step to matter. Elsewhere it would double the cost for nothing.
+    var refine = true
+
+    /// Sets ``refine`` from QᵀQ's diagonal (`roughness`), the spacings h and α = nλ.
+    mutating func decideRefinement(roughness: [Double], h: [Double], alpha: Double) {
+        let penalty = alpha * (roughness.max() ?? 0)
+        let gram = (0..<size).map { (h[$0] + h[$0 + 1]) / 3 }.min() ?? 1
+        refine = penalty > 1e3 * gram
+    }
+
+    /// `self · x` for an size×m matrix x (row by row, so that the row-major storage is read in order).
     func multiplied(by x: Matrix) -> Matrix {
-        var out = Matrix(rows: size, columns: x.columns)
-        for i in 0..<size {
-            for col in 0..<x.columns {
-                var s = diagonal[i] * x[i, col]
-                if i + 1 < size { s += first[i] * x[i + 1, col] }
-                if i + 2 < size { s += second[i] * x[i + 2, col] }
-                if i >= 1 { s += first[i - 1] * x[i - 1, col] }
-                if i >= 2 { s += second[i - 2] * x[i - 2, col] }
-                out[i, col] = s
+        let n = size
+        let m = x.columns
+        let (diagonal, first, second) = (self.diagonal, self.first, self.second)
+        var out = Matrix(rows: n, columns: m)
+        x.withUnsafeBufferPointer { xs in
+            out.withUnsafeMutableBufferPointer { o in
+                for i in 0..<n {
+                    let row = i * m
+                    let d = diagonal[i]
+                    for col in 0..<m { o[row + col] = d * xs[row + col] }
+                    if i + 1 < n {
+                        let f = first[i]
+                        for col in 0..<m { o[row + col] += f * xs[row + m + col] }
+                    }
+                    if i + 2 < n {
+                        let f = second[i]
+                        for col in 0..<m { o[row + col] += f * xs[row + 2 * m + col] }
+                    }
+                    if i >= 1 {
+                        let f = first[i - 1]
+                        for col in 0..<m { o[row + col] += f * xs[row - m + col] }
+                    }
+                    if i >= 2 {
+                        let f = second[i - 2]
+                        for col in 0..<m { o[row + col] += f * xs[row - 2 * m + col] }
+                    }
+                }
             }
         }
         return out
@@ -327,34 +387,55 @@ struct PentadiagonalMatrix {
         let l1: [Double]
         let l2: [Double]
 
-        /// Solves `LDLᵀ x = b` for every column of b. O(size·m).
+        /// Solves `LDLᵀ x = b` for every column of b. O(size·m), row by row over the row-major storage.
         func solve(_ b: Matrix) -> Matrix {
             let n = d.count
+            let m = b.columns
+            let (d, l1, l2) = (self.d, self.l1, self.l2)
             var x = b
-            for col in 0..<b.columns {
+            x.withUnsafeMutableBufferPointer { xs in
                 for i in 0..<n {
-                    var v = x[i, col]
-                    if i >= 1 { v -= l1[i - 1] * x[i - 1, col] }
-                    if i >= 2 { v -= l2[i - 2] * x[i - 2, col] }
-                    x[i, col] = v
+                    let row = i * m
+                    if i >= 1 {
+                        let f = l1[i - 1]
+                        for col in 0..<m { xs[row + col] -= f * xs[row - m + col] }
+                    }
+                    if i >= 2 {
+                        let f = l2[i - 2]
+                        for col in 0..<m { xs[row + col] -= f * xs[row - 2 * m + col] }
+                    }
                 }
-                for i in 0..<n { x[i, col] /= d[i] }
+                for i in 0..<n {
+                    let inverse = 1 / d[i]
+                    for col in 0..<m { xs[i * m + col] *= inverse }
+                }
                 for i in stride(from: n - 1, through: 0, by: -1) {
-                    var v = x[i, col]
-                    if i + 1 < n { v -= l1[i] * x[i + 1, col] }
-                    if i + 2 < n { v -= l2[i] * x[i + 2, col] }
-                    x[i, col] = v
+                    let row = i * m
+                    if i + 1 < n {
+                        let f = l1[i]
+                        for col in 0..<m { xs[row + col] -= f * xs[row + m + col] }
+                    }
+                    if i + 2 < n {
+                        let f = l2[i]
+                        for col in 0..<m { xs[row + col] -= f * xs[row + 2 * m + col] }
+                    }
                 }
             }
             return x
         }
 
-        /// Solves, then applies one step of iterative refinement against the original matrix.
+        /// Solves, then applies one step of iterative refinement against the original matrix when it
+        /// asks for one (``PentadiagonalMatrix/refine``).
         func solveRefined(_ b: Matrix, original: PentadiagonalMatrix) -> Matrix {
             var x = solve(b)
+            guard original.refine else { return x }
             let residual = b - original.multiplied(by: x)
             let correction = solve(residual)
-            for i in x.elements.indices { x.elements[i] += correction.elements[i] }
+            correction.withUnsafeBufferPointer { c in
+                x.withUnsafeMutableBufferPointer { xs in
+                    for i in 0..<xs.count { xs[i] += c[i] }
+                }
+            }
             return x
         }
     }

@@ -21,6 +21,10 @@ struct BenchCodingCommand: AsyncParsableCommand {
             N − S received workers (S = ⌊N/4⌋, or all K for uncoded) plus D_F·Y (K×|F| by |F|×d). The GEMM \
             column is cblas_dgemm of the encode shape in the same run; "share" is the scheme's achieved \
             GFLOP/s (2·N·K·d flops for encode, 2·K·|F|·d for decode) over the GEMM's. Times are medians.
+
+            The second table times robust decoding (docs/numerics.md, "Robust decoding") for each --robust \
+            setting N:K:m:A: m outputs per result from every one of the N workers, A of them answering with \
+            N(0, 100²) noise added; each decoder finds and excludes them (or takes the median) and decodes.
             """
     )
 
@@ -30,12 +34,28 @@ struct BenchCodingCommand: AsyncParsableCommand {
     @Option(help: "Shapes as N:K:d, comma-separated.")
     var shapes: String = "40:10:784,200:50:784,200:50:3072"
 
-    @Option(help: "Also write the Markdown table to this file.")
+    @Option(help: "Robust decoding settings as N:K:m:A (m outputs, A adversaries), comma-separated.")
+    var robust: String = "40:10:10:3,200:50:10:3"
+
+    @Option(help: "Also write the Markdown tables to this file.")
     var output: String?
 
     func validate() throws {
         guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
         _ = try parsedShapes()
+        _ = try parsedRobust()
+    }
+
+    func parsedRobust() throws -> [(n: Int, k: Int, m: Int, a: Int)] {
+        try robust.split(separator: ",").map { item in
+            let parts = item.split(separator: ":").compactMap { Int($0) }
+            guard parts.count == 4, parts[1] >= 1, parts[0] >= parts[1], parts[2] >= 1, parts[3] >= 1,
+                parts[0] >= 2 * parts[3] + 3
+            else {
+                throw ValidationError("--robust: '\(item)' is not N:K:m:A with N ≥ K ≥ 1, m ≥ 1, A ≥ 1 and N ≥ 2A + 3")
+            }
+            return (parts[0], parts[1], parts[2], parts[3])
+        }
     }
 
     func parsedShapes() throws -> [(n: Int, k: Int, d: Int)] {
@@ -51,6 +71,7 @@ struct BenchCodingCommand: AsyncParsableCommand {
     func run() async throws {
         var rows: [[String]] = []
         var rng = SeededGenerator(seed: 7)
+        ProcessMemory.keepLargeBlocksInHeap()
         for shape in try parsedShapes() {
             let (n, k, d) = shape
             let x = Matrix(rows: k, columns: d, elements: (0..<(k * d)).map { _ in rng.nextGaussian() })
@@ -88,8 +109,12 @@ struct BenchCodingCommand: AsyncParsableCommand {
             "N×K×d", "scheme", "encode µs", "decode µs", "encode GFLOP/s", "decode GFLOP/s", "encode share",
             "decode share",
         ]
-        let table = TextTable.markdown(header: header, rows: rows)
+        var table = TextTable.markdown(header: header, rows: rows)
         print(table)
+        let robustTable = try robustRows()
+        print("")
+        print(robustTable)
+        table += "\n\n" + robustTable
         if let output {
             do {
                 try (table + "\n").write(toFile: output, atomically: true, encoding: .utf8)
@@ -97,6 +122,46 @@ struct BenchCodingCommand: AsyncParsableCommand {
                 throw CommandError("cannot write '\(output)': \(error.localizedDescription)")
             }
         }
+    }
+
+    /// The robust decoding table: per setting, the plain decode and each robust decoder.
+    func robustRows() throws -> String {
+        var rows: [[String]] = []
+        for (n, k, m, a) in try parsedRobust() {
+            var rng = SeededGenerator(seed: 13)
+            let queries = Matrix(rows: k, columns: 4, elements: (0..<(k * 4)).map { _ in rng.nextGaussian() })
+            for kind in [SchemeKind.nercc, .bacc] {
+                let code = try LinearCode(.init(kind: kind, workers: n, batchSize: k))
+                let coded = try code.encode(queries)
+                var y = Matrix(rows: n, columns: m)
+                for w in 0..<n {
+                    for c in 0..<m {
+                        y[w, c] = 3 * sin(0.5 * coded[w, 0] + 0.2 * Double(c)) + 0.3 * coded[w, 1] - 0.2 * coded[w, 2]
+                    }
+                }
+                let bad = Array((0..<n).shuffled(using: &rng).prefix(a))
+                for w in bad {
+                    for c in 0..<m { y[w, c] += 100 * rng.nextGaussian() }
+                }
+                let received = Array(0..<n)
+                let plain = Self.median(repetitions) { _ = try? code.decode(y, received: received) }
+                rows.append(["\(n)×\(k), m=\(m), A=\(a)", kind.rawValue, "plain", Self.micro(plain), "—"])
+                for method in kind == .nercc ? RobustMethod.allCases : [.locator] {
+                    var found: [Int] = []
+                    let seconds = Self.median(max(repetitions / 10, 3)) {
+                        found =
+                            (try? code.robustDecode(y, received: received, adversaries: a, method: method))?.excluded
+                            ?? []
+                    }
+                    let caught = method == .median ? "—" : "\(Set(found).intersection(bad).count) of \(a)"
+                    rows.append([
+                        "\(n)×\(k), m=\(m), A=\(a)", kind.rawValue, method.rawValue, Self.micro(seconds), caught,
+                    ])
+                }
+            }
+        }
+        return TextTable.markdown(
+            header: ["setting", "code", "decoder", "decode µs", "adversaries excluded"], rows: rows)
     }
 
     static func configurations(n: Int, k: Int) -> [SchemeConfiguration] {

@@ -1,5 +1,6 @@
 import AccuracyStudy
 import ArgumentParser
+import CodedComputing
 import Foundation
 import NumPyFormat
 
@@ -46,6 +47,7 @@ struct CalibrateCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ProcessMemory.keepLargeBlocksInHeap()
         let loaded = try loadModels([model])[0]
         let queries = try MatrixFiles.read(input)
         guard queries.columns == loaded.inputSize, queries.rows >= batch else {

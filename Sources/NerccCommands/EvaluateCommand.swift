@@ -23,6 +23,14 @@ struct EvaluateCommand: AsyncParsableCommand {
 
             --grid-check compares each calibration profile with the best (λ_enc, λ_dec) of the calibration \
             grid evaluated on this (evaluation) split, and writes grid-check.csv.
+
+            --adversaries runs the robustness study instead (docs/robustness.md): A of the received workers \
+            answer with values corrupted by each --byzantine attack, and plain bacc, bacc with ApproxIFER's \
+            locator, plain nercc, nercc with the spline check, nercc with the locator and nercc with the \
+            median of 2A + 1 subsets decode identical batches, straggler sets, adversary sets and corrupted \
+            values. It reports logit MSE, relative and label accuracy, detection precision and recall, and \
+            the trials each decoder refused because its bound does not hold; writes robustness.json, \
+            robustness.csv and SVG plots (relative accuracy against A).
             """)
 
     @Option(name: .customLong("model"), help: "A model description (repeatable).")
@@ -74,6 +82,31 @@ struct EvaluateCommand: AsyncParsableCommand {
     )
     var gridCheck = false
 
+    @Option(
+        help:
+            "Run the robustness study with these numbers of Byzantine workers among the received results: counts and shares of N, comma-separated (e.g. 0,1,2,3,10%)."
+    )
+    var adversaries: String = ""
+
+    @Option(
+        help:
+            "An attack of the robustness study (repeatable): gaussian:σ, negate, constant:v or scale:c, as `nercc worker --byzantine`."
+    )
+    var byzantine: [String] = ["gaussian:100", "negate"]
+
+    @Option(
+        help:
+            "Tell the robust decoders to tolerate at least this many adversaries, whatever A is present (measures false flags when fewer misbehave)."
+    )
+    var tolerate: Int = 0
+
+    @Option(help: "The spline check's flagging threshold, in robust standard deviations.")
+    var splineThreshold: Double = RobustDetection.defaultThreshold
+
+    @Option(
+        help: "The smoothing ρ = nλ/h³ of the spline check's fit (n results, mean spacing h in the angle arccos z).")
+    var detectionSmoothing: Double = RobustDetection.detectionSmoothing
+
     @Option(help: "Where to write results.json, results.csv and the plots.")
     var output: String = "out/evaluate"
 
@@ -84,6 +117,15 @@ struct EvaluateCommand: AsyncParsableCommand {
         guard trials >= 1 else { throw ValidationError("--trials must be ≥ 1") }
         _ = try parsedSettings()
         _ = try parsedShares()
+        _ = try parsedAdversaries()
+        _ = try parsedAttacks()
+        guard tolerate >= 0 else { throw ValidationError("--tolerate must be ≥ 0, got \(tolerate)") }
+        guard splineThreshold.isFinite, splineThreshold > 0 else {
+            throw ValidationError("--spline-threshold must be a finite number > 0, got \(splineThreshold)")
+        }
+        guard detectionSmoothing.isFinite, detectionSmoothing > 0 else {
+            throw ValidationError("--detection-smoothing must be a finite number > 0, got \(detectionSmoothing)")
+        }
     }
 
     func parsedSettings() throws -> [(Int, Int)] {
@@ -134,6 +176,7 @@ struct EvaluateCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ProcessMemory.keepLargeBlocksInHeap()
         let queries = try MatrixFiles.read(input)
         guard let labelData = FileManager.default.contents(atPath: labels) else {
             throw CommandError("cannot read labels '\(labels)'")
@@ -147,18 +190,14 @@ struct EvaluateCommand: AsyncParsableCommand {
         }
         let grid = try Self.grid(settings: parsedSettings(), shares: parsedShares(), partialBatches: partialBatches)
         let profiles = try profile.map(loadProfile)
+        if !adversaries.isEmpty {
+            try runRobustness(queries: queries, labels: truth, grid: grid, profiles: profiles)
+            return
+        }
         var all: [StudyResult] = []
         var checks: [GridCheckResult] = []
         for path in models {
-            let model = try loadModels([path])[0]
-            guard model.inputSize == queries.columns else {
-                throw CommandError(
-                    "model '\(model.name)' takes \(model.inputSize) inputs; '\(input)' has \(queries.columns)")
-            }
-            let study = AccuracyStudy(
-                modelName: model.name, inputSize: model.inputSize, outputSize: model.outputSize, queries: queries,
-                labels: truth
-            ) { inputs, count in try model.predict(flatInputs: inputs, count: count) }
+            let (model, study) = try study(of: path, queries: queries, labels: truth)
             let started = Date()
             let modelProfiles = profiles.filter { $0.model == model.name }
             var schemes = Self.schemes(
@@ -193,6 +232,20 @@ struct EvaluateCommand: AsyncParsableCommand {
         try write(all)
         printSummary(all)
         if gridCheck { try writeGridCheck(checks) }
+    }
+
+    /// The model at `path` and the study of it on `queries`, after checking the model takes them.
+    func study(of path: String, queries: Matrix, labels truth: [Int]) throws -> (NativeModel, AccuracyStudy) {
+        let model = try loadModels([path])[0]
+        guard model.inputSize == queries.columns else {
+            throw CommandError(
+                "model '\(model.name)' takes \(model.inputSize) inputs; '\(input)' has \(queries.columns)")
+        }
+        let study = AccuracyStudy(
+            modelName: model.name, inputSize: model.inputSize, outputSize: model.outputSize, queries: queries,
+            labels: truth
+        ) { inputs, count in try model.predict(flatInputs: inputs, count: count) }
+        return (model, study)
     }
 
     /// The (N, K, S) points of the study: S = the share of N, rounded, where a spline can still
@@ -292,17 +345,24 @@ struct EvaluateCommand: AsyncParsableCommand {
         print("written: \(path.path)")
     }
 
+    /// Creates `directory` and writes `results` as JSON (non-finite numbers as strings) and the CSV.
+    static func writeTables<T: Encodable>(_ results: T, json: String, csv: String, csvName: String, in directory: URL)
+        throws
+    {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        try encoder.encode(results).write(to: directory.appendingPathComponent(json))
+        try csv.write(to: directory.appendingPathComponent(csvName), atomically: true, encoding: .utf8)
+    }
+
     func write(_ results: [StudyResult]) throws {
         let directory = URL(fileURLWithPath: output)
         do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(
-                positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            try encoder.encode(results).write(to: directory.appendingPathComponent("results.json"))
-            try StudyReport.csv(results).write(
-                to: directory.appendingPathComponent("results.csv"), atomically: true, encoding: .utf8)
+            try Self.writeTables(
+                results, json: "results.json", csv: StudyReport.csv(results), csvName: "results.csv", in: directory)
             for model in Set(results.map(\.model)) {
                 for (n, k) in Set(results.map { [$0.setting.workers, $0.setting.batchSize] }).map({ ($0[0], $0[1]) }) {
                     let mse = StudyReport.svg(

@@ -166,6 +166,7 @@ struct EncoderCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = connection.logger("nercc.encoder")
         BLAS.useCallingThreadOnly()
+        ProcessMemory.keepLargeBlocksInHeap()
         var kind = SchemeKind.nercc
         try CommandError.wrapping("--scheme") { kind = try SchemeKind.parse(scheme) }
         var config = EncoderConfiguration(
@@ -345,6 +346,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = connection.logger("nercc.worker")
         BLAS.useCallingThreadOnly()
+        ProcessMemory.keepLargeBlocksInHeap()
         guard !models.isEmpty else {
             throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODEL)")
         }
@@ -461,6 +463,7 @@ struct DecoderCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = connection.logger("nercc.decoder")
         BLAS.useCallingThreadOnly()
+        ProcessMemory.keepLargeBlocksInHeap()
         let name = ServiceRunner.processName("decoder")
         let transport = try await connection.connect(name: name, logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_decoder")

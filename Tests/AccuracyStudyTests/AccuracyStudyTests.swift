@@ -1,7 +1,8 @@
-import AccuracyStudy
 import CodedComputing
 import Foundation
 import Testing
+
+@testable import AccuracyStudy
 
 @Suite struct AccuracyStudyTests {
     /// f(x) = W·x with 3 inputs and 2 outputs.
@@ -144,5 +145,63 @@ import Testing
         // 40 + (400 − 40 − 50) = 350 is the bottom edge, 40 the top.
         #expect(lines.contains { $0.contains("points=\"70.0,350.0 470.0,350.0\"") })  // uncoded: exact
         #expect(lines.contains { $0.contains(" 470.0,40.0\"") })  // lcc: clipped at the ceiling
+    }
+}
+
+@Suite struct RobustnessStudyTests {
+    static let negate = StudyAttack(name: "negate") { values, _ in values.map { -$0 } }
+
+    static func decoders() -> [RobustStudyDecoder] {
+        let nercc: @Sendable (Int, Int) -> SchemeConfiguration? = { n, k in
+            SchemeConfiguration(kind: .nercc, workers: n, batchSize: k)
+        }
+        let bacc: @Sendable (Int, Int) -> SchemeConfiguration? = { n, k in
+            SchemeConfiguration(kind: .bacc, workers: n, batchSize: k)
+        }
+        return [
+            RobustStudyDecoder(label: "nercc", code: "nercc", configure: nercc, method: nil),
+            RobustStudyDecoder(label: "nercc + spline check", code: "nercc", configure: nercc, method: .spline),
+            RobustStudyDecoder(label: "bacc + locator", code: "bacc", configure: bacc, method: .locator),
+        ]
+    }
+
+    @Test func robustDecodersFindTheAdversariesThePlainDecoderSuffersFrom() throws {
+        let results = try AccuracyStudyTests.study().runRobustness(
+            settings: [StudySetting(workers: 24, batchSize: 4, stragglers: 0)], adversaryCounts: { _ in [0, 2] },
+            attacks: [Self.negate], decoders: Self.decoders(), trials: 8, seed: 4)
+        func row(_ scheme: String, _ a: Int) -> RobustnessResult? {
+            results.first { $0.scheme == scheme && $0.adversaries == a }
+        }
+        #expect(results.count == 6)
+        #expect(row("nercc", 2)?.adversariesPresent == 16)
+        #expect(row("nercc", 2)?.precision == nil)
+        #expect(row("nercc + spline check", 2)?.recall == 1)
+        #expect(row("nercc + spline check", 2)?.precision == 1)
+        #expect(row("nercc + spline check", 0)?.falsePositives == 0)
+        let plain = try #require(row("nercc", 2)?.logitMSE.mean)
+        let robust = try #require(row("nercc + spline check", 2)?.logitMSE.mean)
+        #expect(robust < plain / 100)
+        // Without adversaries the robust decoder is the plain one.
+        #expect(row("nercc + spline check", 0)?.logitMSE == row("nercc", 0)?.logitMSE)
+    }
+
+    @Test func aDecoderWhoseBoundFailsRefusesEveryTrialAndSaysWhy() throws {
+        // 2(K + A) − 1 = 2·(4 + 3) − 1 = 13 > 12 received.
+        let results = try AccuracyStudyTests.study().runRobustness(
+            settings: [StudySetting(workers: 16, batchSize: 4, stragglers: 4)], adversaryCounts: { _ in [3] },
+            attacks: [Self.negate], decoders: Self.decoders(), trials: 5, seed: 4)
+        let locator = try #require(results.first { $0.scheme == "bacc + locator" })
+        #expect(locator.refused == 5)
+        #expect(locator.refusal?.contains("2(K + A) − 1") == true)
+        #expect(results.first { $0.scheme == "nercc" }?.refused == 0)
+    }
+
+    @Test func adversarySetsAreNestedAndDrawnFromTheReceivedWorkers() {
+        let received = [0, 2, 3, 5, 7, 8, 11]
+        let one = AccuracyStudy.adversaries(received: received, count: 1, seed: 9)
+        let three = AccuracyStudy.adversaries(received: received, count: 3, seed: 9)
+        #expect(Set(one).isSubset(of: Set(three)))
+        #expect(Set(three).isSubset(of: Set(received)))
+        #expect(three.count == 3)
     }
 }

@@ -1,0 +1,540 @@
+import CBLAS
+import Foundation
+
+/// How a decoder finds and excludes Byzantine workers: workers that answer on time with wrong
+/// values. Each method assumes at most A of the received results are wrong (docs/numerics.md,
+/// "Robust decoding").
+public enum RobustMethod: String, Sendable, Hashable, Codable, CaseIterable {
+    /// The smoothing spline's own residuals: fit the spline through every received result, flag the
+    /// worker whose standardised leave-one-out residual stands out most against the median absolute
+    /// deviation of all of them, drop it and refit, at most A times. O(|F|² + |F|·m) per round. The
+    /// default.
+    case spline
+    /// ApproxIFER's rational error locator (Soleymani et al., AAAI 2022): per output coordinate,
+    /// fit P − y·Q̃ = y in least squares (Chebyshev basis, deg P ≤ K + A − 1, Q = 1 + Q̃ with
+    /// deg Q̃ ≤ K + A − 1), flag the A workers with the smallest |Q(z)|, and drop the A flagged by
+    /// most coordinates. Needs |F| ≥ 2(K + A) − 1.
+    case locator
+    /// A baseline that flags nobody: decode each of 2A + 1 interleaved subsets of the received
+    /// results on its own and take the coordinate-wise median of the 2A + 1 estimates.
+    case median
+
+    /// Parses `spline`, `locator` or `median`.
+    ///
+    /// - Throws: ``CodingSchemeError`` `.invalidParameter` naming the value and the choices.
+    public static func parse(_ text: String) throws(CodingSchemeError) -> RobustMethod {
+        guard let method = RobustMethod(rawValue: text) else {
+            throw CodingSchemeError(
+                .invalidParameter, "'\(text)' is not a robust decoder: use spline, locator or median")
+        }
+        return method
+    }
+}
+
+/// The outcome of a robust decode.
+public struct RobustDecoding: Sendable, Equatable {
+    /// The K×m estimates.
+    public var estimates: Matrix
+    /// The worker (coded) indices excluded as Byzantine, ascending. Empty for ``RobustMethod/median``,
+    /// which flags nobody.
+    public var excluded: [Int]
+    /// The worker indices the estimates were decoded from, ascending.
+    public var used: [Int]
+}
+
+extension LinearCode {
+    /// The fewest results a robust decode with `method` and `adversaries` = A can work from.
+    ///
+    /// - `spline`: 2A + 3 (an honest majority, and a spline through at least three honest results);
+    /// - `locator`: 2(K + A) − 1, ApproxIFER's bound (as many equations as unknowns);
+    /// - `median`: 2·(2A + 1), two results per subset.
+    ///
+    /// Never below the plain decoder's own minimum plus A.
+    public func robustMinimumResults(adversaries: Int, method: RobustMethod) -> Int {
+        let a = max(adversaries, 0)
+        let own = minimumResults + a
+        switch method {
+        case .spline: return max(own, 2 * a + 3)
+        case .locator: return max(own, 2 * (batchSize + a) - 1)
+        case .median: return max(own, 2 * (2 * a + 1))
+        }
+    }
+
+    /// Decodes while excluding up to `adversaries` = A Byzantine results.
+    ///
+    /// With A = 0 this is ``decode(_:received:lambdaDecoder:)``. Robust decoding applies to the
+    /// interpolating codes that decode from any large enough set: `bacc`, `nercc` and `nercc-ag`.
+    ///
+    /// - Parameters:
+    ///   - results: |F|×m, row r from worker `received[r]`.
+    ///   - received: the workers that answered.
+    ///   - adversaries: A ≥ 0, the most wrong results to tolerate.
+    ///   - method: how to find them.
+    ///   - lambdaDecoder: λ_dec by the number of results the final decode uses (a calibration profile
+    ///     picks it by count); nil uses the configuration's.
+    ///   - threshold: the `spline` method flags a worker only when its residual score exceeds this
+    ///     many robust standard deviations.
+    ///   - detectionSmoothing: ρ, the smoothing of the `spline` method's fit relative to the spacing of
+    ///     the results (``RobustDetection/splineOutliers(points:results:smoothing:adversaries:threshold:)``).
+    /// - Throws: ``CodingSchemeError``: `.invalidParameter` (A < 0, or a code that cannot decode
+    ///   robustly), `.insufficientResults` naming the bound when fewer than
+    ///   ``robustMinimumResults(adversaries:method:)`` results arrived, and every error of `decode`.
+    public func robustDecode(
+        _ results: Matrix, received: [Int], adversaries: Int, method: RobustMethod,
+        lambdaDecoder: ((Int) -> Double?)? = nil, threshold: Double = RobustDetection.defaultThreshold,
+        detectionSmoothing: Double = RobustDetection.detectionSmoothing
+    ) throws(CodingSchemeError) -> RobustDecoding {
+        guard adversaries >= 0 else {
+            throw CodingSchemeError(.invalidParameter, "the number of adversaries A must be ≥ 0, got \(adversaries)")
+        }
+        guard results.rows == received.count else {
+            throw CodingSchemeError(
+                .shapeMismatch, "\(received.count) received indices but \(results.rows) rows of results")
+        }
+        if adversaries == 0 {
+            let estimates = try decode(results, received: received, lambdaDecoder: lambdaDecoder?(received.count))
+            return RobustDecoding(estimates: estimates, excluded: [], used: received.sorted())
+        }
+        guard kind == .bacc || kind == .nercc || kind == .nerccAgnostic else {
+            throw CodingSchemeError(
+                .invalidParameter,
+                "robust decoding applies to bacc, nercc and nercc-ag, not \(kind.rawValue)")
+        }
+        let needed = robustMinimumResults(adversaries: adversaries, method: method)
+        guard received.count >= needed else {
+            let bound: String
+            switch method {
+            case .spline: bound = "2A + 3"
+            case .locator: bound = "2(K + A) − 1 (ApproxIFER's bound, N − S ≥ 2(K + A) − 1)"
+            case .median: bound = "2(2A + 1)"
+            }
+            throw CodingSchemeError(
+                .insufficientResults,
+                "the \(method.rawValue) decoder with A = \(adversaries) and K = \(batchSize) needs at least "
+                    + "\(bound) = \(needed) results, got \(received.count)")
+        }
+        guard results.isFinite else { throw CodingSchemeError(.nonFiniteInput, "the results hold NaN or infinity") }
+        let points = received.map { workerPoints[$0] }
+        switch method {
+        case .median:
+            return try medianDecode(results, received: received, adversaries: adversaries, lambdaDecoder: lambdaDecoder)
+        case .spline, .locator:
+            let flagged: [Int]
+            if method == .spline {
+                flagged = try RobustDetection.splineOutliers(
+                    points: points, results: results, smoothing: detectionSmoothing, adversaries: adversaries,
+                    threshold: threshold)
+            } else {
+                flagged = try RobustDetection.rationalLocator(
+                    points: points, results: results, batchSize: batchSize, adversaries: adversaries)
+            }
+            let dropped = Set(flagged)
+            let keep = received.indices.filter { !dropped.contains($0) }
+            let used = keep.map { received[$0] }
+            let estimates = try decode(
+                results.selectingRows(keep), received: used, lambdaDecoder: lambdaDecoder?(used.count))
+            return RobustDecoding(
+                estimates: estimates, excluded: flagged.map { received[$0] }.sorted(), used: used.sorted())
+        }
+    }
+
+    /// The coordinate-wise median of the decodes of 2A + 1 interleaved subsets (by worker point).
+    private func medianDecode(
+        _ results: Matrix, received: [Int], adversaries: Int, lambdaDecoder: ((Int) -> Double?)?
+    ) throws(CodingSchemeError) -> RobustDecoding {
+        let groups = 2 * adversaries + 1
+        let byPoint = received.indices.sorted { workerPoints[received[$0]] > workerPoints[received[$1]] }
+        var estimates: [Matrix] = []
+        for g in 0..<groups {
+            let rows = stride(from: g, to: byPoint.count, by: groups).map { byPoint[$0] }
+            let workers = rows.map { received[$0] }
+            estimates.append(
+                try decode(results.selectingRows(rows), received: workers, lambdaDecoder: lambdaDecoder?(workers.count))
+            )
+        }
+        var median = Matrix(rows: batchSize, columns: results.columns)
+        var values = [Double](repeating: 0, count: groups)
+        for i in median.elements.indices {
+            for g in 0..<groups { values[g] = estimates[g].elements[i] }
+            values.sort()
+            median.elements[i] = values[groups / 2]
+        }
+        return RobustDecoding(estimates: median, excluded: [], used: received.sorted())
+    }
+}
+
+/// The two detectors behind ``LinearCode/robustDecode(_:received:adversaries:method:lambdaDecoder:threshold:detectionSmoothing:)``,
+/// on raw points and results so that they can be studied on their own.
+public enum RobustDetection {
+    /// The default flagging threshold of the spline detector, in robust standard deviations of the
+    /// standardised residuals (root mean square over the m coordinates).
+    public static let defaultThreshold = 2.5
+    /// The largest A for which the search refines its forward selection by exchanges.
+    static let maximumExchangeSize = 4
+
+    /// How many of the nearest remaining results set the local scale of a suspect's residual.
+    static let neighbourhood = 8
+
+    /// The largest number of A-subsets the spline detector searches exhaustively; above it, it
+    /// searches by forward selection and exchanges.
+    static let exhaustiveLimit = 20_000
+
+    /// The default smoothing ρ = nλ / h³ of the spline detector's fit (n results, mean spacing h in
+    /// the angle θ = arccos z). An interpolating fit (ρ = 0) has no residuals to test; a much
+    /// smoother one hides wrong results in its own error. Because ρ, not λ, sets how much a cubic
+    /// smoothing spline smooths over one spacing, one value serves every N.
+    public static let detectionSmoothing = 1.0
+
+    /// The spline detector: positions (into `points`) of the results it flags, at most `adversaries`
+    /// = A, ascending.
+    ///
+    /// 1. **Fit** the smoothing spline (λ = ρ·h³/n, `smoothing` = ρ) through every result, in the
+    ///    angle θ = arccos z, where the Chebyshev worker points are equally spaced and an honest
+    ///    residual is about the same size all along the curve. H is its hat matrix (ĝ = H·y:
+    ///    symmetric, I − H positive semi-definite) and r = y − H·y the residuals.
+    /// 2. **Search** the set E of A results whose removal lowers the penalised least-squares
+    ///    objective most: leaving E out lowers it by Δ(E) = Σ_c r_Ecᵀ (I − H)_EE⁻¹ r_Ec / s_c²,
+    ///    exactly, with no refit (s_c = 1.4826 · median |r_ic / √(1 − H_ii)|, coordinate c's robust
+    ///    scale). Two or three wrong results side by side fit each other and hide from any
+    ///    one-at-a-time test; a set criterion sees them together. Up to ``exhaustiveLimit`` subsets
+    ///    it tries every one; beyond, forward selection then (for A ≤ ``maximumExchangeSize``)
+    ///    single exchanges until none improves Δ.
+    /// 3. **Confirm** by re-admission: refit without the suspects, score each by its prediction
+    ///    residual in robust standard deviations of the other results' leave-one-out residuals
+    ///    near it (``suspicion(of:angles:results:lambda:)``), and re-admit the least suspicious
+    ///    while its score is at most `threshold`. Honest members of E (when fewer than A results
+    ///    are wrong) are re-admitted one by one, each making the next one's prediction better.
+    ///
+    /// Cost: one hat matrix and one O(|F|²·m) product for the fit, O(A³) per candidate set in the
+    /// search, and two spline fits per round of the confirmation.
+    ///
+    /// - Throws: ``CodingSchemeError`` from the fit (repeated or non-finite points).
+    public static func splineOutliers(
+        points: [Double], results: Matrix, smoothing: Double = detectionSmoothing, adversaries: Int,
+        threshold: Double = defaultThreshold
+    ) throws(CodingSchemeError) -> [Int] {
+        let n = points.count
+        let m = results.columns
+        let a = min(adversaries, n - 3)
+        guard a > 0 else { return [] }
+        let angles = points.map { acos(min(max($0, -1), 1)) }
+        let spacing = ((angles.max() ?? 0) - (angles.min() ?? 0)) / Double(n - 1)
+        let lambda = smoothing * spacing * spacing * spacing / Double(n)
+        let hat = try SmoothingSpline.weights(knots: angles, lambda: lambda, at: angles)
+        let residual = results - hat.multiplied(by: results)
+        var scale = [Double](repeating: 1, count: m)
+        for c in 0..<m {
+            let column = (0..<n).map { abs(residual[$0, c]) / max(1 - hat[$0, $0], 1e-12).squareRoot() }
+            scale[c] = robustScale(column, size: (0..<n).map { abs(results[$0, c]) }.max() ?? 0)
+        }
+        // Δ(E) = tr((I − H)_EE⁻¹ G_EE) with G = R̃·R̃ᵀ, R̃ the residuals in robust units: one n×n
+        // product up front, then O(A³) per candidate set, without allocating.
+        var standardized = residual
+        for i in 0..<n {
+            for c in 0..<m { standardized[i, c] /= scale[c] }
+        }
+        var gain = SubsetGain(
+            hat: hat.elements, gram: standardized.multiplied(by: standardized.transposed).elements, count: n,
+            columns: m, largest: a)
+        var best: [Int]
+        if combinations(n, a) <= Double(exhaustiveLimit) {
+            best = Array(0..<a)
+            var bestGain = gain(best)
+            var set = Array(0..<a)
+            while advance(&set, n) {
+                let g = gain(set)
+                if g > bestGain {
+                    bestGain = g
+                    best = set
+                }
+            }
+        } else {
+            best = []
+            for _ in 0..<a {
+                var next = -1
+                var nextGain = -Double.infinity
+                for candidate in 0..<n where !best.contains(candidate) {
+                    let g = gain(best + [candidate])
+                    if g > nextGain {
+                        nextGain = g
+                        next = candidate
+                    }
+                }
+                best.append(next)
+            }
+            var bestGain = gain(best)
+            var improved = true
+            var rounds = 0
+            var trial = best
+            // Exchanges cost O(n·A⁴) a round; beyond A = 4 the forward selection stands.
+            while improved && rounds < 4 * a && a <= maximumExchangeSize {
+                improved = false
+                rounds += 1
+                for slot in 0..<a {
+                    for candidate in 0..<n where !best.contains(candidate) {
+                        trial = best
+                        trial[slot] = candidate
+                        let g = gain(trial)
+                        if g > bestGain * (1 + 1e-12) {
+                            bestGain = g
+                            best = trial
+                            improved = true
+                        }
+                    }
+                }
+            }
+        }
+        // Confirm: re-admit the least suspicious member of E while it fits the others.
+        var suspects = best
+        while !suspects.isEmpty {
+            let scores = try suspicion(
+                of: suspects, angles: angles, results: results, lambda: lambda)
+            let least = scores.indices.min { scores[$0] < scores[$1] }!
+            guard scores[least] <= threshold else { break }
+            suspects.remove(at: least)
+        }
+        let flagged = suspects
+        return flagged.sorted()
+    }
+
+    /// How far each suspect lies from the spline through every other result, in robust standard
+    /// deviations (root mean square over the m coordinates) of those results' leave-one-out residuals
+    /// near it (its ``neighbourhood`` nearest, never below the coordinate's overall scale).
+    static func suspicion(of suspects: [Int], angles: [Double], results: Matrix, lambda: Double)
+        throws(CodingSchemeError) -> [Double]
+    {
+        let m = results.columns
+        let excluded = Set(suspects)
+        let kept = angles.indices.filter { !excluded.contains($0) }
+        let keptAngles = kept.map { angles[$0] }
+        let keptValues = results.selectingRows(kept)
+        let keptHat = try SmoothingSpline.weights(knots: keptAngles, lambda: lambda, at: keptAngles)
+        let keptResidual = keptValues - keptHat.multiplied(by: keptValues)
+        let prediction = try SmoothingSpline.weights(
+            knots: keptAngles, lambda: lambda, at: suspects.map { angles[$0] }
+        ).multiplied(by: keptValues)
+        var overall = [Double](repeating: 1, count: m)
+        var leaveOneOut = Matrix(rows: kept.count, columns: m)
+        for c in 0..<m {
+            for j in kept.indices { leaveOneOut[j, c] = abs(keptResidual[j, c]) / max(1 - keptHat[j, j], 1e-12) }
+            overall[c] = robustScale(
+                kept.indices.map { leaveOneOut[$0, c] }, size: kept.map { abs(results[$0, c]) }.max() ?? 0)
+        }
+        return suspects.enumerated().map { u, i in
+            let near = kept.indices.sorted { abs(keptAngles[$0] - angles[i]) < abs(keptAngles[$1] - angles[i]) }
+                .prefix(neighbourhood)
+            var total = 0.0
+            for c in 0..<m {
+                let local = robustScale(near.map { leaveOneOut[$0, c] }, size: 0)
+                let t = (results[i, c] - prediction[u, c]) / max(local, overall[c])
+                total += t * t
+            }
+            return (total / Double(max(m, 1))).squareRoot()
+        }
+    }
+
+    /// 1.4826 × the median of `values` (non-negative), floored relative to the data's `size` so that
+    /// exact fits, whose residuals are rounding, do not turn rounding into outliers.
+    static func robustScale(_ values: [Double], size: Double) -> Double {
+        let sorted = values.sorted()
+        let mid = sorted.count / 2
+        let median =
+            sorted.isEmpty ? 0 : sorted.count.isMultiple(of: 2) ? (sorted[mid - 1] + sorted[mid]) / 2 : sorted[mid]
+        return max(1.4826 * median, 1e-9 * size, Double.leastNormalMagnitude)
+    }
+
+    /// C(n, k) as a Double.
+    static func combinations(_ n: Int, _ k: Int) -> Double {
+        var total = 1.0
+        for i in 0..<k { total = total * Double(n - i) / Double(i + 1) }
+        return total
+    }
+
+    /// The next k-subset of 0..<n in lexicographic order; false after the last.
+    static func advance(_ set: inout [Int], _ n: Int) -> Bool {
+        let k = set.count
+        var i = k - 1
+        while i >= 0 && set[i] == n - k + i { i -= 1 }
+        guard i >= 0 else { return false }
+        set[i] += 1
+        for j in (i + 1)..<k { set[j] = set[j - 1] + 1 }
+        return true
+    }
+
+    /// ApproxIFER's rational error locator: positions (into `points`) of the `adversaries` = A
+    /// results flagged by most output coordinates, ascending.
+    ///
+    /// Per coordinate c, solves in least squares over the points z_i
+    ///
+    ///     P(z_i) − y_ic·Q̃(z_i) = y_ic,   P = Σ_{j<K+A} p_j T_j,   Q̃ = Σ_{1≤j<K+A} q_j T_j,
+    ///
+    /// in the Chebyshev basis T_j (well conditioned on [−1, 1], where the points lie; monomials
+    /// of degree 50 are not), with every column scaled to unit norm and a ridge of 1e-10 so that a
+    /// rank-deficient system (fewer wrong results than A) still has one answer. Q = 1 + Q̃ nearly
+    /// vanishes where a result is wrong (P(z) ≈ y·Q(z) can only hold there with Q(z) ≈ 0); the A
+    /// points with the smallest |Q(z_i)| get a vote. Ties in votes go to the smaller summed
+    /// relative |Q|. Cost per coordinate: one QR of a |F|×(2(K + A) − 1) matrix (LAPACK `dgels`).
+    ///
+    /// - Throws: ``CodingSchemeError`` `.insufficientResults` when |F| < 2(K + A) − 1.
+    public static func rationalLocator(
+        points: [Double], results: Matrix, batchSize: Int, adversaries: Int
+    ) throws(CodingSchemeError) -> [Int] {
+        let n = points.count
+        let a = adversaries
+        guard a > 0 else { return [] }
+        let q = try locatorDenominators(points: points, results: results, batchSize: batchSize, adversaries: a)
+        var votes = [Int](repeating: 0, count: n)
+        var weight = [Double](repeating: 0, count: n)
+        for c in 0..<q.rows {
+            let row = q.row(c)
+            guard row.allSatisfy(\.isFinite) else { continue }
+            for i in (0..<n).sorted(by: { row[$0] < row[$1] }).prefix(a) { votes[i] += 1 }
+            let largest = row.max() ?? 0
+            for i in 0..<n { weight[i] += row[i] / (largest > 0 ? largest : 1) }
+        }
+        let ranked = (0..<n).sorted { votes[$0] != votes[$1] ? votes[$0] > votes[$1] : weight[$0] < weight[$1] }
+        return ranked.prefix(a).sorted()
+    }
+
+    /// |Q(z_i)| of the locator's least-squares fit for every output coordinate c (row c) and point i
+    /// (column i); a row of infinities where LAPACK reports a failure.
+    ///
+    /// - Throws: ``CodingSchemeError`` `.insufficientResults` when |F| < 2(K + A) − 1.
+    public static func locatorDenominators(
+        points: [Double], results: Matrix, batchSize: Int, adversaries a: Int
+    ) throws(CodingSchemeError) -> Matrix {
+        let n = points.count
+        let degreeCount = batchSize + a
+        let unknowns = 2 * degreeCount - 1
+        guard n >= unknowns else {
+            throw CodingSchemeError(
+                .insufficientResults,
+                "ApproxIFER's locator needs 2(K + A) − 1 = \(unknowns) results for K = \(batchSize), A = \(a); got \(n)"
+            )
+        }
+        // T_j(z_i), row i, column j.
+        var basis = [Double](repeating: 0, count: n * degreeCount)
+        for (i, z) in points.enumerated() {
+            var previous = 1.0
+            var current = z
+            basis[i * degreeCount] = 1
+            if degreeCount > 1 { basis[i * degreeCount + 1] = z }
+            if degreeCount > 2 {
+                for j in 2..<degreeCount {
+                    let next = 2 * z * current - previous
+                    basis[i * degreeCount + j] = next
+                    previous = current
+                    current = next
+                }
+            }
+        }
+        let rows = n + unknowns
+        var denominators = Matrix(rows: results.columns, columns: n)
+        var system = [Double](repeating: 0, count: rows * unknowns)
+        var rhs = [Double](repeating: 0, count: rows)
+        var scale = [Double](repeating: 1, count: unknowns)
+        var work = [Double](repeating: 0, count: 1)
+        for c in 0..<results.columns {
+            // Column-major system: columns 0..<K+A are T_j; the next K+A−1 are −y·T_j, j ≥ 1.
+            for i in 0..<rows * unknowns { system[i] = 0 }
+            for i in 0..<rows { rhs[i] = 0 }
+            for i in 0..<n {
+                let y = results[i, c]
+                rhs[i] = y
+                for j in 0..<degreeCount { system[j * rows + i] = basis[i * degreeCount + j] }
+                for j in 1..<degreeCount { system[(degreeCount + j - 1) * rows + i] = -y * basis[i * degreeCount + j] }
+            }
+            for j in 0..<unknowns {
+                var norm = 0.0
+                for i in 0..<n { norm += system[j * rows + i] * system[j * rows + i] }
+                norm = norm.squareRoot()
+                scale[j] = norm > 0 ? norm : 1
+                for i in 0..<n { system[j * rows + i] /= scale[j] }
+                system[j * rows + n + j] = 1e-10
+            }
+            var solution = rhs
+            var info: Int32 = 0
+            var mm = Int32(rows)
+            var nn = Int32(unknowns)
+            var one: Int32 = 1
+            var lda = Int32(rows)
+            var ldb = Int32(rows)
+            var lwork: Int32 = -1
+            var trans = CChar(UInt8(ascii: "N"))
+            // Workspace query, then the solve.
+            dgels_(&trans, &mm, &nn, &one, &system, &lda, &solution, &ldb, &work, &lwork, &info)
+            let size = max(Int(work[0]), 1)
+            if work.count < size { work = [Double](repeating: 0, count: size) }
+            lwork = Int32(work.count)
+            dgels_(&trans, &mm, &nn, &one, &system, &lda, &solution, &ldb, &work, &lwork, &info)
+            for i in 0..<n {
+                guard info == 0 else {
+                    denominators[c, i] = .infinity
+                    continue
+                }
+                var value = 1.0
+                for j in 1..<degreeCount {
+                    value += solution[degreeCount + j - 1] / scale[degreeCount + j - 1] * basis[i * degreeCount + j]
+                }
+                denominators[c, i] = abs(value)
+            }
+        }
+        return denominators
+    }
+}
+
+/// Δ(E) = tr((I − H)_EE⁻¹ G_EE) / m for candidate sets E of at most `largest` results, from the hat
+/// matrix H and G = R̃·R̃ᵀ (n×n, row-major), without allocating per set.
+struct SubsetGain {
+    let hat: [Double]
+    let gram: [Double]
+    let count: Int
+    let columns: Int
+    private var lower: [Double]
+    private var column: [Double]
+
+    init(hat: [Double], gram: [Double], count: Int, columns: Int, largest: Int) {
+        self.hat = hat
+        self.gram = gram
+        self.count = count
+        self.columns = columns
+        lower = [Double](repeating: 0, count: largest * largest)
+        column = [Double](repeating: 0, count: largest)
+    }
+
+    mutating func callAsFunction(_ set: [Int]) -> Double {
+        let size = set.count
+        let n = count
+        // Cholesky of M = (I − H)_EE, in place.
+        for u in 0..<size {
+            for v in 0...u {
+                var sum = (u == v ? 1 : 0) - hat[set[u] * n + set[v]]
+                if u == v { sum = max(sum, 1e-12) }
+                for w in 0..<v { sum -= lower[u * size + w] * lower[v * size + w] }
+                if u == v {
+                    guard sum > 0 else { return 0 }
+                    lower[u * size + u] = sum.squareRoot()
+                } else {
+                    lower[u * size + v] = sum / lower[v * size + v]
+                }
+            }
+        }
+        // tr(M⁻¹ G_EE) = Σ_v (M⁻¹ g_v)_v, g_v column v of G_EE.
+        var total = 0.0
+        for v in 0..<size {
+            for u in 0..<size { column[u] = gram[set[u] * n + set[v]] }
+            for u in 0..<size {
+                var t = column[u]
+                for w in 0..<u { t -= lower[u * size + w] * column[w] }
+                column[u] = t / lower[u * size + u]
+            }
+            for u in stride(from: size - 1, through: 0, by: -1) {
+                var t = column[u]
+                for w in (u + 1)..<max(size, u + 1) { t -= lower[w * size + u] * column[w] }
+                column[u] = t / lower[u * size + u]
+            }
+            total += column[v]
+        }
+        return total / Double(max(columns, 1))
+    }
+}

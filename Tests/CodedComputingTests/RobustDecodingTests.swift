@@ -1,0 +1,222 @@
+import CodedComputing
+import Foundation
+import Testing
+
+/// Fixtures from `ops/fixtures/make_robust_fixtures.py` (numpy, scipy).
+struct RobustFixtures: Decodable {
+    struct LocatorCase: Decodable, CustomTestStringConvertible {
+        let name: String
+        let points: [Double]
+        let values: [[Double]]
+        let batchSize: Int
+        let adversaries: Int
+        let qAbs: [[Double]]
+        let flagged: [Int]
+        let truth: [Int]
+        var testDescription: String { name }
+        enum CodingKeys: String, CodingKey {
+            case name, points, values, flagged
+            case batchSize = "K"
+            case adversaries = "A"
+            case qAbs = "q_abs"
+            case truth = "adversaries"
+        }
+    }
+    struct LeaveOutCase: Decodable, CustomTestStringConvertible {
+        let name: String
+        let angles: [Double]
+        let values: [[Double]]
+        let multiplier: Double
+        let leftOut: [Int]
+        let predictionResiduals: [[Double]]
+        var testDescription: String { name }
+        enum CodingKeys: String, CodingKey {
+            case name, angles, values
+            case multiplier = "a"
+            case leftOut = "left_out"
+            case predictionResiduals = "prediction_residuals"
+        }
+    }
+    let locator: [LocatorCase]
+    let leaveOut: [LeaveOutCase]
+    enum CodingKeys: String, CodingKey {
+        case locator
+        case leaveOut = "leave_out"
+    }
+
+    static let all: RobustFixtures = try! Fixtures.load("robust.json", as: RobustFixtures.self)
+}
+
+@Suite struct RobustDecodingReferenceTests {
+    @Test(arguments: RobustFixtures.all.locator)
+    func locatorDenominatorsMatchNumpyLeastSquares(_ c: RobustFixtures.LocatorCase) throws {
+        let q = try RobustDetection.locatorDenominators(
+            points: c.points, results: Matrix(c.values), batchSize: c.batchSize, adversaries: c.adversaries)
+        for (row, expected) in c.qAbs.enumerated() {
+            let scale = expected.max() ?? 1
+            for (i, value) in expected.enumerated() {
+                #expect(abs(q[row, i] - value) <= 1e-6 * scale, "\(c.name) coordinate \(row) point \(i)")
+            }
+        }
+        let flagged = try RobustDetection.rationalLocator(
+            points: c.points, results: Matrix(c.values), batchSize: c.batchSize, adversaries: c.adversaries)
+        #expect(flagged == c.flagged)
+        #expect(flagged == c.truth, "the locator finds the planted adversaries of \(c.name)")
+    }
+
+    /// The identity the spline detector rests on: leaving a set E out of a smoothing spline fit
+    /// changes the prediction at E by (I − H_EE)⁻¹ r_E, checked against scipy refits without E.
+    @Test(arguments: RobustFixtures.all.leaveOut)
+    func leaveOutResidualsFollowFromTheHatMatrix(_ c: RobustFixtures.LeaveOutCase) throws {
+        let n = c.angles.count
+        // scipy's lam is our nλ.
+        let hat = try SmoothingSpline.weights(knots: c.angles, lambda: c.multiplier / Double(n), at: c.angles)
+        let y = Matrix(c.values)
+        let r = y - hat.multiplied(by: y)
+        let e = c.leftOut.count
+        var block = Matrix(rows: e, columns: e)
+        for (u, i) in c.leftOut.enumerated() {
+            for (v, j) in c.leftOut.enumerated() { block[u, v] = (i == j ? 1 : 0) - hat[i, j] }
+        }
+        // Solve the small system by Gaussian elimination, column by column.
+        for col in 0..<y.columns {
+            var a = block.rowArrays
+            var b = c.leftOut.map { r[$0, col] }
+            for p in 0..<e {
+                for q in (p + 1)..<max(e, p + 1) {
+                    let f = a[q][p] / a[p][p]
+                    for k in p..<e { a[q][k] -= f * a[p][k] }
+                    b[q] -= f * b[p]
+                }
+            }
+            var x = [Double](repeating: 0, count: e)
+            for p in stride(from: e - 1, through: 0, by: -1) {
+                var s = b[p]
+                for k in (p + 1)..<max(e, p + 1) { s -= a[p][k] * x[k] }
+                x[p] = s / a[p][p]
+            }
+            for u in 0..<e {
+                let expected = c.predictionResiduals[u][col]
+                #expect(abs(x[u] - expected) <= 1e-7 * (1 + abs(expected)), "\(c.name) column \(col)")
+            }
+        }
+    }
+}
+
+@Suite struct RobustDecodingTests {
+    /// Coded outputs of a smooth vector function along the nercc curve: what honest workers return.
+    static func honestResults(code: LinearCode, columns: Int = 6) throws -> Matrix {
+        var queries = Matrix(rows: code.batchSize, columns: 3)
+        for k in 0..<code.batchSize {
+            for j in 0..<3 { queries[k, j] = sin(Double(k * 3 + j)) }
+        }
+        let coded = try code.encode(queries)
+        var out = Matrix(rows: code.workers, columns: columns)
+        for n in 0..<code.workers {
+            for c in 0..<columns {
+                let x = coded.row(n)
+                out[n, c] = 3 * sin(0.5 * x[0] + 0.2 * Double(c)) + 0.3 * x[1] - 0.2 * x[2] * x[0]
+            }
+        }
+        return out
+    }
+
+    static func negate(_ y: Matrix, rows: [Int]) -> Matrix {
+        var out = y
+        for i in rows {
+            for c in 0..<y.columns { out[i, c] = -y[i, c] }
+        }
+        return out
+    }
+
+    @Test(arguments: [[17], [3, 4], [0, 20, 21], [12, 13, 14], [38, 39]])
+    func theSplineCheckFindsNegatedWorkersEvenSideBySide(_ bad: [Int]) throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 40, batchSize: 10))
+        let y = Self.negate(try Self.honestResults(code: code), rows: bad)
+        let all = Array(0..<40)
+        let decoded = try code.robustDecode(y, received: all, adversaries: bad.count, method: .spline)
+        #expect(decoded.excluded == bad)
+        #expect(decoded.used == all.filter { !bad.contains($0) })
+    }
+
+    @Test func theSplineCheckFlagsNobodyWhenEveryoneIsHonest() throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 40, batchSize: 10))
+        let y = try Self.honestResults(code: code)
+        let decoded = try code.robustDecode(y, received: Array(0..<40), adversaries: 3, method: .spline)
+        #expect(decoded.excluded.isEmpty)
+        #expect(decoded.estimates == (try code.decode(y, received: Array(0..<40))))
+    }
+
+    /// Above 20,000 candidate sets the search is forward selection with exchanges.
+    @Test func theSplineCheckFindsAdversariesAmongManyWorkersWithStragglers() throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 200, batchSize: 50))
+        var y = try Self.honestResults(code: code)
+        var rng = SeededGenerator(seed: 7)
+        let received = Array((0..<200).shuffled(using: &rng).prefix(180)).sorted()
+        let bad = [received[40], received[41], received[150]]
+        for i in bad {
+            for c in 0..<y.columns { y[i, c] += 100 * rng.nextGaussian() }
+        }
+        let decoded = try code.robustDecode(
+            y.selectingRows(received), received: received, adversaries: 3, method: .spline)
+        #expect(decoded.excluded == bad.sorted())
+    }
+
+    @Test func theLocatorAndTheMedianDecoderRecoverFromGaussianNoise() throws {
+        let code = try LinearCode(.init(kind: .bacc, workers: 40, batchSize: 10))
+        let clean = try Self.honestResults(code: code)
+        var y = clean
+        var rng = SeededGenerator(seed: 3)
+        for i in [5, 22] {
+            for c in 0..<y.columns { y[i, c] += 100 * rng.nextGaussian() }
+        }
+        let all = Array(0..<40)
+        let reference = try code.decode(clean, received: all)
+        let located = try code.robustDecode(y, received: all, adversaries: 2, method: .locator)
+        #expect(located.excluded == [5, 22])
+        let plain = try code.decode(y, received: all)
+        let median = try code.robustDecode(y, received: all, adversaries: 2, method: .median)
+        #expect(median.excluded.isEmpty)
+        func error(_ m: Matrix) -> Double { (m - reference).maxAbsolute }
+        #expect(error(median.estimates) < error(plain) / 10)
+    }
+
+    @Test func aDecodeWithNoAdversariesIsThePlainDecode() throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 12, batchSize: 4))
+        let y = try Self.honestResults(code: code)
+        let received = [0, 2, 3, 5, 6, 8, 9, 11]
+        for method in RobustMethod.allCases {
+            let decoded = try code.robustDecode(
+                y.selectingRows(received), received: received, adversaries: 0, method: method)
+            #expect(decoded.estimates == (try code.decode(y.selectingRows(received), received: received)))
+            #expect(decoded.excluded.isEmpty)
+        }
+    }
+
+    @Test func tooFewResultsForTheBoundAreRefusedWithTheBound() throws {
+        let code = try LinearCode(.init(kind: .bacc, workers: 40, batchSize: 10))
+        let y = try Self.honestResults(code: code)
+        let received = Array(0..<24)
+        // 2(K + A) − 1 = 25 for K = 10, A = 3.
+        #expect(code.robustMinimumResults(adversaries: 3, method: .locator) == 25)
+        let error = #expect(throws: CodingSchemeError.self) {
+            try code.robustDecode(y.selectingRows(received), received: received, adversaries: 3, method: .locator)
+        }
+        #expect(error?.code == .insufficientResults)
+        #expect(error?.message.contains("2(K + A) − 1") == true)
+        #expect(error?.message.contains("25") == true)
+        #expect(code.robustMinimumResults(adversaries: 3, method: .spline) == 9)
+        #expect(code.robustMinimumResults(adversaries: 3, method: .median) == 14)
+    }
+
+    @Test func codesWithoutAnInterpolantAreRefused() throws {
+        let code = try LinearCode(.init(kind: .replication, workers: 12, batchSize: 4))
+        let y = Matrix(rows: 12, columns: 2, repeating: 1)
+        let error = #expect(throws: CodingSchemeError.self) {
+            try code.robustDecode(y, received: Array(0..<12), adversaries: 1, method: .spline)
+        }
+        #expect(error?.code == .invalidParameter)
+        #expect(throws: CodingSchemeError.self) { try RobustMethod.parse("vote") }
+        #expect(try RobustMethod.parse("locator") == .locator)
+    }
+}
