@@ -199,14 +199,15 @@ public enum RobustDetection {
     ///    one-at-a-time test; a set criterion sees them together. Up to ``exhaustiveLimit`` subsets
     ///    it tries every one; beyond, forward selection then (for A ≤ ``maximumExchangeSize``)
     ///    single exchanges until none improves Δ.
-    /// 3. **Confirm** by re-admission: refit without the suspects, score each by its prediction
-    ///    residual in robust standard deviations of the other results' leave-one-out residuals
-    ///    near it (``suspicion(of:angles:results:lambda:)``), and re-admit the least suspicious
+    /// 3. **Confirm** by re-admission: score each suspect by its prediction residual from the fit
+    ///    without the suspects, in robust standard deviations of the other results' leave-one-out
+    ///    residuals near it (``suspicion(of:hat:residual:angles:results:)``, from H with no refit),
+    ///    and re-admit the least suspicious
     ///    while its score is at most `threshold`. Honest members of E (when fewer than A results
     ///    are wrong) are re-admitted one by one, each making the next one's prediction better.
     ///
     /// Cost: one hat matrix and one O(|F|²·m) product for the fit, O(A³) per candidate set in the
-    /// search, and two spline fits per round of the confirmation.
+    /// search, and O(|F|·(A² + A·m)) per round of the confirmation.
     ///
     /// - Throws: ``CodingSchemeError`` from the fit (repeated or non-finite points).
     public static func splineOutliers(
@@ -287,8 +288,8 @@ public enum RobustDetection {
         // Confirm: re-admit the least suspicious member of E while it fits the others.
         var suspects = best
         while !suspects.isEmpty {
-            let scores = try suspicion(
-                of: suspects, angles: angles, results: results, lambda: lambda)
+            let scores = suspicion(
+                of: suspects, hat: hat, residual: residual, angles: angles, results: results)
             let least = scores.indices.min { scores[$0] < scores[$1] }!
             guard scores[least] <= threshold else { break }
             suspects.remove(at: least)
@@ -300,37 +301,96 @@ public enum RobustDetection {
     /// How far each suspect lies from the spline through every other result, in robust standard
     /// deviations (root mean square over the m coordinates) of those results' leave-one-out residuals
     /// near it (its ``neighbourhood`` nearest, never below the coordinate's overall scale).
-    static func suspicion(of suspects: [Int], angles: [Double], results: Matrix, lambda: Double)
-        throws(CodingSchemeError) -> [Double]
+    ///
+    /// Everything comes from the full fit's hat matrix H and residuals r, with no refit: the
+    /// suspects' prediction residuals are (I − H)_EE⁻¹ r_E, and a remaining result j's leave-one-out
+    /// residual in the fit without E is the last entry of (I − H)_SS⁻¹ r_S for S = E ∪ {j}, by the
+    /// bordered (Schur complement) form: (r_j − wᵀ r_E) / (1 − H_jj − b·w), b = −H_Ej, w = M⁻¹ b.
+    static func suspicion(of suspects: [Int], hat: Matrix, residual: Matrix, angles: [Double], results: Matrix)
+        -> [Double]
     {
-        let m = results.columns
+        let n = hat.rows
+        let m = residual.columns
+        let e = suspects.count
+        var block = Matrix(rows: e, columns: e)
+        for (u, i) in suspects.enumerated() {
+            for (v, j) in suspects.enumerated() { block[u, v] = (i == j ? 1 : 0) - hat[i, j] }
+            block[u, u] = max(block[u, u], 1e-12)
+        }
+        guard let inverse = symmetricInverse(block) else { return suspects.map { _ in .infinity } }
+        let rE = residual.selectingRows(suspects)
+        let prediction = inverse.multiplied(by: rE)
         let excluded = Set(suspects)
-        let kept = angles.indices.filter { !excluded.contains($0) }
-        let keptAngles = kept.map { angles[$0] }
-        let keptValues = results.selectingRows(kept)
-        let keptHat = try SmoothingSpline.weights(knots: keptAngles, lambda: lambda, at: keptAngles)
-        let keptResidual = keptValues - keptHat.multiplied(by: keptValues)
-        let prediction = try SmoothingSpline.weights(
-            knots: keptAngles, lambda: lambda, at: suspects.map { angles[$0] }
-        ).multiplied(by: keptValues)
-        var overall = [Double](repeating: 1, count: m)
+        let kept = (0..<n).filter { !excluded.contains($0) }
         var leaveOneOut = Matrix(rows: kept.count, columns: m)
+        var b = [Double](repeating: 0, count: e)
+        var w = [Double](repeating: 0, count: e)
+        for (row, j) in kept.enumerated() {
+            for (u, i) in suspects.enumerated() { b[u] = -hat[i, j] }
+            var sigma = 1 - hat[j, j]
+            for u in 0..<e {
+                var t = 0.0
+                for v in 0..<e { t += inverse[u, v] * b[v] }
+                w[u] = t
+                sigma -= b[u] * t
+            }
+            sigma = max(sigma, 1e-12)
+            for c in 0..<m {
+                var t = residual[j, c]
+                for u in 0..<e { t -= w[u] * rE[u, c] }
+                leaveOneOut[row, c] = abs(t / sigma)
+            }
+        }
+        var overall = [Double](repeating: 1, count: m)
         for c in 0..<m {
-            for j in kept.indices { leaveOneOut[j, c] = abs(keptResidual[j, c]) / max(1 - keptHat[j, j], 1e-12) }
             overall[c] = robustScale(
                 kept.indices.map { leaveOneOut[$0, c] }, size: kept.map { abs(results[$0, c]) }.max() ?? 0)
         }
         return suspects.enumerated().map { u, i in
-            let near = kept.indices.sorted { abs(keptAngles[$0] - angles[i]) < abs(keptAngles[$1] - angles[i]) }
+            let near = kept.indices.sorted { abs(angles[kept[$0]] - angles[i]) < abs(angles[kept[$1]] - angles[i]) }
                 .prefix(neighbourhood)
             var total = 0.0
             for c in 0..<m {
                 let local = robustScale(near.map { leaveOneOut[$0, c] }, size: 0)
-                let t = (results[i, c] - prediction[u, c]) / max(local, overall[c])
+                let t = prediction[u, c] / max(local, overall[c])
                 total += t * t
             }
             return (total / Double(max(m, 1))).squareRoot()
         }
+    }
+
+    /// The inverse of a symmetric positive definite matrix by Cholesky; nil when it is not.
+    static func symmetricInverse(_ matrix: Matrix) -> Matrix? {
+        let e = matrix.rows
+        var lower = Matrix(rows: e, columns: e)
+        for u in 0..<e {
+            for v in 0...u {
+                var sum = matrix[u, v]
+                for k in 0..<v { sum -= lower[u, k] * lower[v, k] }
+                if u == v {
+                    guard sum > 0 else { return nil }
+                    lower[u, u] = sum.squareRoot()
+                } else {
+                    lower[u, v] = sum / lower[v, v]
+                }
+            }
+        }
+        var inverse = Matrix(rows: e, columns: e)
+        var column = [Double](repeating: 0, count: e)
+        for v in 0..<e {
+            for u in 0..<e {
+                var t = u == v ? 1.0 : 0
+                for k in 0..<u { t -= lower[u, k] * column[k] }
+                column[u] = t / lower[u, u]
+            }
+            for u in stride(from: e - 1, through: 0, by: -1) {
+                var t = column[u]
+                for k in (u + 1)..<max(e, u + 1) { t -= lower[k, u] * column[k] }
+                column[u] = t / lower[u, u]
+            }
+            for u in 0..<e { inverse[u, v] = column[u] }
+        }
+        return inverse
     }
 
     /// 1.4826 × the median of `values` (non-negative), floored relative to the data's `size` so that

@@ -48,7 +48,9 @@ import Testing
     }
 
     @Test func theAttacksCorruptAsTheWorkerDoes() throws {
-        let command = try EvaluateCommand.parse(["--adversaries", "1", "--byzantine", "scale:2", "--byzantine", "negate"])
+        let command = try EvaluateCommand.parse([
+            "--adversaries", "1", "--byzantine", "scale:2", "--byzantine", "negate",
+        ])
         let attacks = try command.parsedAttacks()
         #expect(attacks[0].corrupt([1, -2.5], 1) == [2, -5])
         #expect(attacks[1].corrupt([1, -2.5], 1) == [-1, 2.5])
