@@ -31,6 +31,19 @@ public enum RobustMethod: String, Sendable, Hashable, Codable, CaseIterable {
     }
 }
 
+extension SchemeKind {
+    /// The robust decoder serving uses for this scheme: the spline check for `nercc` and `nercc-ag`,
+    /// ApproxIFER's locator for `bacc` (its own paper's decoder); nil for schemes that cannot decode
+    /// robustly.
+    public var servingRobustMethod: RobustMethod? {
+        switch self {
+        case .nercc, .nerccAgnostic: .spline
+        case .bacc: .locator
+        default: nil
+        }
+    }
+}
+
 /// The outcome of a robust decode.
 public struct RobustDecoding: Sendable, Equatable {
     /// The K×m estimates.
@@ -76,9 +89,10 @@ extension LinearCode {
     ///     many robust standard deviations.
     ///   - detectionSmoothing: ρ, the smoothing of the `spline` method's fit relative to the spacing of
     ///     the results (``RobustDetection/splineOutliers(points:results:smoothing:adversaries:threshold:)``).
-    /// - Throws: ``CodingSchemeError``: `.invalidParameter` (A < 0, or a code that cannot decode
-    ///   robustly), `.insufficientResults` naming the bound when fewer than
-    ///   ``robustMinimumResults(adversaries:method:)`` results arrived, and every error of `decode`.
+    /// - Throws: ``CodingSchemeError``: `.invalidParameter` (A < 0, a threshold or smoothing that is
+    ///   not a positive number, or a code that cannot decode robustly), `.insufficientResults`
+    ///   naming the bound when fewer than ``robustMinimumResults(adversaries:method:)`` results
+    ///   arrived, and every error of `decode`.
     public func robustDecode(
         _ results: Matrix, received: [Int], adversaries: Int, method: RobustMethod,
         lambdaDecoder: ((Int) -> Double?)? = nil, threshold: Double = RobustDetection.defaultThreshold,
@@ -90,6 +104,11 @@ extension LinearCode {
         guard results.rows == received.count else {
             throw CodingSchemeError(
                 .shapeMismatch, "\(received.count) received indices but \(results.rows) rows of results")
+        }
+        for (name, value) in [("threshold", threshold), ("detection smoothing ρ", detectionSmoothing)]
+        where !(value.isFinite && value > 0) {
+            throw CodingSchemeError(
+                .invalidParameter, "the spline check's \(name) must be finite and > 0, got \(value)")
         }
         if adversaries == 0 {
             let estimates = try decode(results, received: received, lambdaDecoder: lambdaDecoder?(received.count))

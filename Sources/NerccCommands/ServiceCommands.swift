@@ -135,6 +135,14 @@ struct EncoderCommand: AsyncParsableCommand {
         ))
     var hedgeAfterMs: Int = Environment.int("NERCC_HEDGE_AFTER_MS", 15)
 
+    @Option(
+        help: ArgumentHelp(
+            "Byzantine workers to tolerate: each batch's decoder finds and excludes up to this many wrong results, with the spline check (nercc, nercc-ag) or ApproxIFER's locator (bacc); 0 decodes plainly (env NERCC_ADVERSARIES).",
+            discussion:
+                "N − S must meet the decoder's bound (2A + 3 results for the spline check, 2(K + A) − 1 for the locator). Partial batches' smaller codes tolerate what their own wait allows. Predictions name the excluded coded indices (schemas/README.md); docs/robustness.md measures the decoders."
+        ))
+    var adversaries: Int = Environment.int("NERCC_ADVERSARIES", 0)
+
     func validate() throws {
         guard batchWaitMs >= 0 else { throw ValidationError("--batch-wait-ms must be ≥ 0") }
         guard ["adaptive", "pad"].contains(partialBatches) else {
@@ -152,12 +160,14 @@ struct EncoderCommand: AsyncParsableCommand {
         guard (0...10_000).contains(hedgeAfterMs) else {
             throw ValidationError("--hedge-after-ms must be in 0...10000, got \(hedgeAfterMs)")
         }
+        guard adversaries >= 0 else { throw ValidationError("--adversaries must be ≥ 0, got \(adversaries)") }
         try Environment.validate(["NERCC_LAMBDA_ENC", "NERCC_LAMBDA_DEC"], as: .number)
         try Environment.validate(
             [
                 "NERCC_WORKERS", "NERCC_BATCH", "NERCC_STRAGGLERS", "NERCC_BATCH_WAIT_MS", "NERCC_DEADLINE_MS",
                 "NERCC_PREFETCH", "NERCC_REPLICAS", "NERCC_GROUP", "NERCC_MAX_REQUEST_BYTES", "NERCC_PUBLISH_ATTEMPTS",
                 "NERCC_PUBLISH_RETRY_MS", "NERCC_MAX_ROWS", "NERCC_ROW_WAIT_MS", "NERCC_HEDGE_AFTER_MS",
+                "NERCC_ADVERSARIES",
             ], as: .integer)
         try Environment.validate(
             ["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES", "NERCC_SLOT_BATCHES"], as: .boolean)
@@ -181,7 +191,7 @@ struct EncoderCommand: AsyncParsableCommand {
             splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
             publishRetryMilliseconds: Int64(publishRetryMs), maximumRows: maxRows,
             maximumRowWaitMilliseconds: Int64(rowWaitMs), sendsSlotsAlone: slotBatches,
-            hedgeAfterMilliseconds: Int64(hedgeAfterMs))
+            hedgeAfterMilliseconds: Int64(hedgeAfterMs), adversaries: adversaries)
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.

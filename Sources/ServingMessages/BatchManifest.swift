@@ -26,13 +26,18 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         /// λ_dec by number of results received, from a calibration profile (nercc); the decoder uses the
         /// entry nearest to the count it received, and `lambda_dec` when this is absent.
         public var lambdaDecoderByReceived: [String: Double]?
+        /// A: the Byzantine results the decoder finds and excludes (bacc, nercc, nercc-ag; absent
+        /// means 0). The decoder uses the spline check for nercc and nercc-ag and ApproxIFER's
+        /// locator for bacc; `wait_for` is at least the bound of that decoder.
+        public var adversaries: Int?
 
         /// Creates a scheme description.
         public init(
             name: String, workers: Int, batchSize: Int, lambdaEncoder: Double = 0, lambdaDecoder: Double = 0,
             stragglers: Int? = nil, replicas: Int? = nil, groupSize: Int? = nil,
-            lambdaDecoderByReceived: [String: Double]? = nil
+            lambdaDecoderByReceived: [String: Double]? = nil, adversaries: Int? = nil
         ) {
+            self.adversaries = adversaries
             self.lambdaDecoderByReceived = lambdaDecoderByReceived
             self.stragglers = stragglers
             self.name = name
@@ -45,7 +50,7 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, workers, replicas, stragglers
+            case name, workers, replicas, stragglers, adversaries
             case batchSize = "batch_size"
             case lambdaEncoder = "lambda_enc"
             case lambdaDecoder = "lambda_dec"

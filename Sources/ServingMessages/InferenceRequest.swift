@@ -145,13 +145,17 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
     public var batchSize: Int?
     /// When each stage ended.
     public var timing: Timing?
+    /// The coded indices whose results the decoder excluded as Byzantine, when the batch was decoded
+    /// robustly (its manifest's `adversaries` > 0); absent otherwise.
+    public var excluded: [Int]?
 
     /// Creates a record.
     public init(
         version: Int = WireFormat.version, requestID: String, model: String, batchID: String, status: Status,
         scheme: String, received: Int, needed: Int, requestQueries: Int, predictions: [Prediction],
-        workers: Int? = nil, batchSize: Int? = nil, timing: Timing? = nil
+        workers: Int? = nil, batchSize: Int? = nil, timing: Timing? = nil, excluded: [Int]? = nil
     ) {
+        self.excluded = excluded
         self.workers = workers
         self.batchSize = batchSize
         self.timing = timing
@@ -168,7 +172,7 @@ public struct PredictionRecord: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, model, status, scheme, received, needed, predictions, workers, timing
+        case version, model, status, scheme, received, needed, predictions, workers, timing, excluded
         case requestID = "request_id"
         case batchID = "batch_id"
         case requestQueries = "request_queries"

@@ -41,12 +41,15 @@ public struct BatchAssembler: Sendable {
         public var taskReceivedMicroseconds: Int64?
         /// When the worker published the result (its `x-nercc-sent-us` header), µs since the epoch.
         public var sentMicroseconds: Int64?
+        /// The worker that computed it (its `x-nercc-worker` header).
+        public var worker: String?
 
         /// Creates a result.
         public init(
             index: Int, values: [Float], tag: DeliveryTag, taskReceivedMicroseconds: Int64? = nil,
-            sentMicroseconds: Int64? = nil
+            sentMicroseconds: Int64? = nil, worker: String? = nil
         ) {
+            self.worker = worker
             self.index = index
             self.values = values
             self.tag = tag

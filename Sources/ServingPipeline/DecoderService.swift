@@ -490,7 +490,8 @@ public final class DecoderService: Sendable {
                         result: .init(
                             index: Int(index), values: values, tag: delivery.tag,
                             taskReceivedMicroseconds: headers[WireFormat.Header.receivedMicroseconds]?.intValue,
-                            sentMicroseconds: headers[WireFormat.Header.sentMicroseconds]?.intValue),
+                            sentMicroseconds: headers[WireFormat.Header.sentMicroseconds]?.intValue,
+                            worker: headers[WireFormat.Header.worker]?.stringValue),
                         batchID: batchID, now: now)
             } catch {
                 try? await rejection.reject(delivery, code: error.code.rawValue, reason: error.message, requestID: nil)
@@ -617,6 +618,12 @@ public final class DecoderService: Sendable {
         guard manifest.outputSize >= 1, manifest.waitFor >= 1 else {
             return WireFormatError(.badRequest, "the manifest needs output_size ≥ 1 and wait_for ≥ 1")
         }
+        if let a = manifest.scheme.adversaries, a != 0 {
+            guard a > 0, let kind = SchemeKind(rawValue: manifest.scheme.name), kind.servingRobustMethod != nil else {
+                return WireFormatError(
+                    .badRequest, "the manifest's adversaries must be ≥ 0, and > 0 only for bacc, nercc or nercc-ag")
+            }
+        }
         if let hedge = manifest.hedge {
             let n = manifest.scheme.workers
             guard !hedge.tasks.isEmpty, hedge.tasks.count < n, Set(hedge.tasks).count == hedge.tasks.count,
@@ -648,6 +655,7 @@ public final class DecoderService: Sendable {
         let usable = job.results
         var failure: ErrorRecord? = nil
         var estimates = Matrix(rows: 0, columns: 0)
+        var excluded: [Int]? = nil
         if timedOut {
             failure = ErrorRecord(
                 requestID: nil, code: WireFormatError.Code.timeout.rawValue,
@@ -660,9 +668,24 @@ public final class DecoderService: Sendable {
                 let y = Matrix(
                     rows: usable.count, columns: manifest.rowCount * manifest.outputSize,
                     float32Elements: usable.flatMap(\.values))
-                estimates = try code.decode(
-                    y, received: usable.map(\.index),
-                    lambdaDecoder: manifest.scheme.lambdaDecoder(received: usable.count))
+                if let requested = manifest.scheme.adversaries, requested > 0,
+                    let method = code.kind.servingRobustMethod
+                {
+                    // A batch decoded from fewer results than it waits for (degraded) tolerates what
+                    // they allow, possibly none; it still says which it excluded.
+                    var a = requested
+                    while a > 0 && code.robustMinimumResults(adversaries: a, method: method) > usable.count { a -= 1 }
+                    let robust = try code.robustDecode(
+                        y, received: usable.map(\.index), adversaries: a, method: method,
+                        lambdaDecoder: { manifest.scheme.lambdaDecoder(received: $0) })
+                    estimates = robust.estimates
+                    excluded = robust.excluded
+                    countFlagged(robust.excluded, among: usable, batchID: manifest.batchID)
+                } else {
+                    estimates = try code.decode(
+                        y, received: usable.map(\.index),
+                        lambdaDecoder: manifest.scheme.lambdaDecoder(received: usable.count))
+                }
                 if !estimates.elements.allSatisfy({ Float($0).isFinite }) {
                     throw WireFormatError(
                         .decodeFailed,
@@ -705,7 +728,8 @@ public final class DecoderService: Sendable {
                     manifestReceivedMicroseconds: manifestReceivedMicroseconds,
                     taskReceivedMicroseconds: decisive?.taskReceivedMicroseconds,
                     resultSentMicroseconds: decisive?.sentMicroseconds, readyMicroseconds: readyMicroseconds,
-                    decodedMicroseconds: decoded))
+                    decodedMicroseconds: decoded),
+                excluded: excluded)
             messages += outputs(
                 body: record, type: WireFormat.MessageType.prediction, requestID: requestID, member: first,
                 manifest: manifest)
@@ -713,6 +737,19 @@ public final class DecoderService: Sendable {
         guard await publishAll(messages, batchID: manifest.batchID) else { return messages }
         metrics.observe("end_to_end", seconds: Double(clock.now() - manifest.createdMilliseconds) / 1000)
         return nil
+    }
+
+    /// Counts and logs the results a robust decode excluded, per worker id.
+    private func countFlagged(_ excluded: [Int], among results: [BatchAssembler.Result], batchID: String) {
+        guard !excluded.isEmpty else { return }
+        metrics.increment("batches_with_excluded_results")
+        for index in excluded {
+            let worker = results.first { $0.index == index }?.worker ?? "unknown"
+            metrics.increment("results_flagged", labels: [("worker", worker)])
+            logger.warning(
+                "excluded a Byzantine result",
+                metadata: ["batch": "\(batchID)", "coded_index": "\(index)", "worker": "\(worker)"])
+        }
     }
 
     /// The slots of `manifest` grouped by request: each request's (slot, member) pairs.

@@ -85,6 +85,11 @@ public struct EncoderConfiguration: Sendable {
     /// copies are held back and published when the decoder asks for them, which it does when the
     /// batch is not decodable this long after it was encoded (``BatchManifest/Hedge``).
     public var hedgeAfterMilliseconds: Int64
+    /// A: Byzantine results each batch's decoder finds and excludes (`bacc`, `nercc`, `nercc-ag`).
+    /// Full batches wait for N − S results, which must meet the robust decoder's bound; a partial
+    /// batch's smaller code tolerates the largest A′ ≤ A its own `wait_for` allows (often 0 for a
+    /// batch of one query). 0 decodes plainly.
+    public var adversaries: Int
 
     /// Creates a configuration.
     public init(
@@ -93,8 +98,9 @@ public struct EncoderConfiguration: Sendable {
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
         copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
         publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30,
-        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15
+        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15, adversaries: Int = 0
     ) {
+        self.adversaries = adversaries
         self.hedgeAfterMilliseconds = max(0, hedgeAfterMilliseconds)
         self.sendsSlotsAlone = sendsSlotsAlone
         self.maximumRowWaitMilliseconds = max(0, maximumRowWaitMilliseconds)
@@ -135,6 +141,17 @@ struct BatchCode: Sendable {
     var waitFor: Int
     var publishOrder: [Int]
     var lambdaDecoderByReceived: [String: Double]?
+    /// A of this code: the Byzantine results its decoder excludes.
+    var adversaries = 0
+
+    /// The largest A′ ≤ `requested` whose robust decoder can work from `waitFor` results of `code`
+    /// (0 for codes that cannot decode robustly).
+    static func tolerableAdversaries(_ requested: Int, code: LinearCode, waitFor: Int) -> Int {
+        guard requested > 0, let method = code.kind.servingRobustMethod else { return 0 }
+        var a = requested
+        while a > 0 && code.robustMinimumResults(adversaries: a, method: method) > waitFor { a -= 1 }
+        return a
+    }
 }
 
 /// The encoder service: consumes requests, batches their queries up to K at a time, encodes each
@@ -217,6 +234,24 @@ public final class EncoderService: Sendable {
                 "stragglers must be in 0...\(code.workers - code.minimumResults) for \(code.kind.rawValue) with N = \(code.workers), got \(configuration.stragglers)"
             )
         }
+        let a = configuration.adversaries
+        if a != 0 {
+            guard a > 0, let method = code.kind.servingRobustMethod else {
+                throw ServingError(
+                    .configuration,
+                    "adversaries must be ≥ 0, and > 0 only for bacc, nercc or nercc-ag (got \(a) for \(code.kind.rawValue))"
+                )
+            }
+            let waitFor = resultsToWaitFor(code, stragglers: configuration.stragglers)
+            let needed = code.robustMinimumResults(adversaries: a, method: method)
+            guard waitFor >= needed else {
+                let bound = method == .locator ? "2(K + A) − 1" : "2A + 3"
+                throw ServingError(
+                    .configuration,
+                    "A = \(a) adversaries need N − S ≥ \(bound) = \(needed) results for \(code.kind.rawValue)'s \(method.rawValue) decoder; N − S = \(waitFor)"
+                )
+            }
+        }
         return code
     }
 
@@ -225,10 +260,12 @@ public final class EncoderService: Sendable {
     static func batchCodes(_ configuration: EncoderConfiguration, full: LinearCode) throws(ServingError) -> [BatchCode]
     {
         let k = full.batchSize
-        let fullCode = BatchCode(
+        var fullCode = BatchCode(
             code: full, stragglers: configuration.stragglers,
             waitFor: resultsToWaitFor(full, stragglers: configuration.stragglers),
             publishOrder: taskPublishOrder(for: full), lambdaDecoderByReceived: configuration.lambdaDecoderByReceived)
+        fullCode.adversaries = BatchCode.tolerableAdversaries(
+            configuration.adversaries, code: full, waitFor: fullCode.waitFor)
         if configuration.padsPartialBatches { return Array(repeating: fullCode, count: k) }
         let rule = PartialBatchRule(configuration: full.configuration, stragglers: configuration.stragglers)
         var codes: [BatchCode] = []
@@ -253,10 +290,12 @@ public final class EncoderService: Sendable {
                     derived = try LinearCode(config)
                     description.configuration = config
                 }
-                codes.append(
-                    BatchCode(
-                        code: derived, stragglers: description.stragglers, waitFor: description.waitFor,
-                        publishOrder: taskPublishOrder(for: derived), lambdaDecoderByReceived: byReceived))
+                var batchCode = BatchCode(
+                    code: derived, stragglers: description.stragglers, waitFor: description.waitFor,
+                    publishOrder: taskPublishOrder(for: derived), lambdaDecoderByReceived: byReceived)
+                batchCode.adversaries = BatchCode.tolerableAdversaries(
+                    configuration.adversaries, code: derived, waitFor: description.waitFor)
+                codes.append(batchCode)
             } catch {
                 throw ServingError(.configuration, "the code for batches of \(size) is invalid: \(error.message)")
             }
@@ -923,7 +962,8 @@ public final class EncoderService: Sendable {
                 name: config.kind.rawValue, workers: config.workers, batchSize: config.batchSize,
                 lambdaEncoder: config.lambdaEncoder, lambdaDecoder: config.lambdaDecoder,
                 stragglers: batchCode.stragglers, replicas: config.replicas, groupSize: config.groupSize,
-                lambdaDecoderByReceived: batchCode.lambdaDecoderByReceived),
+                lambdaDecoderByReceived: batchCode.lambdaDecoderByReceived,
+                adversaries: batchCode.adversaries > 0 ? batchCode.adversaries : nil),
             waitFor: batchCode.waitFor, createdMilliseconds: now, deadlineMilliseconds: deadline,
             encodedMicroseconds: encoded, outputSize: model.outputSize, labels: model.labels,
             members: batch.queries.map(\.member), rows: rows > 1 ? rows : nil,

@@ -56,6 +56,28 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
+    /// Adds `value` (≥ 0) to a counter with labels, e.g. `results_flagged{worker="w1"}`.
+    public func increment(_ name: String, labels: [(String, String)], by value: Double = 1) {
+        guard value > 0 else { return }
+        let key = Self.key(name, labels)
+        lock.withLock {
+            let counter =
+                counters[key]?.metric
+                ?? FloatingPointCounter(label: "\(prefix)_\(name)_total", dimensions: labels, factory: factory)
+            counter.increment(by: value)
+            counters[key] = (counter, (counters[key]?.value ?? 0) + value)
+        }
+    }
+
+    /// A labelled counter's value (0 when never incremented).
+    public func value(_ name: String, labels: [(String, String)]) -> Double {
+        lock.withLock { counters[Self.key(name, labels)]?.value ?? 0 }
+    }
+
+    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        name + labels.map { "\u{1}\($0.0)=\($0.1)" }.joined()
+    }
+
     /// Records a latency in seconds.
     public func observe(_ name: String, seconds: Double) {
         let timer = lock.withLock {

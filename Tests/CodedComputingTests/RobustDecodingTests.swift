@@ -217,6 +217,11 @@ struct RobustFixtures: Decodable {
         }
         #expect(error?.code == .invalidParameter)
         #expect(throws: CodingSchemeError.self) { try RobustMethod.parse("vote") }
+        let nercc = try LinearCode(.init(kind: .nercc, workers: 12, batchSize: 4))
+        let smoothing = #expect(throws: CodingSchemeError.self) {
+            try nercc.robustDecode(y, received: Array(0..<12), adversaries: 1, method: .spline, detectionSmoothing: 0)
+        }
+        #expect(smoothing?.message.contains("smoothing") == true)
         #expect(try RobustMethod.parse("locator") == .locator)
     }
 }

@@ -32,6 +32,7 @@ struct EnvironmentValidationTests {
         ),
         (["encoder", "--model", "models/mnist-mlp/model.json"], "NERCC_LAMBDA_ENC", "small", "is not a number"),
         (["encoder", "--model", "models/mnist-mlp/model.json"], "NERCC_HEDGE_AFTER_MS", "soon", "is not an integer"),
+        (["encoder", "--model", "models/mnist-mlp/model.json"], "NERCC_ADVERSARIES", "few", "is not an integer"),
         (
             ["worker", "--model", "models/mnist-mlp/model.json"], "NERCC_BYZANTINE_PROBABILITY", "half",
             "is not a number"

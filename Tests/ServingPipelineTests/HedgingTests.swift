@@ -290,6 +290,12 @@ import Testing
             scheme: .init(name: "nercc", workers: 3, batchSize: 1, stragglers: 2), waitFor: 1,
             createdMilliseconds: 1_000, deadlineMilliseconds: 600_000, outputSize: 2, labels: nil, members: members,
             hedge: hedge)
+        try await Self.expectRejected(manifest, mentioning: mention)
+    }
+
+    /// Sends `manifest` to the decoder and expects it dead-lettered `bad-request` with a reason
+    /// that mentions `mention`.
+    static func expectRejected(_ manifest: BatchManifest, mentioning mention: String) async throws {
         let dead = try await Self.deadLetters(
             after: OutgoingMessage(
                 exchange: "nercc.results", routingKey: "0",

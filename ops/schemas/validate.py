@@ -179,6 +179,16 @@ def check_batch_manifest(msg: dict) -> list[str]:
             problems.append(f"$.scheme.stragglers: {name} waits for N - S = {n - s} results, but wait_for is {wait_for}")
         elif s > n - wait_for:
             problems.append(f"$.scheme.stragglers: S = {s} > N - wait_for = {n - wait_for}")
+    adversaries = scheme.get("adversaries", 0)
+    if adversaries > 0:
+        # A robust decode: the spline check (nercc, nercc-ag) needs 2A + 3 results, ApproxIFER's
+        # locator (bacc) 2(K + A) - 1.
+        if name not in ("bacc", "nercc", "nercc-ag"):
+            problems.append(f"$.scheme.adversaries: {adversaries} for {name}; only bacc, nercc and nercc-ag decode robustly")
+        else:
+            bound = 2 * (k + adversaries) - 1 if name == "bacc" else 2 * adversaries + 3
+            if wait_for < bound:
+                problems.append(f"$.scheme.adversaries: A = {adversaries} needs wait_for >= {bound}, got {wait_for}")
     hedge = msg.get("hedge")
     if hedge is not None:
         # Held-back copies (a hedged batch): only a batch any one result decodes, without rows, is
@@ -246,6 +256,14 @@ def check_prediction(msg: dict) -> list[str]:
     if msg["status"] == "degraded" and msg["received"] >= msg["needed"]:
         problems.append(f"$.received: status degraded with {msg['received']} >= needed {msg['needed']} results")
     n, k = msg.get("workers"), msg.get("batch_size")
+    excluded = msg.get("excluded")
+    if excluded is not None:
+        if excluded != sorted(excluded):
+            problems.append("$.excluded: not sorted")
+        if n is not None and any(i >= n for i in excluded):
+            problems.append(f"$.excluded: an index >= workers = {n}")
+        if len(excluded) >= msg["received"]:
+            problems.append(f"$.excluded: {len(excluded)} excluded of {msg['received']} results received")
     if k is not None and len(preds) > k:
         problems.append(f"$.predictions: {len(preds)} predictions from a batch of {k} slots")
     if n is not None:
