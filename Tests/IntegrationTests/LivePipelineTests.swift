@@ -22,10 +22,10 @@ struct LivePipelineTests {
 
     /// Starts a decoder, an encoder and workers; waits until they all consume.
     static func system(
-        prefix: String, scheme: [String], workers: [[String]], waitForWorkers: Int? = nil
+        prefix: String, scheme: [String], workers: [[String]], waitForWorkers: Int? = nil, decoder: [String] = []
     ) async throws -> [ServiceProcess] {
         var services = [
-            try ServiceProcess(["decoder"], prefix: prefix, name: "decoder"),
+            try ServiceProcess(["decoder"] + decoder, prefix: prefix, name: "decoder"),
             try ServiceProcess(["encoder", "--model", LiveSystem.modelPath] + scheme, prefix: prefix, name: "encoder"),
         ]
         for (i, extra) in workers.enumerated() {
@@ -210,6 +210,53 @@ struct LivePipelineTests {
         #expect(counter("hedge_requests") == 1, "only the first query's copies were asked for")
         #expect(counter("hedge_tasks_published") == 2)
         #expect(counter("tasks_published") == 4)
+        await client.transport.close()
+        _ = services
+    }
+
+    /// nercc (40, 10) with `--adversaries 3` and a worker process that negates every output (slowed,
+    /// so that it holds few tasks of a batch): the predictions agree with the local model, every
+    /// prediction says what it excluded, and the decoder's /metrics count the liar's results
+    /// against its worker id.
+    @Test func aByzantineWorkerIsExcludedAndFlagged() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "40", "--batch", "10", "--stragglers", "0", "--deadline-ms",
+                "60000", "--adversaries", "3", "--partial-batches", "pad",
+            ],
+            workers: [[], []], decoder: ["--http-port", "\(port)"])
+        services.append(
+            try ServiceProcess(
+                [
+                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", "negate",
+                    "--prefetch", "1", "--straggler-probability", "1", "--straggler-delay-ms", "40",
+                ], prefix: prefix, name: "liar"))
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 3), "the liar did not start")
+        let client = try await TestClient.connect(prefix: prefix)
+        try await client.send(queries: Array(Self.images[0..<20]), id: "robust")
+        let replies = try await client.collect { TestClient.answered($0) >= 20 }
+        let records = TestClient.predictions(replies)
+        var agree = 0
+        for record in records {
+            #expect(record.excluded != nil, "a robustly decoded batch says what it excluded")
+            for prediction in record.predictions {
+                let local = try Self.model.predict(flatRows: Self.images[prediction.index], count: 1)
+                let best = local.indices.max { local[$0] < local[$1] } ?? 0
+                if best == prediction.predictedClass { agree += 1 }
+            }
+        }
+        #expect(agree >= 19, "\(agree) of 20 predictions agree with the local model")
+        let excluded = records.flatMap { $0.excluded ?? [] }
+        #expect(!excluded.isEmpty, "the liar's results were excluded")
+        let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+        let flagged = metrics.split(separator: "\n").filter { $0.hasPrefix("nercc_decoder_results_flagged_total") }
+        // Told to tolerate three while the liar holds one or two tasks of a batch, the check may
+        // also exclude an honest result where the curve bends (docs/robustness.md, "Told to
+        // tolerate more"); the liar's results are the ones it must find.
+        #expect(flagged.contains { $0.contains("worker=\"\(prefix)-liar\"") }, "the liar is flagged: \(flagged)")
         await client.transport.close()
         _ = services
     }
