@@ -73,6 +73,16 @@ extension LinearCode {
         }
     }
 
+    /// The largest A′ ≤ `requested` that the serving robust decoder of this code
+    /// (``SchemeKind/servingRobustMethod``) can work with from `results` results; 0 for codes
+    /// without one.
+    public func tolerableAdversaries(_ requested: Int, results: Int) -> Int {
+        guard requested > 0, let method = kind.servingRobustMethod else { return 0 }
+        var a = requested
+        while a > 0 && robustMinimumResults(adversaries: a, method: method) > results { a -= 1 }
+        return a
+    }
+
     /// Decodes while excluding up to `adversaries` = A Byzantine results.
     ///
     /// With A = 0 this is ``decode(_:received:lambdaDecoder:)``. Robust decoding applies to the

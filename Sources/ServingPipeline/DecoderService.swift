@@ -673,8 +673,7 @@ public final class DecoderService: Sendable {
                 {
                     // A batch decoded from fewer results than it waits for (degraded) tolerates what
                     // they allow, possibly none; it still says which it excluded.
-                    var a = requested
-                    while a > 0 && code.robustMinimumResults(adversaries: a, method: method) > usable.count { a -= 1 }
+                    let a = code.tolerableAdversaries(requested, results: usable.count)
                     let robust = try code.robustDecode(
                         y, received: usable.map(\.index), adversaries: a, method: method,
                         lambdaDecoder: { manifest.scheme.lambdaDecoder(received: $0) })

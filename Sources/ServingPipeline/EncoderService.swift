@@ -143,15 +143,6 @@ struct BatchCode: Sendable {
     var lambdaDecoderByReceived: [String: Double]?
     /// A of this code: the Byzantine results its decoder excludes.
     var adversaries = 0
-
-    /// The largest A′ ≤ `requested` whose robust decoder can work from `waitFor` results of `code`
-    /// (0 for codes that cannot decode robustly).
-    static func tolerableAdversaries(_ requested: Int, code: LinearCode, waitFor: Int) -> Int {
-        guard requested > 0, let method = code.kind.servingRobustMethod else { return 0 }
-        var a = requested
-        while a > 0 && code.robustMinimumResults(adversaries: a, method: method) > waitFor { a -= 1 }
-        return a
-    }
 }
 
 /// The encoder service: consumes requests, batches their queries up to K at a time, encodes each
@@ -264,8 +255,7 @@ public final class EncoderService: Sendable {
             code: full, stragglers: configuration.stragglers,
             waitFor: resultsToWaitFor(full, stragglers: configuration.stragglers),
             publishOrder: taskPublishOrder(for: full), lambdaDecoderByReceived: configuration.lambdaDecoderByReceived)
-        fullCode.adversaries = BatchCode.tolerableAdversaries(
-            configuration.adversaries, code: full, waitFor: fullCode.waitFor)
+        fullCode.adversaries = full.tolerableAdversaries(configuration.adversaries, results: fullCode.waitFor)
         if configuration.padsPartialBatches { return Array(repeating: fullCode, count: k) }
         let rule = PartialBatchRule(configuration: full.configuration, stragglers: configuration.stragglers)
         var codes: [BatchCode] = []
@@ -293,8 +283,8 @@ public final class EncoderService: Sendable {
                 var batchCode = BatchCode(
                     code: derived, stragglers: description.stragglers, waitFor: description.waitFor,
                     publishOrder: taskPublishOrder(for: derived), lambdaDecoderByReceived: byReceived)
-                batchCode.adversaries = BatchCode.tolerableAdversaries(
-                    configuration.adversaries, code: derived, waitFor: description.waitFor)
+                batchCode.adversaries = derived.tolerableAdversaries(
+                    configuration.adversaries, results: description.waitFor)
                 codes.append(batchCode)
             } catch {
                 throw ServingError(.configuration, "the code for batches of \(size) is invalid: \(error.message)")

@@ -40,9 +40,9 @@ import Testing
 
     /// nercc (40, 10) with A = 3 (every batch padded to the full code, which tolerates it; the
     /// in-memory broker may hand the liar more than one task of a batch) and one of forty workers
-    /// negating every output: the predictions
-    /// are the model's (to the spline's approximation error), the prediction names the excluded coded index, and the decoder counts it
-    /// against the worker.
+    /// negating every output: the predictions are the model's (to the spline's approximation
+    /// error), the prediction names the excluded coded index, and the decoder counts it against
+    /// the worker.
     @Test(.timeLimit(.minutes(1))) func aNegatingWorkerIsExcludedAndTheAnswersStayExact() async throws {
         let transport = InMemoryTransport()
         var logger = Logger(label: "test")
