@@ -19,6 +19,16 @@ public enum RobustMethod: String, Sendable, Hashable, Codable, CaseIterable {
     /// results on its own and take the coordinate-wise median of the 2A + 1 estimates.
     case median
 
+    /// The fewest results the method needs, as a formula in A and K (the minimum of the code's own
+    /// decoder aside): what refusals and the encoder's configuration check name.
+    public var bound: String {
+        switch self {
+        case .spline: "2A + 3"
+        case .locator: "2(K + A) − 1"
+        case .median: "2(2A + 1)"
+        }
+    }
+
     /// Parses `spline`, `locator` or `median`.
     ///
     /// - Throws: ``CodingSchemeError`` `.invalidParameter` naming the value and the choices.
@@ -131,12 +141,8 @@ extension LinearCode {
         }
         let needed = robustMinimumResults(adversaries: adversaries, method: method)
         guard received.count >= needed else {
-            let bound: String
-            switch method {
-            case .spline: bound = "2A + 3"
-            case .locator: bound = "2(K + A) − 1 (ApproxIFER's bound, N − S ≥ 2(K + A) − 1)"
-            case .median: bound = "2(2A + 1)"
-            }
+            let bound =
+                method == .locator ? "\(method.bound) (ApproxIFER's bound, N − S ≥ 2(K + A) − 1)" : method.bound
             throw CodingSchemeError(
                 .insufficientResults,
                 "the \(method.rawValue) decoder with A = \(adversaries) and K = \(batchSize) needs at least "

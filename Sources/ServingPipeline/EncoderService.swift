@@ -236,10 +236,9 @@ public final class EncoderService: Sendable {
             let waitFor = resultsToWaitFor(code, stragglers: configuration.stragglers)
             let needed = code.robustMinimumResults(adversaries: a, method: method)
             guard waitFor >= needed else {
-                let bound = method == .locator ? "2(K + A) − 1" : "2A + 3"
                 throw ServingError(
                     .configuration,
-                    "A = \(a) adversaries need N − S ≥ \(bound) = \(needed) results for \(code.kind.rawValue)'s \(method.rawValue) decoder; N − S = \(waitFor)"
+                    "A = \(a) adversaries need N − S ≥ \(method.bound) = \(needed) results for \(code.kind.rawValue)'s \(method.rawValue) decoder; N − S = \(waitFor)"
                 )
             }
         }
