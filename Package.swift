@@ -9,7 +9,7 @@ import PackageDescription
 //   Messaging (transport protocol and message types; no I/O)
 //   CRabbitMQ (C: rabbitmq-c 0.11 + shim) ──▶ RabbitMQMessaging (the only importer of CRabbitMQ)
 //   CodedComputing, NeuralInference, Messaging, ServingMessages, swift-collections,
-//     swift-metrics, swift-prometheus ──▶ ServingPipeline
+//     swift-metrics, swift-prometheus, swift-crypto (HMAC-SHA256) ──▶ ServingPipeline
 //   all of the above + ArgumentParser, Hummingbird, swift-service-lifecycle ──▶ NerccCommands
 //     ──▶ nercc (executable)
 // Warnings are errors in this package's own targets. `treatAllWarnings` is not an unsafe flag, so
@@ -35,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         .systemLibrary(
@@ -82,6 +83,7 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),

@@ -42,6 +42,13 @@ source ops/broker/env.sh
 source ops/services.sh
 nercc_stop_all
 
+# The encoder and decoder share a key (never the workers): every task carries a token that its
+# result must echo, so a result for a task its sender never received is dead-lettered as bad-token.
+if [ ! -s "$NERCC_BROKER_DIR/auth.key" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$NERCC_BROKER_DIR/auth.key")
+fi
+export NERCC_AUTH_KEY_FILE="$NERCC_BROKER_DIR/auth.key"
+
 echo "==> starting the encoder ($scheme, N=$n, K=$k, S=$s), the decoder and 8 workers (2 stragglers)"
 # Stragglers: half their tasks delayed by a heavy-tailed (Pareto) time of at least 100 ms.
 nercc_start_system nercc "$scheme" "$n" "$k" "$s" 8 2 \
@@ -59,5 +66,6 @@ The system is still running. Watch it in the RabbitMQ management UI:
           single active consumer; nercc.cancel.<worker> (one per worker); nercc.dead-letter
 Submit more:  $NERCC_BIN submit --count 200
 Logs:         $NERCC_SERVICES_DIR/*.log
+Key:          $NERCC_AUTH_KEY_FILE (encoder and decoder; tasks and results carry its tokens)
 Stop it all:  ops/quickstart.sh stop
 MSG

@@ -18,6 +18,10 @@ public struct MessageProperties: Sendable, Hashable {
     public var type: String?
     /// Creating application.
     public var appID: String?
+    /// The broker user that published the message. RabbitMQ refuses a publish whose `user_id` is
+    /// not the connection's user (unless that user is an impersonator), so on a delivery it names
+    /// a real, authenticated identity.
+    public var userID: String?
     /// Persistent (delivery mode 2) or transient (1). Persistent by default.
     public var persistent: Bool
     /// Application headers.
@@ -27,8 +31,10 @@ public struct MessageProperties: Sendable, Hashable {
     public init(
         contentType: String? = nil, contentEncoding: String? = nil, messageID: String? = nil,
         correlationID: String? = nil, replyTo: String? = nil, timestamp: UInt64? = nil, expiration: String? = nil,
-        type: String? = nil, appID: String? = nil, persistent: Bool = true, headers: [String: HeaderValue] = [:]
+        type: String? = nil, appID: String? = nil, userID: String? = nil, persistent: Bool = true,
+        headers: [String: HeaderValue] = [:]
     ) {
+        self.userID = userID
         self.contentType = contentType
         self.contentEncoding = contentEncoding
         self.messageID = messageID

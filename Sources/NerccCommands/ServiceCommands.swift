@@ -21,6 +21,8 @@ struct EncoderCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @OptionGroup var authentication: AuthenticationOptions
+
     @Option(
         name: .customLong("model"),
         help: "A model description to serve (repeatable; env NERCC_MODELS, comma-separated).")
@@ -191,7 +193,8 @@ struct EncoderCommand: AsyncParsableCommand {
             splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
             publishRetryMilliseconds: Int64(publishRetryMs), maximumRows: maxRows,
             maximumRowWaitMilliseconds: Int64(rowWaitMs), sendsSlotsAlone: slotBatches,
-            hedgeAfterMilliseconds: Int64(hedgeAfterMs), adversaries: adversaries)
+            hedgeAfterMilliseconds: Int64(hedgeAfterMs), adversaries: adversaries,
+            authenticator: try authentication.authenticator())
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
         // those of the partial batches whose code has their size.
@@ -248,6 +251,7 @@ struct EncoderCommand: AsyncParsableCommand {
             "encoder serving",
             metadata: [
                 "models": "\(loaded.map(\.name))", "scheme": "\(kind.rawValue)", "N": "\(workers)", "K": "\(batch)",
+                "authentication": "\(config.authenticator.map { "key \($0.keyID)" } ?? "off")",
             ])
         try await ServiceRunner.run(
             transport: transport, logger: logger, connection: connection, role: "encoder", metrics: metrics
@@ -407,6 +411,8 @@ struct DecoderCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @OptionGroup var authentication: AuthenticationOptions
+
     @Option(help: "The shard this decoder serves, 0 ≤ shard < --shards (env NERCC_SHARD).")
     var shard: Int = Environment.int("NERCC_SHARD", 0)
 
@@ -474,6 +480,7 @@ struct DecoderCommand: AsyncParsableCommand {
         let logger = connection.logger("nercc.decoder")
         BLAS.useCallingThreadOnly()
         ProcessMemory.keepLargeBlocksInHeap()
+        let authenticator = try authentication.authenticator()
         let name = ServiceRunner.processName("decoder")
         let transport = try await connection.connect(name: name, logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_decoder")
@@ -483,9 +490,13 @@ struct DecoderCommand: AsyncParsableCommand {
                 shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers,
                 cancelGraceMilliseconds: Int64(cancelAfterMs), acceptsManifestCopies: manifestCopies,
                 earlyDecodeAfterMilliseconds: earlyDecode ? Int64(earlyDecodeAfterMs) : nil,
-                earlyDecodeExtraShare: earlyDecodeExtraShare),
+                earlyDecodeExtraShare: earlyDecodeExtraShare, authenticator: authenticator),
             topology: connection.topology, logger: logger, metrics: metrics)
-        logger.info("decoder serving", metadata: ["shard": "\(shard)"])
+        logger.info(
+            "decoder serving",
+            metadata: [
+                "shard": "\(shard)", "authentication": "\(authenticator.map { "key \($0.keyID)" } ?? "off")",
+            ])
         try await ServiceRunner.run(
             transport: transport, logger: logger, connection: connection, role: "decoder", metrics: metrics
         ) { stop in try await service.run(stop: stop) }

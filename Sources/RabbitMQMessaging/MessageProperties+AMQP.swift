@@ -19,6 +19,7 @@ extension MessageProperties {
             expiration: string(AMQP_BASIC_EXPIRATION_FLAG, properties.expiration),
             type: string(AMQP_BASIC_TYPE_FLAG, properties.type),
             appID: string(AMQP_BASIC_APP_ID_FLAG, properties.app_id),
+            userID: string(AMQP_BASIC_USER_ID_FLAG, properties.user_id),
             persistent: flags & amqp_flags_t(AMQP_BASIC_DELIVERY_MODE_FLAG) != 0
                 && properties.delivery_mode == UInt8(AMQP_DELIVERY_PERSISTENT.rawValue),
             headers: flags & amqp_flags_t(AMQP_BASIC_HEADERS_FLAG) != 0
@@ -45,6 +46,7 @@ extension MessageProperties {
         set(expiration, AMQP_BASIC_EXPIRATION_FLAG, &properties.expiration)
         set(type, AMQP_BASIC_TYPE_FLAG, &properties.type)
         set(appID, AMQP_BASIC_APP_ID_FLAG, &properties.app_id)
+        set(userID, AMQP_BASIC_USER_ID_FLAG, &properties.user_id)
         if let timestamp {
             properties.timestamp = timestamp
             flags |= amqp_flags_t(AMQP_BASIC_TIMESTAMP_FLAG)

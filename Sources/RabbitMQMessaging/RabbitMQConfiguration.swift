@@ -113,6 +113,10 @@ public struct RabbitMQConfiguration: Sendable {
     public var tls: TLS
     /// The largest frame to negotiate, in bytes (default 131072, the broker's default).
     public var frameMax: Int
+    /// Set the AMQP `user_id` of every published message that has none to the URL's user (default
+    /// true). RabbitMQ refuses a `user_id` other than the connection's user, so consumers can rely
+    /// on it to tell who published a message (a worker's result, the decoder's predictions).
+    public var stampsUserID = true
 
     /// Creates a configuration from a URL string.
     ///

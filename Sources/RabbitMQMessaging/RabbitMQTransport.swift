@@ -139,6 +139,12 @@ public final class RabbitMQTransport: MessageTransport {
         try Self.checkShortString(message.exchange, "exchange name")
         try Self.checkShortString(message.routingKey, "routing key")
         let deadline = ContinuousClock.now + configuration.publishTimeout
+        var message = message
+        // The broker checks `user_id` against the connection's user: every message then says which
+        // broker user published it, and consumers can trust that.
+        if configuration.stampsUserID && message.properties.userID == nil {
+            message.properties.userID = configuration.url.user
+        }
         try await perform { .publish(PublishRequest(message: message, reply: $0, deadline: deadline)) }
     }
 

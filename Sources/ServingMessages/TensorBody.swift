@@ -97,6 +97,9 @@ public struct WireFormatError: Error, Sendable, Equatable, CustomStringConvertib
         case badHeader = "bad-header"
         /// The request has no queries, or too many; or a manifest is inconsistent.
         case badRequest = "bad-request"
+        /// An authentication token (`x-nercc-token`, `x-nercc-manifest-token`) is missing or does
+        /// not verify under the decoder's (or encoder's) key: a forged or altered message.
+        case badToken = "bad-token"
         /// The results of a batch could not be decoded into finite predictions.
         case decodeFailed = "decode-failed"
         /// The batch's deadline passed before a decodable set of results arrived (error records).

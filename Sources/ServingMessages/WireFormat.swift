@@ -75,6 +75,14 @@ public enum WireFormat {
         /// A copy of the batch manifest (its JSON body as a string) on tasks, which workers copy onto
         /// their results, so the decoder can answer before the manifest message itself arrives.
         public static let manifest = "x-nercc-manifest"
+        /// The authentication token of a message (string, 64 lowercase hex digits), set when the
+        /// encoder and decoder share an authentication key: on a task, the MAC of its message id,
+        /// which its result echoes; on a manifest, an abandonment or a hedge request, the MAC of its
+        /// body (schemas/README.md, "Authenticated tasks and results").
+        public static let token = "x-nercc-token"
+        /// The token of the manifest copy (``manifest``) a task carries, copied onto its result:
+        /// the manifest message's own ``token``.
+        public static let manifestToken = "x-nercc-manifest-token"
         /// Stable error code of a dead-lettered message (string).
         public static let errorCode = "x-nercc-error-code"
         /// Human-readable reason of a dead-lettered message (string).
@@ -87,5 +95,8 @@ public enum WireFormat {
         public static let originalRoutingKey = "x-nercc-original-routing-key"
         /// See ``originalExchange``.
         public static let originalQueue = "x-nercc-original-queue"
+        /// The AMQP `user_id` of a dead-lettered message (the broker user that published it), which
+        /// the dead letter cannot keep as its own `user_id` (string; absent when it had none).
+        public static let originalUserID = "x-nercc-original-user-id"
     }
 }

@@ -41,15 +41,18 @@ public struct BatchAssembler: Sendable {
         public var taskReceivedMicroseconds: Int64?
         /// When the worker published the result (its `x-nercc-sent-us` header), µs since the epoch.
         public var sentMicroseconds: Int64?
-        /// The worker that computed it (its `x-nercc-worker` header).
+        /// The worker that computed it (its `x-nercc-worker` header, which the worker chooses).
         public var worker: String?
+        /// The broker user that published it (its AMQP `user_id`, which the broker checks).
+        public var user: String?
 
         /// Creates a result.
         public init(
             index: Int, values: [Float], tag: DeliveryTag, taskReceivedMicroseconds: Int64? = nil,
-            sentMicroseconds: Int64? = nil, worker: String? = nil
+            sentMicroseconds: Int64? = nil, worker: String? = nil, user: String? = nil
         ) {
             self.worker = worker
+            self.user = user
             self.index = index
             self.values = values
             self.tag = tag

@@ -28,13 +28,20 @@ public struct DecoderConfiguration: Sendable {
     /// The share of a batch's S it may lose beyond S when it is decoded early (0.5: a (12, 4, 3)
     /// batch may lose ⌈1.5⌉ = 2 more results, and is decoded from 7 instead of 9).
     public var earlyDecodeExtraShare: Double
+    /// The key shared with the encoders (nil: off): a result must echo its task's token, manifests
+    /// and abandonments must carry theirs, and manifest copies count only with their token; what
+    /// does not verify is dead-lettered as `bad-token` (copies are ignored). Hedge requests carry
+    /// this decoder's token (``MessageAuthenticator``).
+    public var authenticator: MessageAuthenticator?
 
     /// Creates a configuration.
     public init(
         shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
         cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
-        earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5
+        earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
+        authenticator: MessageAuthenticator? = nil
     ) {
+        self.authenticator = authenticator
         self.earlyDecodeAfterMilliseconds = earlyDecodeAfterMilliseconds.map { max(0, $0) }
         self.earlyDecodeExtraShare = min(max(earlyDecodeExtraShare, 0), 1)
         self.acceptsManifestCopies = acceptsManifestCopies
@@ -345,16 +352,21 @@ public final class DecoderService: Sendable {
     /// Asks the encoder of a hedged batch for the copies it held back (transient, best effort: if
     /// the request is lost, the batch still has its first task and its deadline).
     private func requestHedge(batchID: String, queue: String) async {
+        let body = JSONBody.encode(HedgeRequest(batchID: batchID))
+        var headers: [String: HeaderValue] = [
+            WireFormat.Header.version: .int(Int64(WireFormat.version)),
+            WireFormat.Header.batchID: .string(batchID),
+        ]
+        if let key = configuration.authenticator {
+            headers[WireFormat.Header.token] = .string(key.token(purpose: WireFormat.MessageType.hedge, bytes: body))
+        }
         let request = OutgoingMessage(
             exchange: "", routingKey: queue,
             properties: MessageProperties(
                 contentType: WireFormat.jsonContentType, messageID: "\(batchID)/hedge", correlationID: batchID,
                 timestamp: UInt64(clock.now() / 1000), type: WireFormat.MessageType.hedge, persistent: false,
-                headers: [
-                    WireFormat.Header.version: .int(Int64(WireFormat.version)),
-                    WireFormat.Header.batchID: .string(batchID),
-                ]),
-            body: JSONBody.encode(HedgeRequest(batchID: batchID)))
+                headers: headers),
+            body: body)
         do {
             try await transport.publish(request)
             metrics.increment("hedge_requests_sent")
@@ -409,6 +421,11 @@ public final class DecoderService: Sendable {
         }
         switch delivery.properties.type {
         case WireFormat.MessageType.manifest:
+            if let problem = tokenProblem(delivery, purpose: WireFormat.MessageType.manifest, bytes: delivery.body) {
+                try? await rejection.reject(
+                    delivery, code: problem.code.rawValue, reason: problem.message, requestID: nil)
+                return []
+            }
             let manifest: BatchManifest
             do {
                 manifest = try JSONDecoder().decode(BatchManifest.self, from: Data(delivery.body))
@@ -440,6 +457,14 @@ public final class DecoderService: Sendable {
                     requestID: nil)
                 return []
             }
+            // A result answers a task that was sent only if it echoes the task's token.
+            if let problem = tokenProblem(
+                delivery, purpose: WireFormat.MessageType.task, bytes: Array("\(batchID)/\(index)".utf8))
+            {
+                try? await rejection.reject(
+                    delivery, code: problem.code.rawValue, reason: problem.message, requestID: nil)
+                return []
+            }
             do throws(WireFormatError) {
                 var shape = [delivery.body.count / 4]
                 if let header = headers[WireFormat.Header.shape]?.stringValue {
@@ -459,7 +484,10 @@ public final class DecoderService: Sendable {
                 if configuration.acceptsManifestCopies, assembler.needsManifest(batchID: batchID),
                     let copy = headers[WireFormat.Header.manifest]?.stringValue
                 {
-                    if let manifest = manifestCopy(copy, batchID: batchID), !ledger.isAbandoned(manifest) {
+                    if let manifest = manifestCopy(
+                        copy, token: headers[WireFormat.Header.manifestToken]?.stringValue, batchID: batchID),
+                        !ledger.isAbandoned(manifest)
+                    {
                         ledger.claim(manifest)
                         actions = assembler.receive(manifest: manifest, tag: nil, now: now)
                     } else {
@@ -491,7 +519,8 @@ public final class DecoderService: Sendable {
                             index: Int(index), values: values, tag: delivery.tag,
                             taskReceivedMicroseconds: headers[WireFormat.Header.receivedMicroseconds]?.intValue,
                             sentMicroseconds: headers[WireFormat.Header.sentMicroseconds]?.intValue,
-                            worker: headers[WireFormat.Header.worker]?.stringValue),
+                            worker: headers[WireFormat.Header.worker]?.stringValue,
+                            user: delivery.properties.userID),
                         batchID: batchID, now: now)
             } catch {
                 try? await rejection.reject(delivery, code: error.code.rawValue, reason: error.message, requestID: nil)
@@ -504,6 +533,28 @@ public final class DecoderService: Sendable {
                 requestID: nil)
             return []
         }
+    }
+
+    /// Why `delivery`'s token (`x-nercc-token`, the MAC of `bytes` for `purpose`) fails, when this
+    /// decoder has a key; nil when it verifies or there is no key. Counted per message type.
+    private func tokenProblem(_ delivery: Delivery, purpose: String, bytes: [UInt8]) -> WireFormatError? {
+        guard let key = configuration.authenticator else { return nil }
+        let token = delivery.properties.headers[WireFormat.Header.token]?.stringValue
+        if let token, key.verifies(token, purpose: purpose, bytes: bytes) { return nil }
+        let type = delivery.properties.type ?? "none"
+        metrics.increment("bad_tokens", labels: [("type", type)])
+        logger.warning(
+            "dead-lettered a message whose token does not verify",
+            metadata: [
+                "type": "\(type)", "message_id": "\(delivery.properties.messageID ?? "none")",
+                "worker": "\(delivery.properties.headers[WireFormat.Header.worker]?.stringValue ?? "none")",
+            ])
+        return WireFormatError(
+            .badToken,
+            token == nil
+                ? "the \(type) message has no \(WireFormat.Header.token); this decoder requires one (it has an authentication key)"
+                : "the \(type) message's \(WireFormat.Header.token) does not verify under this decoder's key (forged, altered, or signed with another key)"
+        )
     }
 
     /// What an abandonment publishes and acknowledges.
@@ -527,6 +578,10 @@ public final class DecoderService: Sendable {
         _ delivery: Delivery, assembler: inout BatchAssembler, ledger: inout AnswerLedger,
         unsent: inout [String: [OutgoingMessage]], rejection: MessageRejection
     ) async -> Abandonment? {
+        if let problem = tokenProblem(delivery, purpose: WireFormat.MessageType.abandon, bytes: delivery.body) {
+            try? await rejection.reject(delivery, code: problem.code.rawValue, reason: problem.message, requestID: nil)
+            return nil
+        }
         let notice: BatchAbandonment
         do {
             notice = try JSONDecoder().decode(BatchAbandonment.self, from: Data(delivery.body))
@@ -585,8 +640,13 @@ public final class DecoderService: Sendable {
 
     /// The manifest copy a result carries, if it is a valid manifest of that batch: the batch id
     /// must be the result's and the one its members hash to (so a copy cannot move predictions to
-    /// other requests' slots). Anything else is ignored; the batch then waits for its manifest.
-    func manifestCopy(_ text: String, batchID: String) -> BatchManifest? {
+    /// other requests' slots), and with an authentication key its token must verify. Anything else
+    /// is ignored; the batch then waits for its manifest.
+    func manifestCopy(_ text: String, token: String?, batchID: String) -> BatchManifest? {
+        if let key = configuration.authenticator {
+            guard let token, key.verifies(token, purpose: WireFormat.MessageType.manifest, bytes: Array(text.utf8))
+            else { return nil }
+        }
         guard let manifest = try? JSONDecoder().decode(BatchManifest.self, from: Data(text.utf8)),
             manifest.batchID == batchID, batchIdentifier(members: manifest.members) == batchID,
             Self.problem(with: manifest, codes: codes) == nil
@@ -738,16 +798,21 @@ public final class DecoderService: Sendable {
         return nil
     }
 
-    /// Counts and logs the results a robust decode excluded, per worker id.
+    /// Counts and logs the results a robust decode excluded, per worker id (the `x-nercc-worker` the
+    /// worker claims) and broker user (the `user_id` the broker checked; empty when absent).
     private func countFlagged(_ excluded: [Int], among results: [BatchAssembler.Result], batchID: String) {
         guard !excluded.isEmpty else { return }
         metrics.increment("batches_with_excluded_results")
         for index in excluded {
-            let worker = results.first { $0.index == index }?.worker ?? "unknown"
-            metrics.increment("results_flagged", labels: [("worker", worker)])
+            let result = results.first { $0.index == index }
+            let worker = result?.worker ?? "unknown"
+            let user = result?.user ?? ""
+            metrics.increment("results_flagged", labels: [("worker", worker), ("user", user)])
             logger.warning(
                 "excluded a Byzantine result",
-                metadata: ["batch": "\(batchID)", "coded_index": "\(index)", "worker": "\(worker)"])
+                metadata: [
+                    "batch": "\(batchID)", "coded_index": "\(index)", "worker": "\(worker)", "user": "\(user)",
+                ])
         }
     }
 

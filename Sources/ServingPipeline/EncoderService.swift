@@ -90,6 +90,10 @@ public struct EncoderConfiguration: Sendable {
     /// batch's smaller code tolerates the largest A′ ≤ A its own `wait_for` allows (often 0 for a
     /// batch of one query). 0 decodes plainly.
     public var adversaries: Int
+    /// The key shared with the decoders (nil: off): every task carries the MAC of its message id,
+    /// which its result must echo, and manifests and abandonments the MAC of their body; hedge
+    /// requests must carry the decoder's (``MessageAuthenticator``).
+    public var authenticator: MessageAuthenticator?
 
     /// Creates a configuration.
     public init(
@@ -98,8 +102,10 @@ public struct EncoderConfiguration: Sendable {
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
         copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
         publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30,
-        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15, adversaries: Int = 0
+        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15, adversaries: Int = 0,
+        authenticator: MessageAuthenticator? = nil
     ) {
+        self.authenticator = authenticator
         self.adversaries = adversaries
         self.hedgeAfterMilliseconds = max(0, hedgeAfterMilliseconds)
         self.sendsSlotsAlone = sendsSlotsAlone
@@ -879,17 +885,21 @@ public final class EncoderService: Sendable {
     /// confirmed.
     private func publishAbandonment(_ notice: BatchAbandonment) async -> Bool {
         let manifest = notice.manifest
+        let body = JSONBody.encode(notice)
+        var headers: [String: HeaderValue] = [
+            WireFormat.Header.version: .int(Int64(WireFormat.version)),
+            WireFormat.Header.batchID: .string(manifest.batchID),
+        ]
+        if let key = configuration.authenticator {
+            headers[WireFormat.Header.token] = .string(key.token(purpose: WireFormat.MessageType.abandon, bytes: body))
+        }
         let message = OutgoingMessage(
             exchange: topology.resultsExchange, routingKey: "\(topology.shard(of: manifest.members[0].requestID))",
             properties: MessageProperties(
                 contentType: WireFormat.jsonContentType, messageID: "\(manifest.batchID)/abandon",
                 correlationID: manifest.batchID, timestamp: UInt64(clock.now() / 1000),
-                type: WireFormat.MessageType.abandon,
-                headers: [
-                    WireFormat.Header.version: .int(Int64(WireFormat.version)),
-                    WireFormat.Header.batchID: .string(manifest.batchID),
-                ]),
-            body: JSONBody.encode(notice), mandatory: true)
+                type: WireFormat.MessageType.abandon, headers: headers),
+            body: body, mandatory: true)
         do {
             try await transport.publish(message)
             metrics.increment("batches_abandoned")
@@ -961,19 +971,27 @@ public final class EncoderService: Sendable {
                 : nil)
         let version: HeaderValue = .int(Int64(WireFormat.version))
         let manifestBody = JSONBody.encode(manifest)
+        let authenticator = configuration.authenticator
+        let manifestToken = authenticator.map {
+            $0.token(purpose: WireFormat.MessageType.manifest, bytes: manifestBody)
+        }
         let manifestMessage = OutgoingMessage(
             exchange: topology.resultsExchange, routingKey: "\(shard)",
             properties: MessageProperties(
                 contentType: WireFormat.jsonContentType, messageID: "\(batchID)/manifest", correlationID: batchID,
                 timestamp: UInt64(now / 1000), type: WireFormat.MessageType.manifest,
-                headers: [WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID)]),
+                headers: [WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID)].merging(
+                    manifestToken.map { [WireFormat.Header.token: .string($0)] } ?? [:]
+                ) { a, _ in a }),
             body: manifestBody, mandatory: true)
         // Every task carries a copy of the manifest, which workers put on their results, so the
         // decoder can answer as soon as it has the results; the manifest message itself (durable,
         // replicated, slower) then only confirms it, or answers after a broker restart.
-        let manifestCopy: HeaderValue? =
-            configuration.copiesManifestIntoTasks && manifestBody.count <= Self.largestManifestCopy
-            ? .string(String(decoding: manifestBody, as: UTF8.self)) : nil
+        var copyHeaders: [String: HeaderValue] = [:]
+        if configuration.copiesManifestIntoTasks && manifestBody.count <= Self.largestManifestCopy {
+            copyHeaders[WireFormat.Header.manifest] = .string(String(decoding: manifestBody, as: UTF8.self))
+            if let manifestToken { copyHeaders[WireFormat.Header.manifestToken] = .string(manifestToken) }
+        }
         let replyQueue = topology.workerResultsQueue(shard: shard)
         let shape = TensorBody.shapeHeader(model.inputShape)
         func task(_ n: Int) -> OutgoingMessage {
@@ -993,7 +1011,11 @@ public final class EncoderService: Sendable {
                         WireFormat.Header.deadline: .int(deadline),
                         WireFormat.Header.shape: .string(shape),
                         WireFormat.Header.rows: .int(Int64(rows)),
-                    ].merging(manifestCopy.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
+                    ].merging(copyHeaders) { a, _ in a }.merging(
+                        authenticator.map {
+                            [WireFormat.Header.token: .string($0.taskToken(batchID: batchID, index: n))]
+                        } ?? [:]
+                    ) { a, _ in a }),
                 body: TensorBody.encode(coded.row(n)), mandatory: true)
         }
         // Held back before anything is published, so a decoder's request always finds them.
@@ -1050,6 +1072,16 @@ public final class EncoderService: Sendable {
                     .badHeader,
                     "expected type '\(WireFormat.MessageType.hedge)' on a hedge queue, got '\(delivery.properties.type ?? "none")'"
                 )
+            }
+            if let key = configuration.authenticator {
+                guard let token = delivery.properties.headers[WireFormat.Header.token]?.stringValue,
+                    key.verifies(token, purpose: WireFormat.MessageType.hedge, bytes: delivery.body)
+                else {
+                    throw WireFormatError(
+                        .badToken,
+                        "the hedge request's \(WireFormat.Header.token) is missing or does not verify under this encoder's key"
+                    )
+                }
             }
             request = try JSONDecoder().decode(HedgeRequest.self, from: Data(delivery.body))
             guard request.version == WireFormat.version else {

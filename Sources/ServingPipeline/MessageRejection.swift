@@ -25,6 +25,12 @@ struct MessageRejection: Sendable {
         properties.headers[WireFormat.Header.originalExchange] = .string(delivery.exchange)
         properties.headers[WireFormat.Header.originalRoutingKey] = .string(delivery.routingKey)
         properties.headers[WireFormat.Header.originalQueue] = .string(delivery.queue)
+        // The broker refuses a `user_id` other than this connection's user: keep the sender's in a
+        // header, and let the transport stamp this service's.
+        if let user = properties.userID {
+            properties.headers[WireFormat.Header.originalUserID] = .string(user)
+            properties.userID = nil
+        }
         properties.persistent = true
         try await transport.publish(
             OutgoingMessage(

@@ -106,9 +106,14 @@ public final class WorkerService: Sendable {
         /// R, the rows of the task (`x-nercc-rows`, 1 when absent).
         var rows: Int
         var receivedMicroseconds: Int64
-        /// The manifest copy the task carries, passed on to the result.
-        var manifest: HeaderValue? {
-            delivery.properties.headers[WireFormat.Header.manifest].flatMap { $0.stringValue == nil ? nil : $0 }
+        /// What the result copies from the task unchanged: the manifest copy and its token, and the
+        /// task's token (string headers only).
+        var echoedHeaders: [String: HeaderValue] {
+            var echoed: [String: HeaderValue] = [:]
+            for name in [WireFormat.Header.manifest, WireFormat.Header.manifestToken, WireFormat.Header.token] {
+                if let value = delivery.properties.headers[name], value.stringValue != nil { echoed[name] = value }
+            }
+            return echoed
         }
     }
 
@@ -445,7 +450,7 @@ public final class WorkerService: Sendable {
                         WireFormat.Header.computeMicroseconds: .int(micros),
                         WireFormat.Header.receivedMicroseconds: .int(task.receivedMicroseconds),
                         WireFormat.Header.sentMicroseconds: .int(clock.microseconds()),
-                    ].merging(task.manifest.map { [WireFormat.Header.manifest: $0] } ?? [:]) { a, _ in a }),
+                    ].merging(task.echoedHeaders) { a, _ in a }),
                 body: TensorBody.encode(output), mandatory: true)
             state.inHand += 1
             group.addTask {

@@ -64,6 +64,30 @@ struct EnvironmentValidationTests {
         #expect(!errors.contains("cannot reach RabbitMQ"))
     }
 
+    /// A bad authentication key stops the encoder or decoder before it connects, naming the problem
+    /// and never the key: too short, an unreadable file, or given two ways.
+    @Test(arguments: [
+        (["decoder"], ["NERCC_AUTH_KEY": "short key"], "NERCC_AUTH_KEY: the authentication key has 9 bytes"),
+        (
+            ["encoder", "--model", "models/mnist-mlp/model.json", "--auth-key-file", "/nonexistent/nercc.key"],
+            [:], "cannot read the authentication key file '/nonexistent/nercc.key'"
+        ),
+        (
+            ["decoder"], ["NERCC_AUTH_KEY": String(repeating: "k", count: 40), "NERCC_AUTH_KEY_FILE": "/etc/hostname"],
+            "give the key one way"
+        ),
+    ])
+    func aBadAuthenticationKeyIsRefusedBeforeConnecting(
+        arguments: [String], environment: [String: String], problem: String
+    ) throws {
+        let (status, errors) = try Self.run(
+            arguments + ["--url", "amqp://guest:guest@127.0.0.1:1/"], environment: environment)
+        #expect(status != 0)
+        #expect(errors.contains(problem), "\(errors)")
+        #expect(!errors.contains("short key") && !errors.contains("kkkk"), "the key is never shown")
+        #expect(!errors.contains("cannot reach RabbitMQ"))
+    }
+
     /// A twin that parses takes effect: the encoder's S comes from NERCC_STRAGGLERS, and a value the
     /// scheme cannot afford is refused before connecting, naming the allowed range.
     @Test func aParsedTwinTakesEffect() throws {

@@ -228,12 +228,22 @@ struct LivePipelineTests {
                 "60000", "--adversaries", "3", "--partial-batches", "pad",
             ],
             workers: [[], []], decoder: ["--http-port", "\(port)"])
+        // The liar connects as a broker user of its own, which its results' user_id then names.
+        let user = "\(prefix)-liar-user"
+        #expect(
+            try await LivePermissionTests.managementPUT("/api/users/\(user)", ["password": "pw", "tags": ""]) / 100 == 2
+        )
+        defer { Task { await LivePermissionTests.managementDELETE("/api/users/\(user)") } }
+        #expect(
+            try await LivePermissionTests.managementPUT(
+                "/api/permissions/%2F/\(user)", ["configure": ".*", "write": ".*", "read": ".*"]) / 100 == 2)
+        let base = try RabbitMQURL(LiveSystem.amqpURL!)
         services.append(
             try ServiceProcess(
                 [
                     "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", "negate",
                     "--prefetch", "1", "--straggler-probability", "1", "--straggler-delay-ms", "40",
-                ], prefix: prefix, name: "liar"))
+                ], prefix: prefix, name: "liar", url: "amqp://\(user):pw@\(base.host):\(base.port)/%2F"))
         #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 3), "the liar did not start")
         let client = try await TestClient.connect(prefix: prefix)
         try await client.send(queries: Array(Self.images[0..<20]), id: "robust")
@@ -256,9 +266,97 @@ struct LivePipelineTests {
         // Told to tolerate three while the liar holds one or two tasks of a batch, the check may
         // also exclude an honest result where the curve bends (docs/robustness.md, "Told to
         // tolerate more"); the liar's results are the ones it must find.
-        #expect(flagged.contains { $0.contains("worker=\"\(prefix)-liar\"") }, "the liar is flagged: \(flagged)")
+        #expect(
+            flagged.contains { $0.contains("worker=\"\(prefix)-liar\"") && $0.contains("user=\"\(user)\"") },
+            "the liar is flagged under its broker user: \(flagged)")
+        // The predictions say which broker user published them: the decoder's.
+        #expect(replies.allSatisfy { $0.properties.userID == base.user }, "\(replies.map(\.properties.userID))")
         await client.transport.close()
         _ = services
+    }
+
+    /// With an authentication key, a result must echo its task's token: a forged result for a real
+    /// task (the right batch and coded index, read off the task itself, with a wrong token or none)
+    /// that reaches the decoder before the honest one is dead-lettered as `bad-token`, never
+    /// decoded, and the query is answered from the honest worker's result.
+    @Test func aForgedResultIsDeadLetteredAsBadTokenNotDecoded() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        let keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix).key")
+        try Data((0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined().utf8)
+            .write(to: keyFile)
+        defer { try? FileManager.default.removeItem(at: keyFile) }
+        let key = ["--auth-key-file", keyFile.path]
+        let decoder = try ServiceProcess(
+            ["decoder", "--http-port", "\(port)"] + key, prefix: prefix, name: "decoder")
+        let encoder = try ServiceProcess(
+            [
+                "encoder", "--model", LiveSystem.modelPath, "--scheme", "uncoded", "--workers", "1", "--batch", "1",
+                "--stragglers", "0", "--deadline-ms", "60000",
+            ] + key, prefix: prefix, name: "encoder")
+        // The honest worker holds its task for 1.5 s, so the forged results arrive first.
+        let worker = try ServiceProcess(
+            [
+                "worker", "--model", LiveSystem.modelPath, "--straggler-probability", "1", "--straggler-delay-ms",
+                "1500",
+            ], prefix: prefix, name: "worker")
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).results.0", 1), "the decoder did not start")
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 1), "the worker did not start")
+        let client = try await TestClient.connect(prefix: prefix)
+        // A copy of every task, as an eavesdropper on the tasks exchange would see it.
+        let snoop = "\(prefix).snoop"
+        try await client.transport.declare(
+            Topology(
+                queues: [.init(name: snoop, durable: false, exclusive: true, autoDelete: true)],
+                bindings: [.init(queue: snoop, exchange: "\(prefix).tasks", routingKey: "mnist-mlp")]))
+        var tasks = try await client.transport.consume(queue: snoop, prefetch: 10, consumerTag: "snoop")
+            .makeAsyncIterator()
+        try await client.send(queries: [Self.images[3]], id: "signed")
+        let task = try #require(try await tasks.next(before: .now + .seconds(30)), "no task was published")
+        let batchID = try #require(task.properties.headers[WireFormat.Header.batchID]?.stringValue)
+        let index = try #require(task.properties.headers[WireFormat.Header.codedIndex]?.intValue)
+        let token = try #require(
+            task.properties.headers[WireFormat.Header.token]?.stringValue, "the task carries no token")
+        // The right batch and index; a token with its last digit changed, and no token at all.
+        let wrong = String(token.dropLast()) + (token.hasSuffix("0") ? "1" : "0")
+        for forged in [wrong, nil] {
+            var headers: [String: HeaderValue] = [
+                WireFormat.Header.version: 1, WireFormat.Header.batchID: .string(batchID),
+                WireFormat.Header.codedIndex: .int(index), WireFormat.Header.shape: "10",
+                WireFormat.Header.worker: "forger",
+            ]
+            if let forged { headers[WireFormat.Header.token] = .string(forged) }
+            try await client.transport.publish(
+                OutgoingMessage(
+                    exchange: "", routingKey: "\(prefix).worker-results.0",
+                    properties: MessageProperties(
+                        contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(index)/result",
+                        correlationID: batchID, type: WireFormat.MessageType.result, persistent: false,
+                        headers: headers),
+                    body: TensorBody.encode([Float](repeating: 100, count: 10))))
+        }
+        var dead = try await client.transport.consume(
+            queue: "\(prefix).dead-letter", prefetch: 10, consumerTag: "dead"
+        ).makeAsyncIterator()
+        var codes: [String] = []
+        for _ in 0..<2 {
+            let letter = try await dead.next(before: .now + .seconds(20))
+            codes.append(letter?.properties.headers[WireFormat.Header.errorCode]?.stringValue ?? "none")
+            #expect(letter?.properties.headers[WireFormat.Header.batchID]?.stringValue == batchID)
+        }
+        #expect(codes == ["bad-token", "bad-token"], "\(decoder.output)")
+        let replies = try await client.collect { TestClient.answered($0) >= 1 }
+        let record = try #require(TestClient.predictions(replies).first, "no prediction: \(decoder.output)")
+        let local = try Self.model.predict(flatRows: Self.images[3], count: 1)
+        let outputs = record.predictions[0].outputs
+        #expect(zip(outputs, local).allSatisfy { abs($0 - $1) < 1e-3 }, "decoded from a forged result: \(outputs)")
+        let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+        let counted = metrics.split(separator: "\n").first {
+            $0.hasPrefix("nercc_decoder_bad_tokens_total{type=\"nercc.result\"}")
+        }
+        #expect(counted.flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } == 2, "\(metrics)")
+        await client.transport.close()
+        _ = (encoder, worker)
     }
 
     @Test func killingAWorkerMidTaskLosesNothing() async throws {

@@ -96,14 +96,16 @@ final class ServiceProcess: @unchecked Sendable {
     let process = Process()
     let log: URL
 
-    init(_ arguments: [String], prefix: String, name: String) throws {
+    /// Starts `nercc <arguments>` on the test broker (`url`: as another broker user).
+    init(_ arguments: [String], prefix: String, name: String, url: String? = nil) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(name).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process.executableURL = URL(fileURLWithPath: LiveSystem.binary!)
         process.arguments =
             arguments + [
-                "--url", LiveSystem.amqpURL!, "--topology-prefix", prefix, "--log-level", "info", "--heartbeat", "5",
+                "--url", url ?? LiveSystem.amqpURL!, "--topology-prefix", prefix, "--log-level", "info", "--heartbeat",
+                "5",
             ]
         process.currentDirectoryURL = LiveSystem.root
         process.standardOutput = handle

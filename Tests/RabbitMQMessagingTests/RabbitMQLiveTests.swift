@@ -154,10 +154,40 @@ struct RabbitMQLiveTests {
             let collector = DeliveryCollector.start(
                 try await transport.consume(queue: queue, prefetch: 1, consumerTag: "\(queue).consumer"))
             let delivery = try await collector.waitFor(count: 1)[0]
-            #expect(delivery.properties == properties)
+            // The transport stamps the connection's user as user_id, which the broker checks.
+            var stamped = properties
+            stamped.userID = try RabbitMQURL(LiveBroker.url!).user
+            #expect(delivery.properties == stamped)
             #expect(delivery.body == [1, 2, 3])
             #expect(delivery.exchange == "")
             #expect(delivery.routingKey == queue)
+            try await transport.ack(delivery.tag)
+            _ = try await transport.deleteQueue(queue)
+        }
+    }
+
+    /// RabbitMQ refuses a `user_id` that is not the connection's user (what makes it trustworthy on
+    /// a delivery): it closes the publishing channel, the publish fails with the broker's reason,
+    /// and the transport reopens the channel and keeps working.
+    @Test func aForeignUserIDIsRefusedByTheBroker() async throws {
+        let queue = LiveBroker.uniqueName("user-id")
+        try await LiveBroker.withTransport { transport in
+            try await transport.declare(Topology(queues: [.init(name: queue, arguments: Self.expiry)]))
+            do throws(MessagingError) {
+                try await transport.publish(
+                    OutgoingMessage(
+                        exchange: "", routingKey: queue, properties: MessageProperties(userID: "someone-else"),
+                        body: [1]))
+                Issue.record("the broker accepted a user_id that is not the connection's user")
+            } catch {
+                #expect(error.replyCode == 406, "\(error)")
+                #expect(error.message.contains("user_id property set to 'someone-else'"), "\(error.message)")
+            }
+            try await transport.publish(OutgoingMessage(exchange: "", routingKey: queue, body: [2]))
+            let collector = DeliveryCollector.start(
+                try await transport.consume(queue: queue, prefetch: 1, consumerTag: "\(queue).consumer"))
+            let delivery = try await collector.waitFor(count: 1)[0]
+            #expect(delivery.body == [2])
             try await transport.ack(delivery.tag)
             _ = try await transport.deleteQueue(queue)
         }

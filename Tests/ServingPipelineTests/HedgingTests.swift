@@ -105,9 +105,11 @@ import Testing
     }
 
     /// An encoder, a decoder and one worker that holds one task and never answers; `good` workers
-    /// that answer are started once the silent worker holds the batch's first task.
+    /// that answer are started once the silent worker holds the batch's first task. `key`: the
+    /// encoder and decoder share it.
     static func serveOneQuery(
-        hedgeAfterMilliseconds: Int64, silentFirst: Bool, encoderMetrics: ServiceMetrics, decoderMetrics: ServiceMetrics
+        hedgeAfterMilliseconds: Int64, silentFirst: Bool, encoderMetrics: ServiceMetrics,
+        decoderMetrics: ServiceMetrics, key: MessageAuthenticator? = nil
     ) async throws -> (PredictionRecord, published: [OutgoingMessage]) {
         let transport = InMemoryTransport()
         var logger = Logger(label: "test")
@@ -119,11 +121,11 @@ import Testing
             configuration: EncoderConfiguration(
                 scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), stragglers: 3,
                 maximumBatchWaitMilliseconds: 1, deadlineMilliseconds: 600_000,
-                hedgeAfterMilliseconds: hedgeAfterMilliseconds),
+                hedgeAfterMilliseconds: hedgeAfterMilliseconds, authenticator: key),
             topology: topology, models: [LinearModel()], logger: logger, metrics: encoderMetrics)
         let decoder = DecoderService(
-            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger,
-            metrics: decoderMetrics)
+            transport: transport, configuration: DecoderConfiguration(authenticator: key), topology: topology,
+            logger: logger, metrics: decoderMetrics)
         func worker(_ id: String, silent: Bool) -> WorkerService {
             let silence = StragglerInjection(probability: 0, delay: .fixed(milliseconds: 0), neverReply: true)
             return WorkerService(
@@ -257,15 +259,17 @@ import Testing
         (.init(tasks: [1], queue: "q", afterMilliseconds: -1), "after_ms"),
     ]
 
-    /// Publishes `message` to a running system (nercc 12:4:3, one worker) and returns the dead letters.
-    static func deadLetters(after message: OutgoingMessage) async throws -> [(
+    /// Publishes `message` to a running system (nercc 12:4:3, one worker; encoder and decoder share
+    /// `key`) and returns the dead letters.
+    static func deadLetters(after message: OutgoingMessage, key: MessageAuthenticator? = nil) async throws -> [(
         properties: MessageProperties, body: [UInt8]
     )] {
         let transport = InMemoryTransport()
         let stop = StopSignal()
         let runs = try InMemoryPipelineTests.services(
             transport, scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), workers: 1, stop: stop,
-            stragglers: 3)
+            stragglers: 3, decoder: DecoderConfiguration(authenticator: key)
+        ) { $0.authenticator = key }
         var dead: [(properties: MessageProperties, body: [UInt8])] = []
         try await withThrowingTaskGroup(of: Void.self) { group in
             for run in runs { group.addTask(operation: run) }

@@ -39,19 +39,22 @@ import Testing
             body: TensorBody.encode([Float(index), 1]))
     }
 
-    /// Runs a decoder, lets `scenario` publish, and returns the predictions that reached `reply`.
+    /// Runs a decoder, lets `scenario` publish, and returns the predictions that reached `reply`,
+    /// the metrics, and the dead letters' error codes and types ("bad-token nercc.result").
     static func run(
-        _ scenario: @Sendable (InMemoryTransport) async throws -> Void, until answers: Int
-    ) async throws -> (predictions: [PredictionRecord], metrics: ServiceMetrics) {
+        _ scenario: @Sendable (InMemoryTransport) async throws -> Void, until answers: Int,
+        configuration: DecoderConfiguration = DecoderConfiguration()
+    ) async throws -> (predictions: [PredictionRecord], metrics: ServiceMetrics, dead: [String]) {
         let transport = InMemoryTransport()
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let metrics = ServiceMetrics()
         let decoder = DecoderService(
-            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger,
+            transport: transport, configuration: configuration, topology: topology, logger: logger,
             metrics: metrics)
         let stop = StopSignal()
         var got: [PredictionRecord] = []
+        var dead: [String] = []
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await decoder.run(stop: stop) }
             await transport.waitForConsumers(on: "nercc.results.0")
@@ -62,15 +65,18 @@ import Testing
             got = try transport.readyMessages(in: "reply").map {
                 try JSONDecoder().decode(PredictionRecord.self, from: Data($0.body))
             }
+            dead = transport.readyMessages(in: topology.deadLetterQueue).map {
+                "\($0.properties.headers[WireFormat.Header.errorCode]?.stringValue ?? "none") \($0.properties.type ?? "none")"
+            }
             stop.stop()
             try await group.waitForAll()
         }
-        return (got, metrics)
+        return (got, metrics, dead)
     }
 
     @Test func aBatchIsAnsweredFromItsResultsCopiesBeforeItsManifestMessage() async throws {
         let manifest = Self.manifest()
-        let (predictions, metrics) = try await Self.run(
+        let (predictions, metrics, _) = try await Self.run(
             { transport in
                 for n in [0, 3] {
                     try await transport.publish(try Self.result(n, batchID: manifest.batchID, copy: manifest))
@@ -85,7 +91,7 @@ import Testing
         let manifest = Self.manifest()
         // The forged copy claims the batch but names another request's slots.
         let forged = Self.manifest(requestID: "someone-else", batchID: manifest.batchID)
-        let (predictions, metrics) = try await Self.run(
+        let (predictions, metrics, _) = try await Self.run(
             { transport in
                 for n in [0, 3] {
                     try await transport.publish(try Self.result(n, batchID: manifest.batchID, copy: forged))

@@ -96,7 +96,7 @@ import Testing
         #expect(corrupted >= 1)
         let excluded = records.flatMap { $0.excluded ?? [] }
         #expect(!excluded.isEmpty)
-        #expect(decoderMetrics.value("results_flagged", labels: [("worker", "liar")]) == corrupted)
+        #expect(decoderMetrics.value("results_flagged", labels: [("worker", "liar"), ("user", "")]) == corrupted)
         #expect(records.allSatisfy { $0.excluded != nil })
     }
 }

@@ -377,6 +377,11 @@ def operations(role, prefix, models, shards, shard=0, delivery_limit=5):
             needs.add(("read", f"{p}.requests.{m}"))
     if role == "worker":
         needs.update({("read", f"{p}.tasks.{m}") for m in models})
+        # Its own cancellation queue, <prefix>.cancel.<worker id>, bound to the cancellation exchange.
+        exchange(f"{p}.cancel")
+        queue(f"{p}.cancel.worker-1")
+        bind(f"{p}.cancel.worker-1", f"{p}.cancel")
+        needs.add(("read", f"{p}.cancel.worker-1"))
     if role == "decoder":
         exchange(f"{p}.predictions")
         needs.update({("write", f"{p}.predictions"), ("read", f"{p}.results.{shard}")})
@@ -385,6 +390,16 @@ def operations(role, prefix, models, shards, shard=0, delivery_limit=5):
         queue(reply)
         needs.update({("read", reply), ("write", f"{p}.requests")})
     return needs
+
+
+def forbidden(role, prefix):
+    """(permission, resource) pairs a role must NOT have: a worker answers through the default
+    exchange only, so it may not publish tasks (to other workers), cancellation notices (which make
+    workers skip tasks), manifests or abandonments (the results exchange), predictions, or requests."""
+    p = prefix
+    if role == "worker":
+        return {("write", f"{p}.{x}") for x in ("tasks", "cancel", "results", "predictions", "requests")}
+    return set()
 
 
 # ----------------------------------------------------------------------------- main
@@ -805,6 +820,15 @@ def main():
                 not lacking,
                 "missing: " + ", ".join(lacking),
             )
+            excess = sorted(
+                f"{perm} {res}" for perm, res in forbidden(name, prefix or "nercc") if permitted(grant.get(perm, ""), res)
+            )
+            if forbidden(name, prefix or "nercc"):
+                check(
+                    f"{name}: user '{user}' may not publish to the exchanges of the other services",
+                    not excess,
+                    "granted: " + ", ".join(excess),
+                )
 
     # --- cross-service consistency ------------------------------------------------------------------
     worker_models = service_models.get("worker", [])

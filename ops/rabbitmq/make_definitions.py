@@ -34,9 +34,11 @@ USERS = {
                 r"^nercc\.(requests|tasks|results|worker-results|hedge|dead)|^amq\.default$",
                 r"^nercc\.(requests|tasks|results|worker-results|hedge|dead)"),
     # Workers also declare their own cancellation queue, nercc.cancel.<worker id>, bound to nercc.cancel.
+    # They write only to their queues (to bind them), the dead letters and the default exchange (results):
+    # not to the exchanges nercc.tasks and nercc.cancel, so a worker cannot publish tasks or cancellations.
     "worker": ("worker-dev-password", [],
                r"^nercc\.(tasks|cancel|dead)",
-               r"^nercc\.(tasks|cancel|dead)|^amq\.default$",
+               r"^nercc\.(tasks|cancel)\.|^nercc\.dead|^amq\.default$",
                r"^nercc\.(tasks|cancel|dead)"),
     "decoder": ("decoder-dev-password", [],
                 r"^nercc\.(results|worker-results|predictions|cancel|dead)",

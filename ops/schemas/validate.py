@@ -7,6 +7,8 @@
       passes its schema and the cross-field checks, and that every deliberately invalid example
       schemas/examples/invalid/<schema>--<what>.json is rejected.
       -v also prints why each invalid example was rejected.
+      Examples whose name contains 'authenticated' (valid or invalid) must also carry the right
+      tokens under the documented example key (EXAMPLE_KEY below), as --key checks them.
 
   python3 ops/schemas/validate.py --emitted DIR_OR_FILE [...]
       Validates captured messages: files named <schema>@<anything>.json (e.g. prediction@1.json,
@@ -15,12 +17,22 @@
       body; binary messages (coded-task, worker-result) are an envelope
       {"properties": {...}, "headers": {...}, "body_bytes": <int>, "body_base64": <optional>}.
 
+  python3 ops/schemas/validate.py --emitted DIR_OR_FILE [...] --key FILE
+      Also verifies the authentication tokens of the captured coded tasks and worker results
+      under the key in FILE (the encoder's and decoder's --auth-key-file): x-nercc-token must be
+      the task token of '<batch id>/<coded index>', and x-nercc-manifest-token, which must be
+      present whenever x-nercc-manifest is, the token of the x-nercc-manifest string (schemas/README.md,
+      "Authenticated tasks and results"; the token rule is ops/schemas/tokens.py). A missing or
+      wrong token is a problem. JSON messages are captured as bodies only, so the tokens of
+      manifests, abandonments and hedge requests (in their headers) are not checked.
+
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
 envelope body length = 4 x x-nercc-rows x product(x-nercc-shape), deterministic message ids, manifest members =
 rows x scheme.batch_size, N and wait_for as the scheme implies, a hedge only on a batch any one result
 decodes and only of tasks that exist, and the batch id rule, prediction class =
 argmax of its outputs, timestamps of one clock in order, a manifest copy (x-nercc-manifest) on a
-task or result that is a valid manifest of the message's batch, an abandonment's manifest that
+task or result that is a valid manifest of the message's batch (x-nercc-manifest-token only
+beside it, which the envelope schemas say with dependentRequired), an abandonment's manifest that
 passes the manifest checks (and the abandonment schema's copy of the manifest schema kept identical
 to batch-manifest.schema.json), and a few more.
 
@@ -51,6 +63,9 @@ except ImportError:
     )
     sys.exit(2)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tokens import MINIMUM_KEY_BYTES, token  # noqa: E402  (ops/schemas/tokens.py, the token rule)
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
 EXAMPLES = SCHEMAS / "examples"
@@ -63,6 +78,10 @@ WIRE_SCHEMAS = [
 ]
 ENVELOPE_SCHEMAS = {"coded-task", "worker-result"}
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# The key of the examples whose name contains 'authenticated' (schemas/README.md, "Authenticated
+# tasks and results"): their tokens are real tokens under it. Never use it for a deployment.
+EXAMPLE_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+MAXIMUM_KEY_BYTES = 4096
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -361,6 +380,38 @@ def check_envelope(msg: dict, validators: dict, result: bool) -> list[str]:
     return problems
 
 
+def check_tokens(msg: dict, key_text: str) -> list[str]:
+    """The authentication tokens of a coded task or worker result under the key: x-nercc-token is the
+    task token of '<batch id>/<coded index>' (a result echoes its task's), and x-nercc-manifest-token,
+    required beside x-nercc-manifest, the manifest token of that string."""
+    headers, props = msg["headers"], msg["properties"]
+    batch = headers.get("x-nercc-batch-id") or props["correlation_id"]
+    task_id = f"{batch}/{headers['x-nercc-coded-index']}"
+    problems = []
+    where = '$.headers["x-nercc-token"]'
+    found, expected = headers.get("x-nercc-token"), token(key_text, "nercc.task", task_id.encode("utf-8"))
+    if found is None:
+        problems.append(f"{where}: missing; under the key, the task token of {task_id} is {expected} "
+                        "(without it, a decoder with the key dead-letters the result as bad-token)")
+    elif found != expected:
+        problems.append(f"{where}: {found} is not the task token of {task_id} under the key ({expected})")
+    copy = headers.get("x-nercc-manifest")
+    if copy is not None:
+        where = '$.headers["x-nercc-manifest-token"]'
+        found, expected = headers.get("x-nercc-manifest-token"), token(key_text, "nercc.manifest", copy.encode("utf-8"))
+        if found is None:
+            problems.append(f"{where}: missing beside x-nercc-manifest (a decoder with the key ignores the copy)")
+        elif found != expected:
+            problems.append(f"{where}: {found} is not the token of the x-nercc-manifest string under the key ({expected})")
+    return problems
+
+
+def key_id(key_text: str) -> str:
+    """The key's fingerprint, as the services log it: the first 8 hex digits of its token of nothing
+    for the purpose 'nercc.key-id'."""
+    return token(key_text, "nercc.key-id", b"")[:8]
+
+
 # Each takes the message and the schema validators by name (for what one message embeds in another).
 CHECKS = {
     "request": lambda msg, validators: check_request(msg),
@@ -454,17 +505,26 @@ def display(path: Path) -> str:
         return str(path)
 
 
-def validate(name: str, validators: dict[str, Draft202012Validator], message) -> list[str]:
+def validate(name: str, validators: dict[str, Draft202012Validator], message, key: str | None = None) -> list[str]:
+    """Schema errors, else the cross-field checks; with a key, also the tokens of a task or result."""
     errors = schema_errors(validators[name], message)
     if errors or name not in CHECKS:
         return errors
-    return CHECKS[name](message, validators)
+    problems = CHECKS[name](message, validators)
+    if key is not None and name in ENVELOPE_SCHEMAS:
+        problems += check_tokens(message, key)
+    return problems
+
+
+def example_key(path: Path) -> str | None:
+    """The example key for examples whose name says they are authenticated, else none."""
+    return EXAMPLE_KEY if "authenticated" in path.stem else None
 
 
 def run_examples(verbose: bool) -> int:
     problems: list[str] = []
     validators = load_schemas(problems)
-    passed = rejected = 0
+    passed = rejected = authenticated = 0
     covered_valid, covered_invalid = set(), set()
     for path in sorted(EXAMPLES.glob("*.json")):
         name = path.stem.partition("--")[0]
@@ -475,11 +535,15 @@ def run_examples(verbose: bool) -> int:
         if not ok:
             continue
         covered_valid.add(name)
-        errors = validate(name, validators, message)
+        key = example_key(path)
+        if key is not None and name not in ENVELOPE_SCHEMAS:
+            problems.append(f"{display(path)}: only coded tasks and worker results carry tokens the examples can check")
+        errors = validate(name, validators, message, key)
         if errors:
             problems += [f"{display(path)}: {e}" for e in errors]
         else:
             passed += 1
+            authenticated += key is not None
     for path in sorted(INVALID.glob("*.json")):
         name, sep, _ = path.stem.partition("--")
         if not sep:
@@ -492,7 +556,7 @@ def run_examples(verbose: bool) -> int:
         if not ok:
             continue
         covered_invalid.add(name)
-        errors = validate(name, validators, message)
+        errors = validate(name, validators, message, example_key(path))
         if errors:
             rejected += 1
             if verbose:
@@ -508,13 +572,14 @@ def run_examples(verbose: bool) -> int:
         print(f"problem: {p}", file=sys.stderr)
     print(f"schemas: {len(validators)} schemas valid (draft 2020-12)")
     print(f"schemas: {passed} valid examples passed, {rejected} invalid examples rejected")
+    print(f"schemas: {authenticated} authenticated examples carry the tokens of the example key (key id {key_id(EXAMPLE_KEY)})")
     if problems:
         print(f"schemas: FAILED with {len(problems)} problem(s)", file=sys.stderr)
         return 1
     return 0
 
 
-def run_emitted(paths: list[str]) -> int:
+def run_emitted(paths: list[str], key: str | None = None) -> int:
     problems: list[str] = []
     validators = load_schemas(problems)
     files: list[Path] = []
@@ -527,7 +592,7 @@ def run_emitted(paths: list[str]) -> int:
         else:
             problems.append(f"{raw}: no such file or directory")
     counts: dict[str, int] = {}
-    valid = invalid = 0
+    valid = invalid = verified = 0
     for path in files:
         name, sep, _ = path.name.partition("@")
         if not sep:
@@ -542,19 +607,22 @@ def run_emitted(paths: list[str]) -> int:
         if not ok:
             invalid += 1
             continue
-        errors = validate(name, validators, message)
+        errors = validate(name, validators, message, key)
         if errors:
             invalid += 1
             problems += [f"{display(path)}: {e}" for e in errors]
         else:
             valid += 1
             counts[name] = counts.get(name, 0) + 1
+            verified += key is not None and name in ENVELOPE_SCHEMAS
     if not files and not problems:
         problems.append("no <schema>@<anything>.json files found in " + ", ".join(paths))
     for p in problems:
         print(f"problem: {p}", file=sys.stderr)
     by_schema = ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
     print(f"emitted: {valid} messages valid, {invalid} invalid (valid by schema: {by_schema})")
+    if key is not None:
+        print(f"emitted: {verified} coded tasks and worker results carry valid tokens (key id {key_id(key)})")
     if problems:
         print(f"emitted: FAILED with {len(problems)} problem(s)", file=sys.stderr)
         return 1
@@ -565,11 +633,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emitted", nargs="+", metavar="DIR_OR_FILE",
                         help="validate captured messages named <schema>@<anything>.json")
+    parser.add_argument("--key", metavar="FILE",
+                        help="with --emitted: verify the tokens of coded tasks and worker results under the key in FILE")
     parser.add_argument("-v", "--verbose", action="store_true", help="say why each invalid example was rejected")
     args = parser.parse_args()
+    if args.key is not None and not args.emitted:
+        parser.error("--key FILE needs --emitted (the examples are checked with the example key)")
     if args.emitted:
-        return run_emitted(args.emitted)
+        key = None
+        if args.key is not None:
+            try:
+                key = read_key(args.key)
+            except (OSError, UnicodeDecodeError, ValueError) as error:
+                print(f"--key: {error}", file=sys.stderr)
+                return 2
+        return run_emitted(args.emitted, key)
     return run_examples(args.verbose)
+
+
+def read_key(path: str) -> str:
+    """The key text of a key file, checked as the services check it (32 to 4,096 bytes without
+    leading and trailing white space)."""
+    text = Path(path).read_text(encoding="utf-8")
+    size = len(text.strip().encode("utf-8"))
+    if size < MINIMUM_KEY_BYTES:
+        raise ValueError(f"the key in '{path}' has {size} bytes; it needs at least {MINIMUM_KEY_BYTES}")
+    if size > MAXIMUM_KEY_BYTES:
+        raise ValueError(f"the key in '{path}' has {size} bytes; the most accepted is {MAXIMUM_KEY_BYTES}")
+    return text
 
 
 if __name__ == "__main__":
