@@ -5,9 +5,10 @@ import Foundation
 /// values. Each method assumes at most A of the received results are wrong (docs/numerics.md,
 /// "Robust decoding").
 public enum RobustMethod: String, Sendable, Hashable, Codable, CaseIterable {
-    /// The smoothing spline's own residuals: fit the spline through every received result, flag the
-    /// worker whose standardised leave-one-out residual stands out most against the median absolute
-    /// deviation of all of them, drop it and refit, at most A times. O(|F|² + |F|·m) per round. The
+    /// The spline check: fit the smoothing spline through every received result, take the set of A
+    /// results whose removal lowers the fit's objective most, re-admit those that fit the rest, and
+    /// add results that point against their own prediction (sign flips)
+    /// (``RobustDetection/splineOutliers(points:results:smoothing:adversaries:threshold:)``). The
     /// default.
     case spline
     /// ApproxIFER's rational error locator (Soleymani et al., AAAI 2022): per output coordinate,
@@ -240,9 +241,16 @@ public enum RobustDetection {
     ///    and re-admit the least suspicious
     ///    while its score is at most `threshold`. Honest members of E (when fewer than A results
     ///    are wrong) are re-admitted one by one, each making the next one's prediction better.
+    /// 4. **Sign flips.** A negated result of a rough curve can be no larger than the curve's own
+    ///    wiggles, so the size test misses it; but it points against its prediction, all of its
+    ///    residual along one direction. While a result outside the suspects points against its
+    ///    prediction by more than ``directionalThreshold`` robust SDs
+    ///    (``directions(excluding:hat:residual:results:scale:)``, judged without the suspects), it
+    ///    joins them, or, when A are already suspected, takes the place of the least suspicious one
+    ///    whose size score is below ``replaceableBelow`` and that is no sign flip itself.
     ///
     /// Cost: one hat matrix and one O(|F|²·m) product for the fit, O(A³) per candidate set in the
-    /// search, and O(|F|·(A² + A·m)) per round of the confirmation.
+    /// search, O(|F|·(A² + A·m)) per round of the confirmation, and O(A·|F|·(A² + m)) per sign flip.
     ///
     /// - Throws: ``CodingSchemeError`` from the fit (repeated or non-finite points).
     public static func splineOutliers(
@@ -329,8 +337,99 @@ public enum RobustDetection {
             guard scores[least] <= threshold else { break }
             suspects.remove(at: least)
         }
-        let flagged = suspects
-        return flagged.sorted()
+        // 4. Sign flips: a result that points against its own prediction (judged without the
+        // suspects) joins them, or takes the place of the least suspicious suspect that stands on
+        // nothing but a modest size.
+        for _ in 0..<a {
+            guard
+                let flip = signFlip(
+                    excluding: suspects, hat: hat, residual: residual, results: results, scale: scale),
+                flip.z < -directionalThreshold
+            else { break }
+            if suspects.count < a {
+                suspects.append(flip.index)
+                continue
+            }
+            // The least suspicious suspect that does not stand on its own (a large size score, or a
+            // sign flip itself) gives way.
+            let scores = suspicion(of: suspects, hat: hat, residual: residual, angles: angles, results: results)
+            let weakest = suspects.indices.filter { scores[$0] < replaceableBelow }.sorted { scores[$0] < scores[$1] }
+                .first { u in
+                    let others = suspects.enumerated().filter { $0.offset != u }.map(\.element)
+                    let own = directions(
+                        excluding: others, hat: hat, residual: residual, results: results, scale: scale)
+                    return (own.first { $0.index == suspects[u] }?.z ?? 0) >= -directionalThreshold
+                }
+            guard let weakest else { break }
+            suspects[weakest] = flip.index
+        }
+        return suspects.sorted()
+    }
+
+    /// How far below the median direction score a sign flip lies, in robust SDs of the scores
+    /// (``directions(excluding:hat:residual:results:scale:)``), before the spline check
+    /// flags it.
+    static let directionalThreshold = 2.5
+    /// A suspect of the set search whose size score (``suspicion(of:hat:residual:angles:results:)``)
+    /// is below this, and that is no sign flip itself, gives way to a sign flip found beside it.
+    static let replaceableBelow = 20.0
+
+    /// For every result j outside `flagged`: how far its prediction residual e_j (from the fit
+    /// without j and `flagged`, by the bordered form of ``suspicion(of:hat:residual:angles:results:)``)
+    /// points against its prediction p_j = y_j − e_j. s_j = ⟨e_j, p_j⟩ / |p_j|, in per-coordinate
+    /// robust units; z = (s_j − median s) / robust SD of s, for results that point against their
+    /// prediction (d_j = ⟨y_j, p_j⟩ / |p_j|² < 0), and 0 for the others. A sign flip moves a result
+    /// by −2·p_j, all of it along p_j: one direction carries what the size test spreads over m.
+    static func directions(
+        excluding flagged: [Int], hat: Matrix, residual: Matrix, results: Matrix, scale: [Double]
+    ) -> [(index: Int, z: Double)] {
+        let n = hat.rows
+        let m = residual.columns
+        guard var without = LeaveOut(flagged, hat: hat, residual: residual) else { return [] }
+        let excluded = Set(flagged)
+        var candidates: [Int] = []
+        var scores: [Double] = []
+        var flips: [Bool] = []
+        var e = [Double](repeating: 0, count: m)
+        for j in 0..<n where !excluded.contains(j) {
+            without.predictionResidual(of: j, into: &e)
+            var dot = 0.0
+            var norm = 0.0
+            for c in 0..<m {
+                let err = e[c] / scale[c]
+                let prediction = results[j, c] / scale[c] - err
+                dot += err * prediction
+                norm += prediction * prediction
+            }
+            candidates.append(j)
+            scores.append(norm > 0 ? dot / norm.squareRoot() : 0)
+            // d_j = ⟨y_j, p_j⟩ / |p_j|² = 1 + s_j / |p_j|: below 0, y_j points against p_j.
+            flips.append(norm > 0 && 1 + dot / norm < 0)
+        }
+        guard !scores.isEmpty else { return [] }
+        let sorted = scores.sorted()
+        let median = sorted[sorted.count / 2]
+        let spread = robustScale(scores.map { abs($0 - median) }, size: 0)
+        return candidates.indices.map { k in (candidates[k], flips[k] ? (scores[k] - median) / spread : 0) }
+    }
+
+    /// The sign flip to flag next, among the results outside `flagged` that point against their
+    /// prediction by more than ``directionalThreshold``
+    /// (``directions(excluding:hat:residual:results:scale:)``): of the three lowest, the one whose
+    /// exclusion leaves the others pointing least against theirs. A wrong result spoils its
+    /// neighbours' predictions, so a neighbour can point against its own too; leaving the wrong one
+    /// out mends them, leaving a neighbour out does not.
+    static func signFlip(
+        excluding flagged: [Int], hat: Matrix, residual: Matrix, results: Matrix, scale: [Double]
+    ) -> (index: Int, z: Double)? {
+        let scores = directions(excluding: flagged, hat: hat, residual: residual, results: results, scale: scale)
+        let lowest = scores.filter { $0.z < -directionalThreshold }.sorted { $0.z < $1.z }.prefix(3)
+        guard lowest.count > 1 else { return lowest.first }
+        let left = lowest.map { c in
+            directions(excluding: flagged + [c.index], hat: hat, residual: residual, results: results, scale: scale)
+                .map(\.z).min() ?? 0
+        }
+        return lowest[lowest.startIndex + left.indices.max { left[$0] < left[$1] }!]
     }
 
     /// How far each suspect lies from the spline through every other result, in robust standard
@@ -346,35 +445,17 @@ public enum RobustDetection {
     {
         let n = hat.rows
         let m = residual.columns
-        let e = suspects.count
-        var block = Matrix(rows: e, columns: e)
-        for (u, i) in suspects.enumerated() {
-            for (v, j) in suspects.enumerated() { block[u, v] = (i == j ? 1 : 0) - hat[i, j] }
-            block[u, u] = max(block[u, u], 1e-12)
+        guard var without = LeaveOut(suspects, hat: hat, residual: residual) else {
+            return suspects.map { _ in .infinity }
         }
-        guard let inverse = symmetricInverse(block) else { return suspects.map { _ in .infinity } }
-        let rE = residual.selectingRows(suspects)
-        let prediction = inverse.multiplied(by: rE)
+        let prediction = without.inverse.multiplied(by: without.residualE)
         let excluded = Set(suspects)
         let kept = (0..<n).filter { !excluded.contains($0) }
         var leaveOneOut = Matrix(rows: kept.count, columns: m)
-        var b = [Double](repeating: 0, count: e)
-        var w = [Double](repeating: 0, count: e)
+        var e = [Double](repeating: 0, count: m)
         for (row, j) in kept.enumerated() {
-            for (u, i) in suspects.enumerated() { b[u] = -hat[i, j] }
-            var sigma = 1 - hat[j, j]
-            for u in 0..<e {
-                var t = 0.0
-                for v in 0..<e { t += inverse[u, v] * b[v] }
-                w[u] = t
-                sigma -= b[u] * t
-            }
-            sigma = max(sigma, 1e-12)
-            for c in 0..<m {
-                var t = residual[j, c]
-                for u in 0..<e { t -= w[u] * rE[u, c] }
-                leaveOneOut[row, c] = abs(t / sigma)
-            }
+            without.predictionResidual(of: j, into: &e)
+            for c in 0..<m { leaveOneOut[row, c] = abs(e[c]) }
         }
         var overall = [Double](repeating: 1, count: m)
         for c in 0..<m {
@@ -391,6 +472,61 @@ public enum RobustDetection {
                 total += t * t
             }
             return (total / Double(max(m, 1))).squareRoot()
+        }
+    }
+
+    /// The fit without a set E of results, from the full fit's hat matrix H and residuals r, with
+    /// no refit: E's own prediction residuals are (I − H)_EE⁻¹ r_E, and another result j's
+    /// prediction residual in the fit without E is the last row of (I − H)_SS⁻¹ r_S for
+    /// S = E ∪ {j}, by the bordered (Schur complement) form (r_j − wᵀ r_E) / (1 − H_jj − b·w),
+    /// b = −H_Ej, w = (I − H)_EE⁻¹ b. O(|E|² + |E|·m) per j.
+    struct LeaveOut {
+        let set: [Int]
+        let hat: Matrix
+        let residual: Matrix
+        /// (I − H)_EE⁻¹.
+        let inverse: Matrix
+        /// r_E, |E|×m.
+        let residualE: Matrix
+        private var b: [Double]
+        private var w: [Double]
+
+        /// Nil when (I − H)_EE is not positive definite.
+        init?(_ set: [Int], hat: Matrix, residual: Matrix) {
+            let e = set.count
+            var block = Matrix(rows: e, columns: e)
+            for (u, i) in set.enumerated() {
+                for (v, j) in set.enumerated() { block[u, v] = (i == j ? 1 : 0) - hat[i, j] }
+                block[u, u] = max(block[u, u], 1e-12)
+            }
+            guard let inverse = e == 0 ? Matrix(rows: 0, columns: 0) : RobustDetection.symmetricInverse(block)
+            else { return nil }
+            self.set = set
+            self.hat = hat
+            self.residual = residual
+            self.inverse = inverse
+            residualE = residual.selectingRows(set)
+            b = [Double](repeating: 0, count: e)
+            w = [Double](repeating: 0, count: e)
+        }
+
+        /// Result j's prediction residual (m values) in the fit without the set and j.
+        mutating func predictionResidual(of j: Int, into out: inout [Double]) {
+            let e = set.count
+            for (u, i) in set.enumerated() { b[u] = -hat[i, j] }
+            var sigma = 1 - hat[j, j]
+            for u in 0..<e {
+                var t = 0.0
+                for v in 0..<e { t += inverse[u, v] * b[v] }
+                w[u] = t
+                sigma -= b[u] * t
+            }
+            sigma = max(sigma, 1e-12)
+            for c in 0..<residual.columns {
+                var t = residual[j, c]
+                for u in 0..<e { t -= w[u] * residualE[u, c] }
+                out[c] = t / sigma
+            }
         }
     }
 
