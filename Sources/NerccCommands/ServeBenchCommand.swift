@@ -22,11 +22,13 @@ struct BenchServeCommand: AsyncParsableCommand {
             Latency runs from each request's due time to its answer; percentiles come from HdrHistogram. \
             Writes serve.json, serve.csv, serve.md and SVG plots to --output-dir.
 
-            Schemes: scheme:N:K[:S], e.g. uncoded:4:4, replication:12:4, parity:6:4:1, bacc:12:4:3, nercc:12:4:3. \
+            Schemes: scheme:N:K[:S[:A]], e.g. uncoded:4:4, replication:12:4, parity:6:4:1, bacc:12:4:3, \
+            nercc:12:4:3, nercc:40:10:0:3 (A: the encoder's --adversaries, robust decoding). \
             Straggler models: none; tasks:P:MS (every worker delays each task with probability P by MS ms); \
             pareto:P:MIN:SHAPE (delays drawn from a Pareto law); slow-workers:SHARE:MS (that share of the \
-            workers delays every task by MS ms). A delayed task holds one slot of its worker's window; the \
-            worker goes on with its other tasks.
+            workers delays every task by MS ms); byzantine:COUNT:MODE (COUNT workers answer every task with \
+            wrong values, --byzantine MODE, e.g. byzantine:1:negate). A delayed task holds one slot of its \
+            worker's window; the worker goes on with its other tasks.
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -43,10 +45,13 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Worker processes (every scheme runs on the same ones).")
     var workers = 8
 
-    @Option(help: "Schemes, comma-separated scheme:N:K[:S].")
+    @Option(help: "Schemes, comma-separated scheme:N:K[:S[:A]].")
     var schemes = "uncoded:4:4,replication:12:4,parity:6:4:1,bacc:12:4:3,nercc:12:4:3"
 
-    @Option(help: "Straggler models, comma-separated: none, tasks:P:MS, pareto:P:MIN:SHAPE, slow-workers:SHARE:MS.")
+    @Option(
+        help:
+            "Straggler models, comma-separated: none, tasks:P:MS, pareto:P:MIN:SHAPE, slow-workers:SHARE:MS, byzantine:COUNT:MODE."
+    )
     var stragglers = "none,tasks:0.15:400"
 
     @Option(help: "Offered loads as fractions of the first scheme's saturated rate without stragglers.")
@@ -120,6 +125,8 @@ struct BenchServeCommand: AsyncParsableCommand {
         var workers: Int
         var batchSize: Int
         var stragglers: Int
+        /// A, the encoder's `--adversaries` (0: plain decoding).
+        var adversaries = 0
         var groupSize: Int? {
             guard kind == .parity else { return nil }
             return (1...batchSize).first { batchSize + (batchSize + $0 - 1) / $0 == workers }
@@ -133,19 +140,21 @@ struct BenchServeCommand: AsyncParsableCommand {
     static func scheme(_ item: String) throws -> SchemeSpec {
         let parts = item.split(separator: ":").map(String.init)
         let numbers = parts.dropFirst().map { Int($0) }
-        guard parts.count == 3 || parts.count == 4, let kind = SchemeKind(rawValue: parts[0]),
+        guard (3...5).contains(parts.count), let kind = SchemeKind(rawValue: parts[0]),
             numbers.allSatisfy({ ($0 ?? -1) >= 0 }), (numbers[1] ?? 0) >= 1
         else {
-            throw ValidationError("--schemes: '\(item)' is not scheme:N:K[:S] with a known scheme")
+            throw ValidationError("--schemes: '\(item)' is not scheme:N:K[:S[:A]] with a known scheme")
         }
         let n = numbers[0]!
         let k = numbers[1]!
-        let s = parts.count == 4 ? numbers[2]! : 0
-        let spec = SchemeSpec(label: item, kind: kind, workers: n, batchSize: k, stragglers: s)
+        let s = parts.count >= 4 ? numbers[2]! : 0
+        var spec = SchemeSpec(label: item, kind: kind, workers: n, batchSize: k, stragglers: s)
+        spec.adversaries = parts.count == 5 ? numbers[3]! : 0
         do {
             _ = try EncoderService.validate(
                 EncoderConfiguration(
-                    scheme: .init(kind: kind, workers: n, batchSize: k, groupSize: spec.groupSize), stragglers: s))
+                    scheme: .init(kind: kind, workers: n, batchSize: k, groupSize: spec.groupSize), stragglers: s,
+                    adversaries: spec.adversaries))
         } catch {
             throw ValidationError("--schemes: '\(item)': \(error.message)")
         }
@@ -165,7 +174,17 @@ struct BenchServeCommand: AsyncParsableCommand {
             let name = String(item)
             func bad() -> ValidationError {
                 ValidationError(
-                    "--stragglers: '\(item)' is not none, tasks:P:MS, pareto:P:MIN:SHAPE or slow-workers:SHARE:MS")
+                    "--stragglers: '\(item)' is not none, tasks:P:MS, pareto:P:MIN:SHAPE, slow-workers:SHARE:MS or byzantine:COUNT:MODE"
+                )
+            }
+            if parts.first == "byzantine" {
+                // byzantine:COUNT:MODE, the mode itself may hold a colon (gaussian:100).
+                let fields = item.split(separator: ":", maxSplits: 2).map(String.init)
+                guard fields.count == 3, let count = Int(fields[1]), count >= 0,
+                    (try? ByzantineInjection.Mode.parse(fields[2])) != nil
+                else { throw bad() }
+                let mode = fields[2]
+                return StragglerModel(name: name) { index, _ in index < count ? ["--byzantine", mode] : [] }
             }
             guard numbers.count == parts.count - 1 else { throw bad() }
             switch parts[0] {
@@ -301,6 +320,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                         "--deadline-ms", "\(deadlineMs)", "--http-port", "\(metricsPort)",
                     ]
                     if let g = spec.groupSize { encoderArguments += ["--group", "\(g)"] }
+                    if spec.adversaries > 0 { encoderArguments += ["--adversaries", "\(spec.adversaries)"] }
                     let encoder = try ChildService(
                         name:
                             "encoder-\(ServeReport.fileName(stragglerModel.name))-\(ServeReport.fileName(spec.label))",
