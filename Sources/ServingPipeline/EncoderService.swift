@@ -995,27 +995,27 @@ public final class EncoderService: Sendable {
         let replyQueue = topology.workerResultsQueue(shard: shard)
         let shape = TensorBody.shapeHeader(model.inputShape)
         func task(_ n: Int) -> OutgoingMessage {
-            OutgoingMessage(
+            var headers = copyHeaders
+            headers[WireFormat.Header.version] = version
+            headers[WireFormat.Header.batchID] = .string(batchID)
+            headers[WireFormat.Header.codedIndex] = .int(Int64(n))
+            headers[WireFormat.Header.workers] = .int(Int64(code.workers))
+            headers[WireFormat.Header.batchSize] = .int(Int64(code.batchSize))
+            headers[WireFormat.Header.scheme] = .string(config.kind.rawValue)
+            headers[WireFormat.Header.model] = .string(taskModel(name, index: n, code: code))
+            headers[WireFormat.Header.deadline] = .int(deadline)
+            headers[WireFormat.Header.shape] = .string(shape)
+            headers[WireFormat.Header.rows] = .int(Int64(rows))
+            if let authenticator {
+                headers[WireFormat.Header.token] = .string(authenticator.taskToken(batchID: batchID, index: n))
+            }
+            return OutgoingMessage(
                 exchange: topology.tasksExchange, routingKey: taskModel(name, index: n, code: code),
                 properties: MessageProperties(
                     contentType: WireFormat.tensorContentType, messageID: "\(batchID)/\(n)",
                     correlationID: batchID, replyTo: replyQueue, timestamp: UInt64(now / 1000),
                     type: WireFormat.MessageType.task, persistent: topology.codedMessagesArePersistent,
-                    headers: [
-                        WireFormat.Header.version: version, WireFormat.Header.batchID: .string(batchID),
-                        WireFormat.Header.codedIndex: .int(Int64(n)),
-                        WireFormat.Header.workers: .int(Int64(code.workers)),
-                        WireFormat.Header.batchSize: .int(Int64(code.batchSize)),
-                        WireFormat.Header.scheme: .string(config.kind.rawValue),
-                        WireFormat.Header.model: .string(taskModel(name, index: n, code: code)),
-                        WireFormat.Header.deadline: .int(deadline),
-                        WireFormat.Header.shape: .string(shape),
-                        WireFormat.Header.rows: .int(Int64(rows)),
-                    ].merging(copyHeaders) { a, _ in a }.merging(
-                        authenticator.map {
-                            [WireFormat.Header.token: .string($0.taskToken(batchID: batchID, index: n))]
-                        } ?? [:]
-                    ) { a, _ in a }),
+                    headers: headers),
                 body: TensorBody.encode(coded.row(n)), mandatory: true)
         }
         // Held back before anything is published, so a decoder's request always finds them.
