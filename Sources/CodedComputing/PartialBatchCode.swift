@@ -16,6 +16,14 @@
 ///    queries equal the query, every result is f(x_0), and the decoder waits for one result
 ///    (S_1 = N_1 − 1): the batch is replication, by the mathematics of the schemes.
 ///
+/// 4. **Byzantine workers: the configured A at every size.** With A > 0 adversaries (robust
+///    decoding, ``LinearCode/robustMinimumResults(adversaries:method:)``) a derived code gets the
+///    fewest tasks N_k ≥ ⌈N·k/K⌉ whose N_k − ⌈S·N_k/N⌉ results meet its decoder's bound — 2A + 3
+///    for the spline check, 2(k + A) − 1 for ApproxIFER's locator, and for k = 1, where the coded
+///    queries are copies, 2A + 1 (a vote of copies); it waits for at least that many. Tolerating A
+///    wrong results costs tasks where the configured redundancy is too small for the bound: at
+///    (40, 10) with A = 3, one query costs 7 tasks instead of 4, and three or more cost N/K each.
+///
 /// The smoothing parameters of `nercc` depend on the size of the code; ``derivedCode(batchSize:)``
 /// keeps the configured λs, and the caller replaces them (a calibration profile for (N_k, k), or
 /// the model-agnostic rule) where it has better ones. `nercc-ag` computes its own λs for every size.
@@ -24,6 +32,8 @@ public struct PartialBatchRule: Sendable, Equatable {
     public let configuration: SchemeConfiguration
     /// S, the configured number of stragglers of a full batch.
     public let stragglers: Int
+    /// A, the Byzantine results every derived code tolerates (rule 4); 0 for none.
+    public let adversaries: Int
 
     /// One derived code.
     public struct Code: Sendable, Equatable {
@@ -37,17 +47,44 @@ public struct PartialBatchRule: Sendable, Equatable {
 
     /// Creates the rule for a configured code.
     ///
-    /// - Precondition: `stragglers >= 0`.
-    public init(configuration: SchemeConfiguration, stragglers: Int) {
-        precondition(stragglers >= 0)
+    /// - Parameter adversaries: A; it applies to the schemes that decode robustly
+    ///   (``SchemeKind/servingRobustMethod``) and is ignored for the others.
+    /// - Precondition: `stragglers >= 0`, `adversaries >= 0`.
+    public init(configuration: SchemeConfiguration, stragglers: Int, adversaries: Int = 0) {
+        precondition(stragglers >= 0 && adversaries >= 0)
         self.configuration = configuration
         self.stragglers = stragglers
+        self.adversaries = configuration.kind.servingRobustMethod == nil ? 0 : adversaries
     }
 
-    /// N_k: coded tasks for a batch of `k` real queries.
+    /// S_k for N_k tasks: the configured share of stragglers, rounded up.
+    private func stragglerShare(tasks nk: Int) -> Int {
+        (stragglers * nk + configuration.workers - 1) / configuration.workers
+    }
+
+    /// N_k: coded tasks for a batch of `k` real queries (rules 1 and 4).
     ///
     /// - Precondition: 1 ≤ k ≤ K.
     public func taskCount(batchSize k: Int) -> Int {
+        let base = redundantTaskCount(batchSize: k)
+        guard adversaries > 0, let needed = robustResults(batchSize: k) else { return base }
+        var nk = base
+        while nk - stragglerShare(tasks: nk) < needed { nk += 1 }
+        return nk
+    }
+
+    /// The results the robust decoder of a code of `k` queries needs for A (rule 4), or nil when the
+    /// scheme has none.
+    private func robustResults(batchSize k: Int) -> Int? {
+        guard let method = configuration.kind.servingRobustMethod,
+            let code = try? LinearCode(
+                SchemeConfiguration(kind: configuration.kind, workers: max(k, 2 * adversaries + 3), batchSize: k))
+        else { return nil }
+        return code.robustMinimumResults(adversaries: adversaries, method: method)
+    }
+
+    /// ⌈N·k/K⌉ (rule 1), before rule 4.
+    private func redundantTaskCount(batchSize k: Int) -> Int {
         let n = configuration.workers
         let kk = configuration.batchSize
         precondition(k >= 1 && k <= kk, "batch size \(k) outside 1...\(kk)")
@@ -78,11 +115,12 @@ public struct PartialBatchRule: Sendable, Equatable {
         let nk = code.workers
         let interpolating = config.kind.isInterpolating
         let sk: Int
-        if interpolating && k == 1 {
+        if adversaries > 0, let needed = robustResults(batchSize: k) {
+            sk = k == 1 ? nk - needed : min(stragglerShare(tasks: nk), nk - needed)
+        } else if interpolating && k == 1 {
             sk = nk - 1
         } else {
-            let share = (stragglers * nk + configuration.workers - 1) / configuration.workers
-            sk = max(0, min(share, nk - code.minimumResults))
+            sk = max(0, min(stragglerShare(tasks: nk), nk - code.minimumResults))
         }
         // The other schemes decode as soon as every query is covered: their minimum is what they wait for.
         let waitFor = interpolating ? nk - sk : code.minimumResults

@@ -73,9 +73,12 @@ extension LinearCode {
     /// - `locator`: 2(K + A) − 1, ApproxIFER's bound (as many equations as unknowns);
     /// - `median`: 2·(2A + 1), two results per subset.
     ///
-    /// Never below the plain decoder's own minimum plus A.
+    /// Never below the plain decoder's own minimum plus A. A code of one query (K = 1) of `bacc`,
+    /// `nercc` or `nercc-ag` sends the query itself to every worker, so every method reduces to a
+    /// vote of copies (``copiesVoteBound``): 2A + 1 results, an honest majority.
     public func robustMinimumResults(adversaries: Int, method: RobustMethod) -> Int {
         let a = max(adversaries, 0)
+        if isCopies { return 2 * a + 1 }
         let own = minimumResults + a
         switch method {
         case .spline: return max(own, 2 * a + 3)
@@ -110,6 +113,13 @@ extension LinearCode {
     ///     many robust standard deviations.
     ///   - detectionSmoothing: ρ, the smoothing of the `spline` method's fit relative to the spacing of
     ///     the results (``RobustDetection/splineOutliers(points:results:smoothing:adversaries:threshold:)``).
+    ///   - sources: the source of each result (row r's in `sources[r]`; a negative value is a result
+    ///     of unknown source), e.g. the worker that computed it. A worker computes many tasks of a
+    ///     batch, so A wrong *results* may be fewer than one wrong worker's: a source with at least
+    ///     ``sourceQuorum`` flagged results has all its results excluded, as long as more than half
+    ///     of the results, and at least the code's minimum, remain. A single flagged result never
+    ///     condemns its source (an honest result on a rough curve can be flagged). nil: results are
+    ///     judged one by one.
     /// - Throws: ``CodingSchemeError``: `.invalidParameter` (A < 0, a threshold or smoothing that is
     ///   not a positive number, or a code that cannot decode robustly), `.insufficientResults`
     ///   naming the bound when fewer than ``robustMinimumResults(adversaries:method:)`` results
@@ -117,8 +127,12 @@ extension LinearCode {
     public func robustDecode(
         _ results: Matrix, received: [Int], adversaries: Int, method: RobustMethod,
         lambdaDecoder: ((Int) -> Double?)? = nil, threshold: Double = RobustDetection.defaultThreshold,
-        detectionSmoothing: Double = RobustDetection.detectionSmoothing
+        detectionSmoothing: Double = RobustDetection.detectionSmoothing, sources: [Int]? = nil
     ) throws(CodingSchemeError) -> RobustDecoding {
+        if let sources, sources.count != received.count {
+            throw CodingSchemeError(
+                .shapeMismatch, "\(received.count) received indices but \(sources.count) sources")
+        }
         guard adversaries >= 0 else {
             throw CodingSchemeError(.invalidParameter, "the number of adversaries A must be ≥ 0, got \(adversaries)")
         }
@@ -141,15 +155,19 @@ extension LinearCode {
                 "robust decoding applies to bacc, nercc and nercc-ag, not \(kind.rawValue)")
         }
         let needed = robustMinimumResults(adversaries: adversaries, method: method)
-        guard received.count >= needed else {
+        let agreed = isCopies && results.isFinite && Self.copiesAgree(results, quorum: adversaries + 1)
+        guard received.count >= needed || agreed else {
             let bound =
-                method == .locator ? "\(method.bound) (ApproxIFER's bound, N − S ≥ 2(K + A) − 1)" : method.bound
+                isCopies
+                ? "\(Self.copiesVoteBound) (a vote of copies of one query)"
+                : method == .locator ? "\(method.bound) (ApproxIFER's bound, N − S ≥ 2(K + A) − 1)" : method.bound
             throw CodingSchemeError(
                 .insufficientResults,
                 "the \(method.rawValue) decoder with A = \(adversaries) and K = \(batchSize) needs at least "
                     + "\(bound) = \(needed) results, got \(received.count)")
         }
         guard results.isFinite else { throw CodingSchemeError(.nonFiniteInput, "the results hold NaN or infinity") }
+        if isCopies { return Self.copiesVote(results, received: received) }
         let points = received.map { workerPoints[$0] }
         switch method {
         case .median:
@@ -164,14 +182,87 @@ extension LinearCode {
                 flagged = try RobustDetection.rationalLocator(
                     points: points, results: results, batchSize: batchSize, adversaries: adversaries)
             }
-            let dropped = Set(flagged)
+            var dropped = Set(flagged)
+            if let sources { dropped.formUnion(condemnedResults(flagged: flagged, sources: sources)) }
             let keep = received.indices.filter { !dropped.contains($0) }
             let used = keep.map { received[$0] }
             let estimates = try decode(
                 results.selectingRows(keep), received: used, lambdaDecoder: lambdaDecoder?(used.count))
             return RobustDecoding(
-                estimates: estimates, excluded: flagged.map { received[$0] }.sorted(), used: used.sorted())
+                estimates: estimates, excluded: dropped.map { received[$0] }.sorted(), used: used.sorted())
         }
+    }
+
+    /// How many of a source's results must be flagged for all of them to be excluded.
+    public static let sourceQuorum = 2
+
+    /// The positions of the results of every source with at least ``sourceQuorum`` flagged results,
+    /// when more than half of the results and the code's minimum remain without them; otherwise none.
+    private func condemnedResults(flagged: [Int], sources: [Int]) -> Set<Int> {
+        var counts: [Int: Int] = [:]
+        for i in flagged where sources[i] >= 0 { counts[sources[i], default: 0] += 1 }
+        let condemned = Set(counts.filter { $0.value >= Self.sourceQuorum }.keys)
+        guard !condemned.isEmpty else { return [] }
+        let out = Set(sources.indices.filter { condemned.contains(sources[$0]) }).union(flagged)
+        let remaining = sources.count - out.count
+        guard remaining >= minimumResults && 2 * remaining > sources.count else { return [] }
+        return out
+    }
+
+    /// The bound of a vote of copies, as refusals name it.
+    public static let copiesVoteBound = "2A + 1"
+
+    /// How far a copy may lie from the vote's answer and still count as agreeing with it, relative to
+    /// the answer's largest magnitude: honest copies of one query differ only by floating-point
+    /// rounding (a worker may run the query in batches of different sizes).
+    public static let copiesAgreement = 1e-3
+
+    /// Whether every coded query is the query itself: K = 1 of an interpolating code, whose encoder
+    /// through one point is a constant (``PartialBatchRule``, rule 3).
+    public var isCopies: Bool { batchSize == 1 && kind.isInterpolating }
+
+    /// Whether copy `row` of `results` agrees with `center` (a 1×m or |F|×m matrix's row `centerRow`):
+    /// every coordinate within ``copiesAgreement`` of the center's largest magnitude.
+    private static func agrees(_ results: Matrix, row: Int, with center: Matrix, centerRow: Int) -> Bool {
+        var scale = 0.0
+        for c in 0..<center.columns { scale = max(scale, abs(center[centerRow, c])) }
+        let tolerance = copiesAgreement * max(scale, 1e-9)
+        for c in 0..<results.columns where abs(results[row, c] - center[centerRow, c]) > tolerance { return false }
+        return true
+    }
+
+    /// Whether at least `quorum` of the copies (rows of `results`) agree with one of them. With at
+    /// most A wrong copies, A + 1 that agree include an honest one, so their value is the answer:
+    /// a vote of copies can decode as soon as A + 1 agree, before 2A + 1 have arrived.
+    public static func copiesAgree(_ results: Matrix, quorum: Int) -> Bool {
+        guard quorum >= 1, results.rows >= quorum else { return false }
+        for center in 0..<results.rows {
+            var count = 0
+            for r in 0..<results.rows where agrees(results, row: r, with: results, centerRow: center) { count += 1 }
+            if count >= quorum { return true }
+        }
+        return false
+    }
+
+    /// The vote of copies: the coordinate-wise median of the results (the upper median of an even
+    /// count), which lies between honest values whenever the honest copies are a majority — at most
+    /// A of 2A + 1 or more wrong, or A + 1 agreeing (``copiesAgree(_:quorum:)``) among at most 2A + 1
+    /// — so it is exact; a copy is excluded when it differs from the median by more than
+    /// ``copiesAgreement`` of the median's largest magnitude.
+    static func copiesVote(_ results: Matrix, received: [Int]) -> RobustDecoding {
+        let n = results.rows
+        var median = Matrix(rows: 1, columns: results.columns)
+        var values = [Double](repeating: 0, count: n)
+        for c in 0..<results.columns {
+            for r in 0..<n { values[r] = results[r, c] }
+            values.sort()
+            median.elements[c] = values[n / 2]
+        }
+        let excluded = (0..<n).filter { !agrees(results, row: $0, with: median, centerRow: 0) }
+        let out = Set(excluded)
+        return RobustDecoding(
+            estimates: median, excluded: excluded.map { received[$0] }.sorted(),
+            used: received.indices.filter { !out.contains($0) }.map { received[$0] }.sorted())
     }
 
     /// The coordinate-wise median of the decodes of 2A + 1 interleaved subsets (by worker point).

@@ -1,3 +1,4 @@
+import CodedComputing
 import DequeModule
 import HeapModule
 import Messaging
@@ -392,6 +393,19 @@ public struct BatchAssembler: Sendable {
     /// Counts a result the service dead-lettered because it does not fit its batch.
     public mutating func countInvalidResult() { counters.invalid += 1 }
 
+    /// Whether a batch of one query decoded by a vote of copies (`adversaries` A > 0 for `bacc`,
+    /// `nercc` or `nercc-ag`) already holds A + 1 copies that agree: at most A are wrong, so they
+    /// include an honest one and fix the answer before `wait_for` = 2A + 1 results arrive.
+    public static func voteAgrees(_ manifest: BatchManifest, _ results: [Result]) -> Bool {
+        guard manifest.scheme.batchSize == 1, let a = manifest.scheme.adversaries, a > 0,
+            results.count > a, results.count < manifest.waitFor,
+            let kind = SchemeKind(rawValue: manifest.scheme.name), kind.servingRobustMethod != nil
+        else { return false }
+        let copies = Matrix(
+            rows: results.count, columns: results[0].values.count, float32Elements: results.flatMap(\.values))
+        return LinearCode.copiesAgree(copies, quorum: a + 1)
+    }
+
     /// Whether a result fits its batch: a coded index in 0..<N and R rows of the manifest's output
     /// size.
     public static func fits(index: Int, values: Int, manifest: BatchManifest) -> Bool {
@@ -414,7 +428,8 @@ public struct BatchAssembler: Sendable {
         let tags = manifestTag.map { [$0] + results.map(\.tag) } ?? []
         let decoding = State.decoding(
             held: manifestTag == nil ? results.map(\.tag) : [], manifestArrived: manifestTag != nil)
-        let enough = results.count >= manifest.waitFor && decodable(manifest, indices)
+        let enough =
+            (results.count >= manifest.waitFor && decodable(manifest, indices)) || Self.voteAgrees(manifest, results)
         if enough {
             batches[id] = decoding
             earlyPending[id] = nil

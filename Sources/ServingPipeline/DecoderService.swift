@@ -736,7 +736,8 @@ public final class DecoderService: Sendable {
                     let a = code.tolerableAdversaries(requested, results: usable.count)
                     let robust = try code.robustDecode(
                         y, received: usable.map(\.index), adversaries: a, method: method,
-                        lambdaDecoder: { manifest.scheme.lambdaDecoder(received: $0) })
+                        lambdaDecoder: { manifest.scheme.lambdaDecoder(received: $0) },
+                        sources: Self.sources(of: usable))
                     estimates = robust.estimates
                     excluded = robust.excluded
                     countFlagged(robust.excluded, among: usable, batchID: manifest.batchID)
@@ -776,7 +777,9 @@ public final class DecoderService: Sendable {
             }
             let record = PredictionRecord(
                 requestID: requestID, model: manifest.model, batchID: manifest.batchID,
-                status: job.degraded || usable.count < manifest.waitFor ? .degraded : .ok, scheme: manifest.scheme.name,
+                status: job.degraded
+                    || (usable.count < manifest.waitFor && !BatchAssembler.voteAgrees(manifest, usable))
+                    ? .degraded : .ok, scheme: manifest.scheme.name,
                 received: usable.count,
                 needed: manifest.waitFor, requestQueries: first.requestQueries,
                 predictions: predictions.sorted { $0.index < $1.index }, workers: manifest.scheme.workers,
@@ -800,6 +803,19 @@ public final class DecoderService: Sendable {
 
     /// Counts and logs the results a robust decode excluded, per worker id (the `x-nercc-worker` the
     /// worker claims) and broker user (the `user_id` the broker checked; empty when absent).
+    /// Each result's source for robust decoding: its worker, as its `x-nercc-worker` header and its
+    /// broker user (`user_id`) name it together; −1 when it names no worker.
+    static func sources(of results: [BatchAssembler.Result]) -> [Int] {
+        var ids: [String: Int] = [:]
+        return results.map { result in
+            guard let worker = result.worker, !worker.isEmpty else { return -1 }
+            let key = "\(result.user ?? "")\u{0}\(worker)"
+            if let id = ids[key] { return id }
+            ids[key] = ids.count
+            return ids.count - 1
+        }
+    }
+
     private func countFlagged(_ excluded: [Int], among results: [BatchAssembler.Result], batchID: String) {
         guard !excluded.isEmpty else { return }
         metrics.increment("batches_with_excluded_results")

@@ -149,6 +149,16 @@ struct BatchCode: Sendable {
     var lambdaDecoderByReceived: [String: Double]?
     /// A of this code: the Byzantine results its decoder excludes.
     var adversaries = 0
+
+    /// The tasks a hedged batch of this code sends at once (the rest wait for the decoder to ask),
+    /// or nil when it is not hedged: one for a code that any one result decodes (one query, no
+    /// adversaries); A + 1 for one query voted on by its copies (A > 0), which decodes as soon as
+    /// A + 1 copies agree. Never with rows, which come with load.
+    func hedgedFirstTasks(rows: Int, hedging: Bool) -> Int? {
+        guard hedging, rows == 1 else { return nil }
+        let first = adversaries > 0 && code.isCopies ? adversaries + 1 : waitFor == 1 ? 1 : code.workers
+        return first < code.workers ? first : nil
+    }
 }
 
 /// The encoder service: consumes requests, batches their queries up to K at a time, encodes each
@@ -262,7 +272,9 @@ public final class EncoderService: Sendable {
             publishOrder: taskPublishOrder(for: full), lambdaDecoderByReceived: configuration.lambdaDecoderByReceived)
         fullCode.adversaries = full.tolerableAdversaries(configuration.adversaries, results: fullCode.waitFor)
         if configuration.padsPartialBatches { return Array(repeating: fullCode, count: k) }
-        let rule = PartialBatchRule(configuration: full.configuration, stragglers: configuration.stragglers)
+        let rule = PartialBatchRule(
+            configuration: full.configuration, stragglers: configuration.stragglers,
+            adversaries: fullCode.adversaries)
         var codes: [BatchCode] = []
         for size in 1...k {
             do {
@@ -303,9 +315,18 @@ public final class EncoderService: Sendable {
     /// the most tolerant of stragglers (any one of its N/K tasks answers it); for N = 12, K = 8 it is
     /// 2 (3 tasks for 2 queries, where one query alone costs 2). Full batches form as before once K
     /// queries wait, so the cut only applies when fewer than K wait.
-    static func partialBatchPiece(_ codes: [BatchCode]) -> Int {
+    ///
+    /// A hedged vote of copies (one query with A > 0) costs the A + 1 copies it sends at once, which
+    /// is all it costs when they agree: at (40, 10) with A = 3 that is 4 tasks, N/K, so the piece
+    /// stays one query although the code holds 2A + 1 = 7.
+    static func partialBatchPiece(_ codes: [BatchCode], hedging: Bool = true) -> Int {
         let costs = codes.enumerated().map {
-            (size: $0.offset + 1, cost: Double($0.element.code.workers) / Double($0.offset + 1))
+            let code = $0.element
+            let tasks =
+                code.adversaries > 0
+                ? code.hedgedFirstTasks(rows: 1, hedging: hedging) ?? code.code.workers
+                : code.code.workers
+            return (size: $0.offset + 1, cost: Double(tasks) / Double($0.offset + 1))
         }
         let best = costs.map(\.cost).min() ?? 1
         return costs.first { $0.cost <= best * (1 + 1e-12) }?.size ?? 1
@@ -441,7 +462,9 @@ public final class EncoderService: Sendable {
             inputSizes: models.mapValues(\.inputSize), maximumBodyBytes: configuration.maximumRequestBytes)
         let rejection = MessageRejection(transport: transport, topology: topology, service: "encoder")
         let (events, sink) = AsyncStream<Event>.makeStream()
-        let piece = configuration.splitsPartialBatches ? Self.partialBatchPiece(codes) : code.batchSize
+        let piece =
+            configuration.splitsPartialBatches
+            ? Self.partialBatchPiece(codes, hedging: configuration.hedgeAfterMilliseconds > 0) : code.batchSize
         var batchers: [BatcherKey: QueryBatcher] = [:]
         for model in models.keys {
             for shard in 0..<max(topology.shards, 1) {
@@ -949,12 +972,12 @@ public final class EncoderService: Sendable {
         let encoded = clock.microseconds()
         let deadline = now + configuration.deadlineMilliseconds
         let config = code.configuration
-        // A batch that any one result decodes goes out as its first task; the other copies wait for
-        // the decoder to ask (hedged). Rows are never hedged: they come with load.
-        let hedged =
-            configuration.hedgeAfterMilliseconds > 0 && rows == 1 && batchCode.waitFor == 1 && code.workers > 1
-        let publishNow = hedged ? Array(batchCode.publishOrder.prefix(1)) : batchCode.publishOrder
-        let heldBack = hedged ? Array(batchCode.publishOrder.dropFirst()) : []
+        // A batch that any one result decodes goes out as its first task, a vote of copies as its
+        // first A + 1; the other copies wait for the decoder to ask (hedged).
+        let first = batchCode.hedgedFirstTasks(rows: rows, hedging: configuration.hedgeAfterMilliseconds > 0)
+        let hedged = first != nil
+        let publishNow = first.map { Array(batchCode.publishOrder.prefix($0)) } ?? batchCode.publishOrder
+        let heldBack = first.map { Array(batchCode.publishOrder.dropFirst($0)) } ?? []
         let manifest = BatchManifest(
             batchID: batchID, model: name,
             scheme: .init(

@@ -4,9 +4,10 @@ import Testing
 @Suite struct PartialBatchRuleTests {
     typealias Row = (k: Int, tasks: Int, stragglers: Int, waitFor: Int)
 
-    static func rows(_ kind: SchemeKind, n: Int, k: Int, s: Int, groupSize: Int? = nil) throws -> [Row] {
+    static func rows(_ kind: SchemeKind, n: Int, k: Int, s: Int, a: Int = 0, groupSize: Int? = nil) throws -> [Row] {
         let rule = PartialBatchRule(
-            configuration: .init(kind: kind, workers: n, batchSize: k, groupSize: groupSize), stragglers: s)
+            configuration: .init(kind: kind, workers: n, batchSize: k, groupSize: groupSize), stragglers: s,
+            adversaries: a)
         return try (1...k).map { size in
             let (code, d) = try rule.derivedCode(batchSize: size)
             #expect(code.workers == d.configuration.workers && code.batchSize == size)
@@ -54,6 +55,44 @@ import Testing
             }
             let full = try Self.rows(kind, n: n, k: k, s: s).last!
             if kind.isInterpolating { #expect(full.stragglers == s && full.tasks == n) }
+        }
+    }
+
+    @Test func withAdversariesEverySizeGetsTheTasksItsRobustDecoderNeeds() throws {
+        // (40, 10), A = 3: one query is a vote of 2A + 1 = 7 copies; two need the spline check's
+        // 2A + 3 = 9; from three on, ⌈40k/10⌉ already suffices.
+        let rows = try Self.rows(.nercc, n: 40, k: 10, s: 0, a: 3)
+        #expect(Self.same(Array(rows.prefix(4)), [(1, 7, 0, 7), (2, 9, 0, 9), (3, 12, 0, 12), (4, 16, 0, 16)]))
+        // With S = 10 (25%), each size also keeps its share of stragglers: 10 tasks for one query,
+        // of which 7 are waited for.
+        let late = try Self.rows(.nercc, n: 40, k: 10, s: 10, a: 3)
+        #expect(Self.same(Array(late.prefix(3)), [(1, 10, 3, 7), (2, 12, 3, 9), (3, 12, 3, 9)]))
+        // bacc's locator needs 2(k + A) − 1.
+        let bacc = try Self.rows(.bacc, n: 12, k: 4, s: 0, a: 1)
+        #expect(Self.same(bacc, [(1, 3, 0, 3), (2, 6, 0, 6), (3, 9, 0, 9), (4, 12, 0, 12)]))
+        // Schemes without a robust decoder ignore A.
+        #expect(Self.same(try Self.rows(.lcc, n: 12, k: 4, s: 2, a: 3), try Self.rows(.lcc, n: 12, k: 4, s: 2)))
+    }
+
+    @Test(arguments: [SchemeKind.nercc, .nerccAgnostic, .bacc])
+    func withAdversariesEverySizeToleratesThemAndCostsNoMoreThanItMust(kind: SchemeKind) throws {
+        for (n, k, s, a) in [(12, 4, 0, 3), (12, 4, 3, 1), (40, 10, 0, 3), (40, 10, 10, 2), (100, 20, 20, 5)] {
+            guard kind != .bacc || n - s >= 2 * (k + a) - 1 else { continue }
+            let plain = try Self.rows(kind, n: n, k: k, s: s)
+            for (row, base) in zip(try Self.rows(kind, n: n, k: k, s: s, a: a), plain) {
+                let code = try LinearCode(.init(kind: kind, workers: row.tasks, batchSize: row.k))
+                #expect(code.tolerableAdversaries(a, results: row.waitFor) == a, "\(kind) \(n):\(k) k=\(row.k)")
+                #expect(row.tasks >= base.tasks && row.waitFor == row.tasks - row.stragglers)
+                #expect(row.stragglers * n >= s * row.tasks, "\(kind) \(n):\(k) k=\(row.k) keeps its share")
+                if row.tasks > base.tasks {
+                    // One task fewer would miss the bound once the share of stragglers is set aside.
+                    let fewer = row.tasks - 1
+                    let share = (s * fewer + n - 1) / n
+                    #expect(
+                        fewer - share < code.robustMinimumResults(adversaries: a, method: kind.servingRobustMethod!))
+                }
+            }
+            #expect(try Self.rows(kind, n: n, k: k, s: s, a: a).last! == plain.last!)
         }
     }
 

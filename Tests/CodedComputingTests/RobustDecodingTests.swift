@@ -139,6 +139,46 @@ struct RobustFixtures: Decodable {
         #expect(decoded.used == all.filter { !bad.contains($0) })
     }
 
+    /// One worker of eight holds five of forty tasks, more than A = 3: told which results came from
+    /// which worker, the decoder excludes all five once it has flagged two, and decodes as well as
+    /// from the honest results alone; judged result by result, some of the five stay in.
+    @Test func aWorkerWithMoreWrongResultsThanAIsExcludedWhole() throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 40, batchSize: 10))
+        let honest = try Self.honestResults(code: code)
+        let liar = [3, 11, 19, 27, 35]
+        let y = Self.negate(honest, rows: liar)
+        let all = Array(0..<40)
+        let sources = all.map { $0 % 8 }
+        let grouped = try code.robustDecode(y, received: all, adversaries: 3, method: .spline, sources: sources)
+        #expect(grouped.excluded == liar)
+        let reference = try code.decode(
+            honest.selectingRows(all.filter { !liar.contains($0) }), received: all.filter { !liar.contains($0) })
+        #expect((grouped.estimates - reference).maxAbsolute <= 1e-9 * (1 + reference.maxAbsolute))
+        let alone = try code.robustDecode(y, received: all, adversaries: 3, method: .spline)
+        #expect(alone.excluded.count <= 3)
+        #expect((alone.estimates - reference).maxAbsolute > 1e-3)
+    }
+
+    /// A single flagged result does not condemn its worker's other results, and a worker holding
+    /// half the results or more is never excluded whole.
+    @Test func oneFlaggedResultOrAMajorityWorkerIsNotExcludedWhole() throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 40, batchSize: 10))
+        var y = try Self.honestResults(code: code)
+        for c in 0..<y.columns { y[17, c] += 100 }
+        let all = Array(0..<40)
+        let one = try code.robustDecode(
+            y, received: all, adversaries: 2, method: .spline, sources: all.map { $0 % 8 })
+        #expect(one.excluded == [17])
+        // Worker 0 holds the 20 even indices, two of them negated.
+        let z = Self.negate(try Self.honestResults(code: code), rows: [10, 20])
+        let majority = try code.robustDecode(
+            z, received: all, adversaries: 2, method: .spline, sources: all.map { $0 % 2 })
+        #expect(majority.excluded == [10, 20])
+        #expect(throws: CodingSchemeError.self) {
+            try code.robustDecode(z, received: all, adversaries: 2, method: .spline, sources: [0])
+        }
+    }
+
     /// Results of a rough curve: a smooth, mostly positive vector function of z plus large wiggles
     /// along one fixed direction that alternates in sign across the m = 10 outputs (nearly
     /// orthogonal to the function), as the outputs of a rough model along the coded curve wiggle.
@@ -242,6 +282,39 @@ struct RobustFixtures: Decodable {
         #expect(error?.message.contains("25") == true)
         #expect(code.robustMinimumResults(adversaries: 3, method: .spline) == 9)
         #expect(code.robustMinimumResults(adversaries: 3, method: .median) == 14)
+    }
+
+    /// One query (K = 1): every coded query is the query, so honest results are copies (up to
+    /// rounding) and the decode is a vote: exact with up to A wrong copies of 2A + 1, whatever the
+    /// method, and the wrong ones are named.
+    @Test(arguments: [SchemeKind.nercc, .nerccAgnostic, .bacc], RobustMethod.allCases)
+    func oneQueryIsDecodedByAVoteOfCopies(kind: SchemeKind, method: RobustMethod) throws {
+        let code = try LinearCode(.init(kind: kind, workers: 9, batchSize: 1))
+        #expect(code.robustMinimumResults(adversaries: 3, method: method) == 7)
+        let honest = try Self.honestResults(code: code)
+        for n in 1..<code.workers { #expect(honest.row(n) == honest.row(0)) }
+        var y = Self.negate(honest, rows: [1, 4])
+        for c in 0..<y.columns { y[6, c] = 100 + Double(c) }
+        // Rounding between honest copies (a worker batching the query differently) is no lie.
+        y[0, 2] *= 1 + 1e-6
+        let received = [0, 1, 2, 4, 5, 6, 8]
+        let decoded = try code.robustDecode(
+            y.selectingRows([0, 1, 2, 4, 5, 6, 8]), received: received, adversaries: 3, method: method)
+        #expect(decoded.excluded == [1, 4, 6])
+        #expect(decoded.used == [0, 2, 5, 8])
+        #expect((decoded.estimates - honest.selectingRows([0])).maxAbsolute <= 1e-5 * honest.maxAbsolute)
+        // Four copies that agree are enough: with at most three wrong, one of them is honest.
+        let agreed = try code.robustDecode(
+            y.selectingRows([0, 2, 3, 5]), received: [0, 2, 3, 5], adversaries: 3, method: method)
+        #expect(agreed.excluded.isEmpty)
+        #expect((agreed.estimates - honest.selectingRows([0])).maxAbsolute <= 1e-5 * honest.maxAbsolute)
+        // Six copies, three of them wrong: no four agree, and 2A + 1 = 7 have not arrived.
+        let error = #expect(throws: CodingSchemeError.self) {
+            try code.robustDecode(
+                y.selectingRows([0, 1, 2, 3, 4, 6]), received: [0, 1, 2, 3, 4, 6], adversaries: 3, method: method)
+        }
+        #expect(error?.code == .insufficientResults)
+        #expect(error?.message.contains("2A + 1 (a vote of copies of one query) = 7") == true)
     }
 
     @Test func codesWithoutAnInterpolantAreRefused() throws {

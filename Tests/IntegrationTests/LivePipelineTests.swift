@@ -275,6 +275,53 @@ struct LivePipelineTests {
         _ = services
     }
 
+    /// Unpadded, with `--adversaries 2`, a lone query is a vote of 2A + 1 = 5 copies: the first
+    /// three go to the three workers (prefetch 1), one of which negates, so they disagree; the
+    /// decoder asks for the two held back and answers once three agree. Every answer is the local
+    /// model's, and the liar is flagged.
+    @Test func aLoneQueryIsAnsweredByAVoteOfCopiesDespiteALiar() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "12", "--batch", "4", "--stragglers", "0", "--deadline-ms", "60000",
+                "--adversaries", "2",
+            ],
+            workers: [["--prefetch", "1"], ["--prefetch", "1"]], decoder: ["--http-port", "\(port)"])
+        services.append(
+            try ServiceProcess(
+                [
+                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", "negate",
+                    "--prefetch", "1",
+                ], prefix: prefix, name: "liar"))
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 3), "the liar did not start")
+        let client = try await TestClient.connect(prefix: prefix)
+        var records: [PredictionRecord] = []
+        for i in 0..<6 {
+            // One at a time, so that every batch holds one query.
+            try await client.send(queries: [Self.images[i]], id: "vote-\(i)")
+            records += TestClient.predictions(try await client.collect { TestClient.answered($0) >= 1 })
+        }
+        #expect(records.count == 6)
+        for record in records {
+            #expect(record.batchSize == 1 && record.workers == 5 && record.needed == 5, "\(record)")
+            #expect(record.received >= 3 && record.excluded != nil)
+            let prediction = try #require(record.predictions.first)
+            let local = try Self.model.predict(flatRows: Self.images[Int(record.requestID.dropFirst(5))!], count: 1)
+            for (got, want) in zip(prediction.outputs, local) {
+                #expect(abs(got - want) <= 1e-4 * (1 + abs(want)), "\(record.requestID)")
+            }
+        }
+        let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+        let flagged = metrics.split(separator: "\n").filter { $0.hasPrefix("nercc_decoder_results_flagged_total") }
+        #expect(flagged.contains { $0.contains("worker=\"\(prefix)-liar\"") }, "the liar is flagged: \(flagged)")
+        #expect(
+            !flagged.contains { $0.contains("-w0") || $0.contains("-w1") }, "no honest worker is flagged: \(flagged)")
+        await client.transport.close()
+        _ = services
+    }
+
     /// With an authentication key, a result must echo its task's token: a forged result for a real
     /// task (the right batch and coded index, read off the task itself, with a wrong token or none)
     /// that reaches the decoder before the honest one is dead-lettered as `bad-token`, never

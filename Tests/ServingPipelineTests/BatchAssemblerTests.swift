@@ -39,6 +39,36 @@ import Testing
         #expect(a.counters.decoded == 1)
     }
 
+    /// One query voted on by 2A + 1 = 7 copies (A = 3): A + 1 = 4 copies that agree decide it, a
+    /// wrong copy among the first four does not, and copies that differ by rounding agree.
+    @Test func aVoteOfCopiesDecodesOnceAPlusOneAgree() throws {
+        let manifest = BatchManifest(
+            batchID: "v", model: "m", scheme: .init(name: "nercc", workers: 7, batchSize: 1, adversaries: 3),
+            waitFor: 7, createdMilliseconds: 0, deadlineMilliseconds: 1_000, outputSize: 2, labels: nil,
+            members: [.init(requestID: "r", index: 0, requestQueries: 1)])
+        func copy(_ index: Int, _ values: [Float]) -> BatchAssembler.Result {
+            .init(index: index, values: values, tag: Self.tag(UInt64(index + 10)))
+        }
+        var a = Self.assembler()
+        #expect(a.receive(manifest: manifest, tag: Self.tag(1), now: 0).isEmpty)
+        #expect(a.receive(result: copy(0, [1.5, -2]), batchID: "v", now: 1).isEmpty)
+        #expect(a.receive(result: copy(1, [-1.5, 2]), batchID: "v", now: 2).isEmpty)
+        #expect(a.receive(result: copy(2, [1.5, -2.000001]), batchID: "v", now: 3).isEmpty)
+        // Three agree and one does not: not yet.
+        #expect(a.receive(result: copy(3, [1.5, -2]), batchID: "v", now: 4).isEmpty)
+        let actions = a.receive(result: copy(4, [1.5000001, -2]), batchID: "v", now: 5)
+        guard case .decode(let job) = try #require(actions.first) else {
+            Issue.record("expected a decode action, got \(actions)")
+            return
+        }
+        #expect(job.results.count == 5 && !job.degraded)
+        #expect(BatchAssembler.voteAgrees(manifest, job.results))
+        // Without adversaries the same manifest waits for all seven.
+        var plain = manifest
+        plain.scheme.adversaries = nil
+        #expect(!BatchAssembler.voteAgrees(plain, job.results))
+    }
+
     @Test func lateAndDuplicateResultsAreAckedCountedAndNotDecodedAgain() {
         var a = Self.assembler()
         _ = a.receive(manifest: Self.manifest(waitFor: 1), tag: Self.tag(1), now: 0)

@@ -30,7 +30,9 @@ struct LinearModel: InferenceModel {
     static func services(
         _ transport: InMemoryTransport, scheme: SchemeConfiguration, workers: Int, stop: StopSignal,
         stragglers: Int = 0, silent: Int = 0, decoder decoderConfiguration: DecoderConfiguration = .init(),
-        encoderMetrics: ServiceMetrics = ServiceMetrics(), configure: (inout EncoderConfiguration) -> Void = { _ in }
+        encoderMetrics: ServiceMetrics = ServiceMetrics(), decoderMetrics: ServiceMetrics = ServiceMetrics(),
+        workerMetrics: [Int: ServiceMetrics] = [:], workerConfigurations: [Int: WorkerConfiguration] = [:],
+        configure: (inout EncoderConfiguration) -> Void = { _ in }
     ) throws -> [@Sendable () async throws -> Void] {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
@@ -42,7 +44,8 @@ struct LinearModel: InferenceModel {
             transport: transport, configuration: configuration, topology: topology, models: [LinearModel()],
             logger: logger, metrics: encoderMetrics)
         let decoder = DecoderService(
-            transport: transport, configuration: decoderConfiguration, topology: topology, logger: logger)
+            transport: transport, configuration: decoderConfiguration, topology: topology, logger: logger,
+            metrics: decoderMetrics)
         var runs: [@Sendable () async throws -> Void] = [
             { try await encoder.run(stop: stop) }, { try await decoder.run(stop: stop) },
         ]
@@ -50,10 +53,11 @@ struct LinearModel: InferenceModel {
             let silence = StragglerInjection(probability: 0, delay: .fixed(milliseconds: 0), neverReply: true)
             let worker = WorkerService(
                 transport: transport,
-                configuration: i < silent
-                    ? WorkerConfiguration(prefetch: 1, workerID: "w\(i)", stragglers: silence)
-                    : WorkerConfiguration(workerID: "w\(i)"),
-                topology: topology, model: LinearModel(), logger: logger)
+                configuration: workerConfigurations[i]
+                    ?? (i < silent
+                        ? WorkerConfiguration(prefetch: 1, workerID: "w\(i)", stragglers: silence)
+                        : WorkerConfiguration(workerID: "w\(i)")),
+                topology: topology, model: LinearModel(), logger: logger, metrics: workerMetrics[i] ?? ServiceMetrics())
             runs.append { try await worker.run(stop: stop) }
         }
         return runs

@@ -29,13 +29,28 @@ import Testing
         #expect(refusal(.nercc, n: 12, k: 4, s: 0, a: -1) != nil)
     }
 
-    @Test func partialBatchesTolerateWhatTheirOwnWaitAllows() throws {
+    @Test func partialBatchesGetTheTasksTheirToleranceNeeds() throws {
         let configuration = EncoderConfiguration(
             scheme: SchemeConfiguration(kind: .nercc, workers: 12, batchSize: 4), stragglers: 0, adversaries: 3)
         let full = try EncoderService.validate(configuration)
         let codes = try EncoderService.batchCodes(configuration, full: full)
-        // N_k = 3k tasks, all waited for: 2A + 3 ≤ 3k.
-        #expect(codes.map(\.adversaries) == [0, 1, 3, 3])
+        // One query: a vote of 2A + 1 = 7 copies; two: the spline check's 2A + 3 = 9; then 3k.
+        #expect(codes.map(\.adversaries) == [3, 3, 3, 3])
+        #expect(codes.map(\.code.workers) == [7, 9, 9, 12])
+        #expect(codes.map(\.waitFor) == [7, 9, 9, 12])
+        // The vote sends A + 1 = 4 copies at once and holds back three; nothing else is hedged.
+        #expect(codes.map { $0.hedgedFirstTasks(rows: 1, hedging: true) } == [4, nil, nil, nil])
+        #expect(codes[0].hedgedFirstTasks(rows: 2, hedging: true) == nil)
+        #expect(codes[0].hedgedFirstTasks(rows: 1, hedging: false) == nil)
+        // The cheapest piece per query is then three queries (3 tasks each, where one costs 4).
+        #expect(EncoderService.partialBatchPiece(codes) == 3)
+        // At (40, 10) one query's four agreeing copies cost N/K: the piece stays one query, unless
+        // nothing is held back, when it costs all seven.
+        let wide = EncoderConfiguration(
+            scheme: SchemeConfiguration(kind: .nercc, workers: 40, batchSize: 10), stragglers: 0, adversaries: 3)
+        let wideCodes = try EncoderService.batchCodes(wide, full: try EncoderService.validate(wide))
+        #expect(EncoderService.partialBatchPiece(wideCodes) == 1)
+        #expect(EncoderService.partialBatchPiece(wideCodes, hedging: false) == 3)
     }
 
     /// nercc (40, 10) with A = 3 (every batch padded to the full code, which tolerates it; the
@@ -45,35 +60,12 @@ import Testing
     /// the worker.
     @Test(.timeLimit(.minutes(1))) func aNegatingWorkerIsExcludedAndTheAnswersStayExact() async throws {
         let transport = InMemoryTransport()
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let topology = ServingTopology()
         let stop = StopSignal()
-        let encoder = try EncoderService(
-            transport: transport,
-            configuration: EncoderConfiguration(
-                scheme: SchemeConfiguration(kind: .nercc, workers: 40, batchSize: 10), stragglers: 0,
-                maximumBatchWaitMilliseconds: 1, padsPartialBatches: true, adversaries: 3),
-            topology: topology, models: [LinearModel()], logger: logger)
         let decoderMetrics = ServiceMetrics()
-        let decoder = DecoderService(
-            transport: transport, configuration: DecoderConfiguration(), topology: topology, logger: logger,
-            metrics: decoderMetrics)
         let liarMetrics = ServiceMetrics()
-        var runs: [@Sendable () async throws -> Void] = [
-            { try await encoder.run(stop: stop) }, { try await decoder.run(stop: stop) },
-        ]
-        for w in 0..<40 {
-            let liar = w == 5
-            let worker = WorkerService(
-                transport: transport,
-                configuration: WorkerConfiguration(
-                    prefetch: 1, workerID: liar ? "liar" : "honest-\(w)",
-                    byzantine: liar ? ByzantineInjection(mode: .negate) : .none),
-                topology: topology, model: LinearModel(), logger: logger,
-                metrics: liar ? liarMetrics : ServiceMetrics())
-            runs.append { try await worker.run(stop: stop) }
-        }
+        let runs = try Self.services(
+            transport, workers: 40, liar: 5, decoderMetrics: decoderMetrics, liarMetrics: liarMetrics, stop: stop
+        ) { $0.padsPartialBatches = true }
         let queries: [[Float]] = (0..<20).map { i in
             let t = Float(i)
             return [sin(t), cos(1.3 * t), sin(0.7 * t + 1)]
@@ -102,6 +94,88 @@ import Testing
 }
 
 extension RobustServingTests {
+    /// An encoder of nercc (40, 10) with A = 3 and a 1 ms batch wait, a decoder, and `workers`
+    /// workers with prefetch 1, of which worker `liar` negates every output.
+    static func services(
+        _ transport: InMemoryTransport, workers: Int, liar: Int, decoderMetrics: ServiceMetrics,
+        liarMetrics: ServiceMetrics, stop: StopSignal, configure: (inout EncoderConfiguration) -> Void = { _ in }
+    ) throws -> [@Sendable () async throws -> Void] {
+        try InMemoryPipelineTests.services(
+            transport, scheme: SchemeConfiguration(kind: .nercc, workers: 40, batchSize: 10), workers: workers,
+            stop: stop, decoderMetrics: decoderMetrics, workerMetrics: [liar: liarMetrics],
+            workerConfigurations: Dictionary(
+                uniqueKeysWithValues: (0..<workers).map {
+                    (
+                        $0,
+                        WorkerConfiguration(
+                            prefetch: 1, workerID: $0 == liar ? "liar" : "honest-\($0)",
+                            byzantine: $0 == liar ? ByzantineInjection(mode: .negate) : .none)
+                    )
+                })
+        ) {
+            $0.maximumBatchWaitMilliseconds = 1
+            $0.adversaries = 3
+            configure(&$0)
+        }
+    }
+
+    /// Unpadded, a lone query with A = 3 is a vote of 2A + 1 = 7 copies: four go out at once, one of
+    /// them to the negating worker, so they disagree; the decoder asks for the three held back and
+    /// answers once four copies agree: exactly the model's output, with the liar's copies excluded
+    /// and counted against it.
+    @Test(.timeLimit(.minutes(1))) func aLoneQueryIsAnsweredByAVoteThatExcludesTheLiar() async throws {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        let decoderMetrics = ServiceMetrics()
+        let liarMetrics = ServiceMetrics()
+        // Four workers with one task each in flight: the liar holds exactly one of the first four.
+        let runs = try Self.services(
+            transport, workers: 4, liar: 2, decoderMetrics: decoderMetrics, liarMetrics: liarMetrics, stop: stop)
+        let query: [Float] = [0.3, -1.2, 2.5]
+        let records = try await InMemoryPipelineTests.request(
+            [query], of: runs, workers: 4, on: transport, stop: stop
+        ) { !$0.isEmpty }
+        let record = try #require(records.first)
+        #expect(record.status == .ok)
+        #expect(record.workers == 7 && record.batchSize == 1 && record.needed == 7)
+        #expect(record.received >= 5)
+        let exact = try LinearModel().predict(flatInputs: query, count: 1)
+        let outputs = try #require(record.predictions.first?.outputs)
+        for (got, want) in zip(outputs, exact) { #expect(abs(got - want) <= 1e-5 * (1 + abs(want))) }
+        let flagged = decoderMetrics.value("results_flagged", labels: [("worker", "liar"), ("user", "")])
+        #expect(flagged >= 1 && flagged <= liarMetrics.value("results_corrupted"))
+        #expect(Double(record.excluded?.count ?? 0) == flagged)
+        #expect(decoderMetrics.value("hedge_requests_sent") == 1)
+    }
+
+    /// With every worker honest, a lone query with A = 3 costs its first A + 1 = 4 copies: they
+    /// agree, the decoder answers from them (not degraded), and the three copies held back are
+    /// never sent.
+    @Test(.timeLimit(.minutes(1))) func aLoneQueryWithHonestWorkersCostsAPlusOneCopies() async throws {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        let decoderMetrics = ServiceMetrics()
+        let workerMetrics = ServiceMetrics()
+        let runs = try InMemoryPipelineTests.services(
+            transport, scheme: SchemeConfiguration(kind: .nercc, workers: 40, batchSize: 10), workers: 4, stop: stop,
+            decoderMetrics: decoderMetrics,
+            workerMetrics: [0: workerMetrics, 1: workerMetrics, 2: workerMetrics, 3: workerMetrics]
+        ) {
+            $0.maximumBatchWaitMilliseconds = 1
+            $0.adversaries = 3
+            $0.hedgeAfterMilliseconds = 2_000
+        }
+        let query: [Float] = [0.3, -1.2, 2.5]
+        let records = try await InMemoryPipelineTests.request(
+            [query], of: runs, workers: 4, on: transport, stop: stop
+        ) { !$0.isEmpty }
+        let record = try #require(records.first)
+        #expect(record.status == .ok && record.received == 4 && record.needed == 7)
+        #expect(record.excluded == [])
+        #expect(workerMetrics.value("tasks_computed") == 4)
+        #expect(decoderMetrics.value("hedge_requests_sent") == 0)
+    }
+
     /// A manifest asking for a robust decode the decoder cannot give is dead-lettered, not decoded.
     @Test(arguments: [("uncoded", 4, 4, 1), ("nercc", 12, 4, -1)])
     func aManifestWithImpossibleAdversariesIsDeadLettered(scheme: String, n: Int, k: Int, a: Int) async throws {

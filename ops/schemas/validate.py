@@ -201,26 +201,37 @@ def check_batch_manifest(msg: dict) -> list[str]:
     adversaries = scheme.get("adversaries", 0)
     if adversaries > 0:
         # A robust decode: the spline check (nercc, nercc-ag) needs 2A + 3 results, ApproxIFER's
-        # locator (bacc) 2(K + A) - 1.
+        # locator (bacc) 2(K + A) - 1, and a vote of copies (K = 1) 2A + 1.
         if name not in ("bacc", "nercc", "nercc-ag"):
             problems.append(f"$.scheme.adversaries: {adversaries} for {name}; only bacc, nercc and nercc-ag decode robustly")
         else:
-            bound = 2 * (k + adversaries) - 1 if name == "bacc" else 2 * adversaries + 3
+            if k == 1:
+                bound = 2 * adversaries + 1
+            elif name == "bacc":
+                bound = max(least + adversaries, 2 * (k + adversaries) - 1)
+            else:
+                bound = max(least + adversaries, 2 * adversaries + 3)
             if wait_for < bound:
                 problems.append(f"$.scheme.adversaries: A = {adversaries} needs wait_for >= {bound}, got {wait_for}")
     hedge = msg.get("hedge")
     if hedge is not None:
         # Held-back copies (a hedged batch): only a batch any one result decodes, without rows, is
-        # sent as its first task; the others are tasks of its code (distinct: the schema's
-        # uniqueItems), never all of them.
+        # sent as its first task, and a vote of copies (one query, adversaries A > 0) as its first
+        # A + 1; the others are tasks of its code (distinct: the schema's uniqueItems).
         tasks = hedge["tasks"]
         if len(tasks) >= n:
             problems.append(f"$.hedge.tasks: {len(tasks)} tasks held back of N = {n}; at least one is published at once")
         for i, task in enumerate(tasks):
             if task >= n:
                 problems.append(f"$.hedge.tasks[{i}]: {task} >= N = {n}")
-        if wait_for != 1:
+        vote = k == 1 and adversaries > 0 and name in ("bacc", "nercc", "nercc-ag")
+        if vote and len(tasks) != n - adversaries - 1:
+            problems.append(f"$.hedge.tasks: a vote of copies publishes A + 1 = {adversaries + 1} of its {n} copies"
+                            f" at once and holds back the other {n - adversaries - 1}, not {len(tasks)}")
+        if not vote and wait_for != 1:
             problems.append(f"$.hedge: a hedged batch decodes from any one result, but wait_for is {wait_for}")
+        if not vote and len(tasks) != n - 1:
+            problems.append(f"$.hedge.tasks: a hedged batch publishes one task and holds back the other {n - 1}, not {len(tasks)}")
         if rows != 1:
             problems.append(f"$.hedge: a batch of {rows} rows is never hedged")
         if len(hedge["queue"].encode("utf-8")) > 255:
