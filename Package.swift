@@ -4,7 +4,8 @@ import PackageDescription
 // Module graph (dependency direction is the architecture):
 //
 //   CBLAS (system: OpenBLAS) ──▶ CodedComputing (pure numerics: points, splines, schemes)
-//   CBLAS ──▶ NeuralInference (pure: tensors, layers, safetensors, model descriptions)
+//   CBLAS, ONNXProto (generated from onnx.proto; swift-protobuf) ──▶ NeuralInference (pure: tensors,
+//     layers, safetensors, model descriptions, ONNX graphs)
 //   NumPyFormat (pure: .npy bytes ⇄ arrays)
 //   Messaging (transport protocol and message types; no I/O)
 //   CRabbitMQ (C: rabbitmq-c 0.11 + shim) ──▶ RabbitMQMessaging (the only importer of CRabbitMQ)
@@ -36,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .systemLibrary(
@@ -52,9 +54,15 @@ let package = Package(
             name: "NumPyFormat",
             swiftSettings: strict
         ),
+        // onnx.proto's message types, generated once by ops/models/generate_onnx_proto.sh and
+        // committed (the generator is not part of the build).
+        .target(
+            name: "ONNXProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .target(
             name: "NeuralInference",
-            dependencies: ["CBLAS"],
+            dependencies: ["CBLAS", "ONNXProto"],
             swiftSettings: strict
         ),
         .target(
@@ -127,7 +135,9 @@ let package = Package(
         ),
         .testTarget(
             name: "NeuralInferenceTests",
-            dependencies: ["NeuralInference", "NumPyFormat"],
+            dependencies: [
+                "NeuralInference", "NumPyFormat", "ONNXProto", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),

@@ -30,8 +30,8 @@ nercc_install_packages() {
 
 # Installs the Python packages the checks use (schema validation, deployment checks), when missing.
 nercc_install_python_tools() {
-    if ! python3 -c "import jsonschema, yaml" >/dev/null 2>&1; then
-        echo "==> installing Python packages: jsonschema PyYAML"
-        python3 -m pip install --quiet jsonschema PyYAML
+    if ! python3 -c "import jsonschema, yaml, numpy" >/dev/null 2>&1; then
+        echo "==> installing Python packages: jsonschema PyYAML numpy"
+        python3 -m pip install --quiet jsonschema PyYAML numpy
     fi
 }

@@ -11,6 +11,9 @@ cd "$NERCC_ROOT"
 nercc_install_packages
 nercc_install_python_tools
 
+echo "==> ResNet-18's ONNX weights, generated from their recorded seeds (numpy; not committed)"
+python3 ops/models/export_onnx.py --regenerate-resnet18-weights
+
 echo "==> swift format lint --strict"
 swift format lint --strict --recursive Package.swift Sources Tests
 

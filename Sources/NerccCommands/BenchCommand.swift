@@ -196,12 +196,15 @@ struct BenchCodingCommand: AsyncParsableCommand {
 struct BenchModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
-        abstract: "Time the native runtime's forward pass on batches of the shipped test images.")
+        abstract: "Time the native runtime's forward pass on batches of queries (a model.json or an ONNX graph).")
 
-    @Option(help: "The model description.")
+    @Option(help: "The model: a model description (model.json) or an ONNX graph (.onnx).")
     var model: String = "models/mnist-mlp/model.json"
 
-    @Option(help: "Queries (.npy, 2-D) to run the model on.")
+    @Option(
+        help: ArgumentHelp(
+            "Queries (.npy, 2-D) to run the model on, or 'random'.",
+            discussion: "'random' draws uniform values in [0, 1) of the model's input size from a fixed seed."))
     var input: String = "data/mnist/test-images.npy"
 
     @Option(help: "Batch sizes, comma-separated.")
@@ -210,16 +213,45 @@ struct BenchModelCommand: AsyncParsableCommand {
     @Option(help: "Repetitions per batch size (the median is reported).")
     var repetitions: Int = 2_000
 
+    @Option(help: "Also write the figures to this JSON file.")
+    var json: String?
+
+    func validate() throws {
+        guard repetitions >= 1 else { throw ValidationError("--repetitions must be ≥ 1, got \(repetitions)") }
+    }
+
     func run() async throws {
+        // As the worker runs: freed memory stays in the heap instead of being unmapped.
+        ProcessMemory.keepLargeBlocksInHeap()
         let loaded = try loadModels([model])[0]
-        let queries = try MatrixFiles.read(input)
+        var sizes: [Int] = []
+        for text in batches.split(separator: ",") {
+            guard let batch = Int(text), batch >= 1 else {
+                throw CommandError("--batches: '\(text)' is not a batch size ≥ 1")
+            }
+            sizes.append(batch)
+        }
+        let queries: Matrix
+        if input == "random" {
+            var state: UInt64 = 0x6E65_7263_6362_656E
+            let rows = sizes.max() ?? 1
+            queries = Matrix(
+                rows: rows, columns: loaded.inputSize,
+                elements: (0..<(rows * loaded.inputSize)).map { _ in
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    return Double(state >> 11) / Double(UInt64(1) << 53)
+                })
+        } else {
+            queries = try MatrixFiles.read(input)
+        }
         guard queries.columns == loaded.inputSize else {
             throw CommandError("'\(input)' has \(queries.columns) columns; the model takes \(loaded.inputSize)")
         }
         var rows: [[String]] = []
-        for text in batches.split(separator: ",") {
-            guard let batch = Int(text), batch >= 1, batch <= queries.rows else {
-                throw CommandError("--batches: '\(text)' is not a batch size in 1...\(queries.rows)")
+        var figures: [[String: Double]] = []
+        for batch in sizes {
+            guard batch <= queries.rows else {
+                throw CommandError("--batches: \(batch) is more than the \(queries.rows) queries of '\(input)'")
             }
             let flat = (0..<batch).flatMap { queries.row($0).map { Float($0) } }
             let seconds = BenchCodingCommand.median(repetitions) {
@@ -227,9 +259,20 @@ struct BenchModelCommand: AsyncParsableCommand {
             }
             rows.append([
                 "\(batch)", String(format: "%.1f", seconds * 1e6),
-                String(format: "%.2f", seconds * 1e6 / Double(batch)),
+                String(format: "%.2f", seconds * 1e6 / Double(batch)), String(format: "%.0f", Double(batch) / seconds),
+            ])
+            figures.append([
+                "batch": Double(batch), "microseconds_per_batch": seconds * 1e6,
+                "queries_per_second": Double(batch) / seconds,
             ])
         }
-        print(TextTable.markdown(header: ["batch", "µs per batch", "µs per query"], rows: rows))
+        print(TextTable.markdown(header: ["batch", "µs per batch", "µs per query", "queries/s"], rows: rows))
+        if let json {
+            let document: [String: Any] = [
+                "model": model, "input": input, "repetitions": repetitions, "results": figures,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: json))
+        }
     }
 }

@@ -17,7 +17,7 @@ struct CalibrateCommand: AsyncParsableCommand {
             split disjoint from the evaluation split (the default is the shipped calibration split).
             """)
 
-    @Option(help: "The model description.")
+    @Option(help: "The model: a model.json or an ONNX graph (.onnx).")
     var model: String = "models/mnist-mlp/model.json"
 
     @Option(help: "Calibration queries (.npy, 2-D).")

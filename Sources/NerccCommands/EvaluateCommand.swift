@@ -33,7 +33,7 @@ struct EvaluateCommand: AsyncParsableCommand {
             robustness.csv and SVG plots (relative accuracy against A).
             """)
 
-    @Option(name: .customLong("model"), help: "A model description (repeatable).")
+    @Option(name: .customLong("model"), help: "A model: a model.json or an ONNX graph (.onnx) (repeatable).")
     var models: [String] = ["models/mnist-mlp/model.json"]
 
     @Option(help: "Evaluation queries (.npy, 2-D).")

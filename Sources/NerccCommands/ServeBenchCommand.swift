@@ -33,7 +33,7 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(help: "The model description.")
+    @Option(help: "The model: a model.json or an ONNX graph (.onnx).")
     var model = "models/mnist-mlp/model.json"
 
     @Option(help: "Queries (.npy, 2-D), one per row.")

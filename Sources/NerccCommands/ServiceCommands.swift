@@ -7,7 +7,9 @@ import ServingPipeline
 
 /// Loads the model descriptions named on the command line.
 func loadModels(_ paths: [String]) throws -> [NativeModel] {
-    guard !paths.isEmpty else { throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODELS)") }
+    guard !paths.isEmpty else {
+        throw CommandError("no model: pass --model PATH/model.json or PATH/model.onnx (env NERCC_MODELS)")
+    }
     return try paths.map { path in
         do { return try NativeModel(descriptionPath: path) } catch { throw CommandError("\(error)") }
     }
@@ -25,7 +27,8 @@ struct EncoderCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("model"),
-        help: "A model description to serve (repeatable; env NERCC_MODELS, comma-separated).")
+        help: "A model to serve: a model.json or an ONNX graph (.onnx) (repeatable; env NERCC_MODELS, comma-separated)."
+    )
     var models: [String] = Environment.list("NERCC_MODELS")
 
     @Option(help: "Scheme: uncoded, replication, parity, lcc, bacc, nercc, nercc-ag (env NERCC_SCHEME).")
@@ -270,7 +273,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("model"),
         help:
-            "A model description to run; repeatable, e.g. a model and its ParM parity model (env NERCC_MODEL, comma-separated)."
+            "A model to run, a model.json or an ONNX graph (.onnx); repeatable, e.g. a model and its ParM parity model (env NERCC_MODEL, comma-separated)."
     )
     var models: [String] = Environment.list("NERCC_MODEL")
 
@@ -362,7 +365,7 @@ struct WorkerCommand: AsyncParsableCommand {
         BLAS.useCallingThreadOnly()
         ProcessMemory.keepLargeBlocksInHeap()
         guard !models.isEmpty else {
-            throw CommandError("no model: pass --model PATH/model.json (env NERCC_MODEL)")
+            throw CommandError("no model: pass --model PATH/model.json or PATH/model.onnx (env NERCC_MODEL)")
         }
         let loaded = try loadModels(models)
         let delay: StragglerInjection.Delay =

@@ -134,19 +134,4 @@ public struct Model: Sendable {
         precondition(x.shape == [batch.shape[0]] + outputShape, "layers produced \(x.shape) for model '\(name)'")
         return x
     }
-
-    /// Runs the model on `count` samples given as consecutive flat rows of ``inputSize`` elements, and
-    /// returns the `count` outputs as consecutive flat rows of ``outputSize`` elements.
-    ///
-    /// - Throws: ``ModelError/Code/inputShapeMismatch`` if `count < 1` or
-    ///   `flatRows.count != count * inputSize`.
-    public func predict(flatRows: [Float], count: Int) throws(ModelError) -> [Float] {
-        guard count >= 1, flatRows.count == count * inputSize else {
-            throw ModelError(
-                .inputShapeMismatch,
-                "model '\(name)' takes \(inputSize) values per sample; got \(flatRows.count) values for \(count) "
-                    + "samples (count must be ≥ 1)")
-        }
-        return try predict(Tensor(shape: [count] + inputShape, elements: flatRows)).elements
-    }
 }

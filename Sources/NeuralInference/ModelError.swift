@@ -41,6 +41,11 @@ public struct ModelError: Error, Sendable, Equatable, CustomStringConvertible {
         case layerShapeMismatch = "layer-shape-mismatch"
         /// The batch given to ``Model/predict(_:)`` does not have shape `[B, inputShape…]` with B ≥ 1.
         case inputShapeMismatch = "input-shape-mismatch"
+        /// An ONNX file is not a valid model: not a protobuf `ModelProto`, no graph, an opset outside
+        /// the supported range, or an edge that no node, input or initializer produces.
+        case invalidONNX = "invalid-onnx"
+        /// An ONNX node uses an operator (or a domain) that the runtime does not implement.
+        case unsupportedOperator = "unsupported-operator"
     }
 
     /// The stable error code.

@@ -2,15 +2,16 @@ import NeuralInference
 
 /// A model of the native inference runtime (safetensors weights plus a model description).
 public struct NativeModel: InferenceModel {
-    /// The runtime model.
-    public let model: Model
+    /// The runtime model: a layer list or an ONNX graph.
+    public let model: any NeuralNetwork
 
-    /// Loads the model described by a `model.json`.
+    /// Loads the model at `descriptionPath`: a `model.json`, or an ONNX graph (`.onnx`, with its
+    /// sidecar `<file>.onnx.json` when present).
     ///
     /// - Throws: ``ServingError`` with code `.model` naming the file and the problem.
     public init(descriptionPath: String) throws(ServingError) {
         do {
-            model = try Model.load(descriptionPath: descriptionPath)
+            model = try loadNeuralNetwork(path: descriptionPath)
         } catch {
             throw ServingError(.model, "cannot load the model '\(descriptionPath)': \(error.message)")
         }

@@ -22,23 +22,25 @@ struct LivePipelineTests {
 
     /// Starts a decoder, an encoder and workers; waits until they all consume.
     static func system(
-        prefix: String, scheme: [String], workers: [[String]], waitForWorkers: Int? = nil, decoder: [String] = []
+        prefix: String, scheme: [String], workers: [[String]], waitForWorkers: Int? = nil, decoder: [String] = [],
+        model: String = LiveSystem.modelPath, modelName: String = "mnist-mlp"
     ) async throws -> [ServiceProcess] {
         var services = [
             try ServiceProcess(["decoder"] + decoder, prefix: prefix, name: "decoder"),
-            try ServiceProcess(["encoder", "--model", LiveSystem.modelPath] + scheme, prefix: prefix, name: "encoder"),
+            try ServiceProcess(["encoder", "--model", model] + scheme, prefix: prefix, name: "encoder"),
         ]
         for (i, extra) in workers.enumerated() {
             services.append(
                 try ServiceProcess(
-                    ["worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-w\(i)"] + extra,
+                    ["worker", "--model", model, "--worker-id", "\(prefix)-w\(i)"] + extra,
                     prefix: prefix,
                     name: "worker\(i)"))
         }
         #expect(try await LiveSystem.waitForConsumers("\(prefix).results.0", 1), "the decoder did not start")
-        #expect(try await LiveSystem.waitForConsumers("\(prefix).requests.mnist-mlp", 1), "the encoder did not start")
         #expect(
-            try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", waitForWorkers ?? workers.count),
+            try await LiveSystem.waitForConsumers("\(prefix).requests.\(modelName)", 1), "the encoder did not start")
+        #expect(
+            try await LiveSystem.waitForConsumers("\(prefix).tasks.\(modelName)", waitForWorkers ?? workers.count),
             "the workers did not start")
         return services
     }
@@ -100,6 +102,44 @@ struct LivePipelineTests {
             p.predictedClass == exact[p.index].indices.max { exact[p.index][$0] < exact[p.index][$1] }
         }
         #expect(agree.count >= 3)
+        await client.transport.close()
+        _ = services
+    }
+
+    /// A ResNet-18 exported from PyTorch to ONNX (torchvision's architecture, generated weights,
+    /// models/onnx/) served with nercc coding: the encoder and three workers load the `.onnx` file
+    /// and its sidecar, and the predictions equal the decode, computed here with the same graph, of
+    /// the same coded batch.
+    @Test func aResNet18FromOnnxIsServedWithNerccCoding() async throws {
+        struct Reference: Decodable { let inputs: [[Float]] }
+        let path = LiveSystem.repositoryPath("models/onnx/resnet18.onnx")
+        let reference = try JSONDecoder().decode(
+            Reference.self,
+            from: Data(
+                contentsOf: URL(fileURLWithPath: LiveSystem.repositoryPath("models/onnx/resnet18.reference.json"))))
+        let prefix = LiveSystem.prefix()
+        let services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "10", "--batch", "4", "--stragglers", "0", "--batch-wait-ms", "200",
+            ],
+            workers: [[], [], []], model: path, modelName: "resnet18-onnx")
+        let client = try await TestClient.connect(prefix: prefix)
+        let queries = Array(reference.inputs[0..<4])
+        try await client.send(queries: queries, id: "resnet", model: "resnet18-onnx")
+        let replies = try await client.collect { TestClient.answered($0) >= 4 }
+        let record = try #require(TestClient.predictions(replies).first)
+        #expect(record.model == "resnet18-onnx" && record.scheme == "nercc" && record.predictions.count == 4)
+        let graph = try ONNXModel.load(path: path)
+        let code = try LinearCode(SchemeConfiguration(kind: .nercc, workers: 10, batchSize: 4))
+        let coded = try code.encode(Matrix(rows: 4, columns: 3 * 32 * 32, float32Elements: queries.flatMap { $0 }))
+        let outputs = try graph.predict(flatRows: coded.elements.map { Float($0) }, count: 10)
+        let expected = try code.decode(Matrix(rows: 10, columns: 10, float32Elements: outputs), received: Array(0..<10))
+        for p in record.predictions {
+            for j in 0..<10 {
+                #expect(abs(Double(p.outputs[j]) - expected[p.index, j]) <= 1e-3, "query \(p.index) output \(j)")
+            }
+        }
         await client.transport.close()
         _ = services
     }

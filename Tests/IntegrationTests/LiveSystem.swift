@@ -22,6 +22,9 @@ enum LiveSystem {
         .deletingLastPathComponent()
     static let modelPath = root.appendingPathComponent("models/mnist-mlp/model.json").path
 
+    /// The absolute path of a file of the repository.
+    static func repositoryPath(_ relative: String) -> String { root.appendingPathComponent(relative).path }
+
     /// A fresh topology prefix, so tests never see each other's queues.
     static func prefix() -> String { "t\(UUID().uuidString.prefix(8).lowercased())" }
 
@@ -157,9 +160,9 @@ struct TestClient {
                 body: body))
     }
 
-    func send(queries: [[Float]], id: String) async throws {
-        let request = InferenceRequest(requestID: id, model: "mnist-mlp", queries: queries.map { $0.map(Double.init) })
-        try await send(Array(try JSONEncoder().encode(request)), id: id)
+    func send(queries: [[Float]], id: String, model: String = "mnist-mlp") async throws {
+        let request = InferenceRequest(requestID: id, model: model, queries: queries.map { $0.map(Double.init) })
+        try await send(Array(try JSONEncoder().encode(request)), id: id, model: model)
     }
 
     /// Collects replies until `done` says so or `seconds` pass.

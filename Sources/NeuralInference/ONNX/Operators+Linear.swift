@@ -1,0 +1,393 @@
+import CBLAS
+
+/// Gemm: Y = α·A′·B′ + β·C with A′ = A or Aᵀ, B′ = B or Bᵀ (2-D), C broadcast to [M, N]. One
+/// `cblas_sgemm`.
+struct GemmOperator: GraphOperator, FusableOperator {
+    let alpha: Float
+    let beta: Float
+    let transA: Bool
+    let transB: Bool
+    /// An activation fused in from the node that reads this one's output alone.
+    var activation: UnaryOperator.Function? = nil
+
+    func fused(with function: UnaryOperator.Function) -> any GraphOperator {
+        var copy = self
+        copy.activation = function
+        return copy
+    }
+
+    func run(_ inputs: NodeInputs) throws(ModelError) -> [GraphValue] {
+        let a = try inputs.float(0, "A")
+        let b = try inputs.float(1, "B")
+        let c = try inputs.optionalFloat(2, "C")
+        guard a.rank == 2, b.rank == 2 else {
+            throw ModelError(.layerShapeMismatch, "Gemm takes 2-D A and B, got \(a.shape) and \(b.shape)")
+        }
+        let (m, k) = transA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
+        let (kb, n) = transB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+        guard k == kb else {
+            throw ModelError(
+                .layerShapeMismatch,
+                "Gemm: A′ is [\(m), \(k)] but B′ is [\(kb), \(n)] (transA \(transA), transB \(transB))")
+        }
+        var accumulate: Float = 0
+        var initial: Tensor? = nil
+        if let c, beta != 0 {
+            let shape = try broadcastShape(c.shape, [m, n])
+            guard shape == [m, n] else {
+                throw ModelError(.layerShapeMismatch, "Gemm: C \(c.shape) does not broadcast to [\(m), \(n)]")
+            }
+            if c.count == n && (c.rank == 1 || c.shape[0] == 1) {
+                // A bias row, copied into every row.
+                initial = Tensor(shape: [m, n]) { out in
+                    c.withUnsafeBufferPointer { cp in
+                        for r in 0..<m {
+                            for j in 0..<n { out[r * n + j] = beta * cp[j] }
+                        }
+                    }
+                }
+            } else {
+                let expanded = WhereOperator.expand(c.elements, from: c.shape, to: [m, n])
+                initial = Tensor(shape: [m, n], elements: beta == 1 ? expanded : expanded.map { $0 * beta })
+            }
+            accumulate = 1
+        }
+        var y = initial ?? Tensor(shape: [m, n], repeating: 0)
+        y.withUnsafeMutableBufferPointer { yp in
+            a.withUnsafeBufferPointer { ap in
+                b.withUnsafeBufferPointer { bp in
+                    cblas_sgemm(
+                        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, ap.baseAddress, Int32(a.shape[1]), bp.baseAddress,
+                        Int32(b.shape[1]), accumulate, yp.baseAddress, Int32(n))
+                }
+            }
+            if let activation { UnaryOperator.applyInPlace(activation, yp) }
+        }
+        return [.float(y)]
+    }
+}
+
+/// MatMul with numpy semantics: 1-D operands are promoted (and the added axis removed), batch axes
+/// broadcast. When B is 2-D the batch folds into A's rows and the product is one GEMM; otherwise one
+/// GEMM per batch item.
+struct MatMulOperator: GraphOperator {
+    func run(_ inputs: NodeInputs) throws(ModelError) -> [GraphValue] {
+        let a0 = try inputs.float(0, "A")
+        let b0 = try inputs.float(1, "B")
+        guard a0.rank >= 1, b0.rank >= 1 else {
+            throw ModelError(.layerShapeMismatch, "MatMul takes tensors of rank ≥ 1")
+        }
+        let a = a0.rank == 1 ? a0.reshaped([1, a0.shape[0]]) : a0
+        let b = b0.rank == 1 ? b0.reshaped([b0.shape[0], 1]) : b0
+        let (m, k) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
+        let (kb, n) = (b.shape[b.rank - 2], b.shape[b.rank - 1])
+        guard k == kb else {
+            throw ModelError(.layerShapeMismatch, "MatMul: \(a0.shape) × \(b0.shape) (inner extents \(k) and \(kb))")
+        }
+        let aBatch = Array(a.shape.dropLast(2))
+        let bBatch = Array(b.shape.dropLast(2))
+        let batch = try broadcastShape(aBatch, bBatch)
+        var outShape = batch + [m, n]
+        let y: Tensor
+        if bBatch.allSatisfy({ $0 == 1 }) && aBatch == batch {
+            // [..., M, K] × [K, N]: one GEMM over all rows of A.
+            let rows = Tensor.elementCount(of: aBatch) * m
+            y = Tensor(shape: outShape) { out in
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        cblas_sgemm(
+                            CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(k), 1,
+                            ap.baseAddress,
+                            Int32(k), bp.baseAddress, Int32(n), 0, out.baseAddress, Int32(n))
+                    }
+                }
+            }
+        } else {
+            let items = Tensor.elementCount(of: batch)
+            let aOffsets = Self.offsets(aBatch, in: batch, matrix: m * k)
+            let bOffsets = Self.offsets(bBatch, in: batch, matrix: k * n)
+            y = Tensor(shape: outShape) { out in
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        for i in 0..<items {
+                            cblas_sgemm(
+                                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
+                                ap.baseAddress! + aOffsets[i], Int32(k), bp.baseAddress! + bOffsets[i], Int32(n), 0,
+                                out.baseAddress! + i * m * n, Int32(n))
+                        }
+                    }
+                }
+            }
+        }
+        if a0.rank == 1 { outShape.remove(at: outShape.count - 2) }
+        if b0.rank == 1 { outShape.removeLast() }
+        return [.float(y.reshaped(outShape))]
+    }
+
+    /// The element offset of each batch item's matrix in an operand of batch shape `shape`,
+    /// broadcast to `batch`.
+    static func offsets(_ shape: [Int], in batch: [Int], matrix: Int) -> [Int] {
+        let strides = broadcastStrides(shape, to: batch).map { $0 * matrix }
+        let count = Tensor.elementCount(of: batch)
+        guard !batch.isEmpty else { return [0] }
+        var offsets: [Int] = []
+        offsets.reserveCapacity(count)
+        var index = Array(repeating: 0, count: batch.count)
+        var offset = 0
+        for _ in 0..<count {
+            offsets.append(offset)
+            var axis = batch.count - 1
+            while axis >= 0 {
+                index[axis] += 1
+                offset += strides[axis]
+                if index[axis] < batch[axis] { break }
+                offset -= strides[axis] * batch[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+        return offsets
+    }
+}
+
+/// 2-D Conv (NCHW) with groups, strides, dilations and explicit (possibly asymmetric) padding.
+///
+/// Regular and grouped convolutions run as im2col over several samples at once — a
+/// `[C/g·kh·kw, S·H′·W′]` patch matrix for S samples — and one `cblas_sgemm` per group, so that the
+/// small feature maps of deep layers still make wide products. Depthwise convolutions (one input
+/// channel per group) run as direct loops.
+struct ConvOperator: GraphOperator, FusableOperator {
+    let strides: (Int, Int)
+    let dilations: (Int, Int)
+    /// Top, left, bottom, right.
+    let pads: (Int, Int, Int, Int)
+    let group: Int
+    let validPadding: Bool
+    /// An activation fused in from the node that reads this one's output alone.
+    var activation: UnaryOperator.Function? = nil
+
+    func fused(with function: UnaryOperator.Function) -> any GraphOperator {
+        var copy = self
+        copy.activation = function
+        return copy
+    }
+
+    /// Feature maps with at least this many positions are multiplied one sample at a time,
+    /// straight into the output; smaller ones several samples at once.
+    static let widePositions = 1024
+
+    /// The largest patch matrix built at once, in elements (64 MiB of float32).
+    static let columnBudget = 16 << 20
+
+    func run(_ inputs: NodeInputs) throws(ModelError) -> [GraphValue] {
+        let x = try inputs.float(0, "X")
+        let w = try inputs.float(1, "W")
+        let bias = try inputs.optionalFloat(2, "B")
+        guard x.rank == 4, w.rank == 4 else {
+            throw ModelError(.layerShapeMismatch, "Conv supports 2-D images: X \(x.shape), W \(w.shape)")
+        }
+        let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (outChannels, groupChannels, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        guard channels == groupChannels * group, outChannels % group == 0 else {
+            throw ModelError(
+                .layerShapeMismatch, "Conv: X has \(channels) channels, W \(w.shape) with group \(group)")
+        }
+        if let bias, bias.shape != [outChannels] {
+            throw ModelError(.layerShapeMismatch, "Conv: bias \(bias.shape) for \(outChannels) output channels")
+        }
+        let (pt, pl, pb, pr) = validPadding ? (0, 0, 0, 0) : pads
+        let spanH = dilations.0 * (kh - 1) + 1
+        let spanW = dilations.1 * (kw - 1) + 1
+        guard height + pt + pb >= spanH, width + pl + pr >= spanW else {
+            throw ModelError(.layerShapeMismatch, "Conv: input \(x.shape) is smaller than one window")
+        }
+        let oh = (height + pt + pb - spanH) / strides.0 + 1
+        let ow = (width + pl + pr - spanW) / strides.1 + 1
+        let positions = oh * ow
+        let geometry = Geometry(
+            height: height, width: width, kh: kh, kw: kw, oh: oh, ow: ow, strides: strides, dilations: dilations,
+            top: pt, left: pl)
+        let y = Tensor(shape: [batch, outChannels, oh, ow]) { out in
+            // The bias first: the products accumulate onto it.
+            for s in 0..<batch {
+                for o in 0..<outChannels {
+                    let value = bias.map { b in b.withUnsafeBufferPointer { $0[o] } } ?? 0
+                    (out.baseAddress! + (s * outChannels + o) * positions).initialize(
+                        repeating: value, count: positions)
+                }
+            }
+            x.withUnsafeBufferPointer { xp in
+                w.withUnsafeBufferPointer { wp in
+                    if groupChannels == 1 && outChannels == group {
+                        depthwise(xp, wp, out, batch: batch, channels: channels, geometry)
+                    } else {
+                        grouped(xp, wp, out, batch: batch, channels: channels, outChannels: outChannels, geometry)
+                    }
+                }
+            }
+            if let activation { UnaryOperator.applyInPlace(activation, out) }
+        }
+        return [.float(y)]
+    }
+
+    struct Geometry {
+        let height, width, kh, kw, oh, ow: Int
+        let strides, dilations: (Int, Int)
+        let top, left: Int
+    }
+
+    private func grouped(
+        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
+        batch: Int, channels: Int, outChannels: Int, _ g: Geometry
+    ) {
+        let inPerGroup = channels / group
+        let outPerGroup = outChannels / group
+        let patch = inPerGroup * g.kh * g.kw
+        let positions = g.oh * g.ow
+        let samplesPerChunk =
+            positions >= Self.widePositions ? 1 : max(1, min(batch, Self.columnBudget / max(1, patch * positions)))
+        var columns = [Float](repeating: 0, count: patch * positions * samplesPerChunk)
+        var product = [Float](repeating: 0, count: outPerGroup * positions * samplesPerChunk)
+        columns.withUnsafeMutableBufferPointer { cols in
+            product.withUnsafeMutableBufferPointer { prod in
+                var first = 0
+                while first < batch {
+                    let samples = min(samplesPerChunk, batch - first)
+                    let wide = samples * positions
+                    for gi in 0..<group {
+                        // Patch matrix [patch, samples · positions]: column s·P + p.
+                        for s in 0..<samples {
+                            let image = x.baseAddress! + ((first + s) * channels + gi * inPerGroup) * g.height * g.width
+                            Self.im2col(
+                                image, channels: inPerGroup, g, into: cols.baseAddress!, column: s * positions,
+                                stride: wide)
+                        }
+                        let wg = w.baseAddress! + gi * outPerGroup * patch
+                        if samples == 1 {
+                            // Straight into the output: [outPerGroup, positions] is contiguous there.
+                            let y = out.baseAddress! + ((first * outChannels) + gi * outPerGroup) * positions
+                            cblas_sgemm(
+                                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(outPerGroup), Int32(wide),
+                                Int32(patch), 1,
+                                wg, Int32(patch), cols.baseAddress, Int32(wide), 1, y, Int32(positions))
+                        } else {
+                            cblas_sgemm(
+                                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(outPerGroup), Int32(wide),
+                                Int32(patch), 1,
+                                wg, Int32(patch), cols.baseAddress, Int32(wide), 0, prod.baseAddress, Int32(wide))
+                            // [outPerGroup, samples, positions] onto out[sample, group block, positions].
+                            for o in 0..<outPerGroup {
+                                for s in 0..<samples {
+                                    let source = prod.baseAddress! + (o * samples + s) * positions
+                                    let target =
+                                        out.baseAddress! + (((first + s) * outChannels) + gi * outPerGroup + o)
+                                        * positions
+                                    cblas_saxpy(Int32(positions), 1, source, 1, target, 1)
+                                }
+                            }
+                        }
+                    }
+                    first += samples
+                }
+            }
+        }
+    }
+
+    /// Writes the patch rows of `channels` channels of one image into columns `column ..< column + P`
+    /// of a row-major matrix with `stride` columns: row `(ch·kh + i)·kw + j`, column `column + r·W′ + c`.
+    static func im2col(
+        _ image: UnsafePointer<Float>, channels: Int, _ g: Geometry, into matrix: UnsafeMutablePointer<Float>,
+        column: Int, stride: Int
+    ) {
+        var row = 0
+        for ch in 0..<channels {
+            let plane = image + ch * g.height * g.width
+            for i in 0..<g.kh {
+                for j in 0..<g.kw {
+                    var target = matrix + row * stride + column
+                    for r in 0..<g.oh {
+                        let y = r * g.strides.0 - g.top + i * g.dilations.0
+                        if y < 0 || y >= g.height {
+                            target.update(repeating: 0, count: g.ow)
+                        } else {
+                            let line = plane + y * g.width
+                            let x0 = -g.left + j * g.dilations.1
+                            let sw = g.strides.1
+                            // Columns c0..<c1 read inside the row; the others are padding.
+                            let c0 = x0 >= 0 ? 0 : min(g.ow, (-x0 + sw - 1) / sw)
+                            let c1 = x0 >= g.width ? 0 : max(c0, min(g.ow, (g.width - 1 - x0) / sw + 1))
+                            if c0 > 0 { target.update(repeating: 0, count: c0) }
+                            if sw == 1 {
+                                (target + c0).update(from: line + x0 + c0, count: c1 - c0)
+                            } else {
+                                for c in c0..<c1 { target[c] = line[c * sw + x0] }
+                            }
+                            if c1 < g.ow { (target + c1).update(repeating: 0, count: g.ow - c1) }
+                        }
+                        target += g.ow
+                    }
+                    row += 1
+                }
+            }
+        }
+    }
+
+    private func depthwise(
+        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
+        batch: Int, channels: Int, _ g: Geometry
+    ) {
+        // Each plane is copied into a zero-padded one, so that every tap reads inside it.
+        let (sh, sw) = g.strides
+        let (dh, dw) = g.dilations
+        let paddedHeight = max((g.oh - 1) * sh + dh * (g.kh - 1) + 1, g.height + g.top)
+        let paddedWidth = max((g.ow - 1) * sw + dw * (g.kw - 1) + 1, g.width + g.left)
+        // Slack after the last row: the vector loop reads up to eight columns past a row's end.
+        var padded = [Float](repeating: 0, count: paddedHeight * paddedWidth + 8 * sw + g.kw * dw)
+        padded.withUnsafeMutableBufferPointer { pp in
+            let p = pp.baseAddress!
+            for s in 0..<batch {
+                for ch in 0..<channels {
+                    let plane = x.baseAddress! + (s * channels + ch) * g.height * g.width
+                    for r in 0..<g.height {
+                        (p + (r + g.top) * paddedWidth + g.left).update(from: plane + r * g.width, count: g.width)
+                    }
+                    let kernel = w.baseAddress! + ch * g.kh * g.kw
+                    let y = out.baseAddress! + (s * channels + ch) * g.oh * g.ow
+                    for r in 0..<g.oh {
+                        let row = y + r * g.ow
+                        // Eight output columns at a time in a vector accumulator.
+                        var c = 0
+                        while c < g.ow {
+                            var acc = SIMD8<Float>(repeating: 0)
+                            for i in 0..<g.kh {
+                                let line = p + ((r &* sh &+ i &* dh) &* paddedWidth &+ c &* sw)
+                                for j in 0..<g.kw {
+                                    let q = line + j &* dw
+                                    let v: SIMD8<Float>
+                                    if sw == 1 {
+                                        v = UnsafeRawPointer(q).loadUnaligned(as: SIMD8<Float>.self)
+                                    } else {
+                                        v = SIMD8(
+                                            q[0], q[sw], q[2 &* sw], q[3 &* sw], q[4 &* sw], q[5 &* sw], q[6 &* sw],
+                                            q[7 &* sw])
+                                    }
+                                    acc += kernel[i &* g.kw &+ j] * v
+                                }
+                            }
+                            // Lanes past the row's end read slack or the next row, and are dropped.
+                            for lane in 0..<min(8, g.ow - c) { row[c &+ lane] += acc[lane] }
+                            c += 8
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An operator that can apply an element-wise activation to its own output in place, so that the
+/// activation node that alone reads it is folded into it when the model is loaded.
+protocol FusableOperator: GraphOperator {
+    func fused(with function: UnaryOperator.Function) -> any GraphOperator
+}

@@ -1,0 +1,298 @@
+import Foundation
+import NeuralInference
+import ONNXProto
+import Testing
+
+/// Small ONNX graphs built here with the protobuf types, loaded from a file like a user's model:
+/// operators checked against the native layers (independently tested against numpy) and against
+/// hand computations, and the load-time refusals.
+@Suite struct ONNXGraphTests {
+    /// A graph builder: one float input `x` of shape [batch] + `input`, one output `y`.
+    struct Graph {
+        var model = Onnx_ModelProto()
+
+        init(input: [Int], opset: Int64 = 17) {
+            model.irVersion = 8
+            var opsetImport = Onnx_OperatorSetIdProto()
+            opsetImport.domain = ""
+            opsetImport.version = opset
+            model.opsetImport = [opsetImport]
+            model.graph.name = "test"
+            model.graph.input = [Self.valueInfo("x", dims: [nil] + input.map { Int64($0) })]
+            model.graph.output = [Self.valueInfo("y", dims: [])]
+        }
+
+        static func valueInfo(_ name: String, dims: [Int64?]) -> Onnx_ValueInfoProto {
+            var info = Onnx_ValueInfoProto()
+            info.name = name
+            var tensor = Onnx_TypeProto.Tensor()
+            tensor.elemType = 1
+            for d in dims {
+                var dim = Onnx_TensorShapeProto.Dimension()
+                if let d { dim.dimValue = d } else { dim.dimParam = "batch" }
+                tensor.shape.dim.append(dim)
+            }
+            info.type.tensorType = tensor
+            return info
+        }
+
+        mutating func initializer(_ name: String, _ shape: [Int], _ values: [Float]) {
+            var t = Onnx_TensorProto()
+            t.name = name
+            t.dims = shape.map { Int64($0) }
+            t.dataType = 1
+            t.floatData = values
+            model.graph.initializer.append(t)
+        }
+
+        mutating func integers(_ name: String, _ values: [Int64]) {
+            var t = Onnx_TensorProto()
+            t.name = name
+            t.dims = [Int64(values.count)]
+            t.dataType = 7
+            t.int64Data = values
+            model.graph.initializer.append(t)
+        }
+
+        mutating func node(
+            _ op: String, _ inputs: [String], _ outputs: [String], name: String = "",
+            ints: [String: [Int64]] = [:], int: [String: Int64] = [:], float: [String: Float] = [:]
+        ) {
+            var n = Onnx_NodeProto()
+            n.opType = op
+            n.name = name
+            n.input = inputs
+            n.output = outputs
+            for (key, value) in ints.sorted(by: { $0.key < $1.key }) {
+                var a = Onnx_AttributeProto()
+                a.name = key
+                a.type = .ints
+                a.ints = value
+                n.attribute.append(a)
+            }
+            for (key, value) in int.sorted(by: { $0.key < $1.key }) {
+                var a = Onnx_AttributeProto()
+                a.name = key
+                a.type = .int
+                a.i = value
+                n.attribute.append(a)
+            }
+            for (key, value) in float.sorted(by: { $0.key < $1.key }) {
+                var a = Onnx_AttributeProto()
+                a.name = key
+                a.type = .float
+                a.f = value
+                n.attribute.append(a)
+            }
+            model.graph.node.append(n)
+        }
+
+        func load(sidecar: String? = nil) throws -> ONNXModel {
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            try directory.write(try model.serializedBytes() as [UInt8], to: "model.onnx")
+            if let sidecar { try directory.write(sidecar, to: "model.onnx.json") }
+            return try ONNXModel.load(path: directory.path("model.onnx"))
+        }
+    }
+
+    /// Deterministic values in [−1, 1).
+    static func values(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed
+        return (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Double(state >> 11) / Double(1 << 53) * 2 - 1)
+        }
+    }
+
+    static func close(_ a: [Float], _ b: [Float], tolerance: Float = 1e-5) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= tolerance * (1 + abs($1)) }
+    }
+
+    @Test func aConvolutionMatchesTheNativeConvolutionLayer() throws {
+        let (c, h, w, m) = (4, 9, 8, 6)
+        let weights = Self.values(m * c * 3 * 2, seed: 1)
+        let bias = Self.values(m, seed: 2)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [m, c, 3, 2], weights)
+        graph.initializer("B", [m], bias)
+        graph.node(
+            "Conv", ["x", "W", "B"], ["y"], name: "conv",
+            ints: ["strides": [2, 1], "pads": [1, 2, 1, 2], "dilations": [1, 2]])
+        let model = try graph.load()
+        let x = Tensor(shape: [3, c, h, w], elements: Self.values(3 * c * h * w, seed: 3))
+        let native = try Conv2D(
+            weight: Tensor(shape: [m, c, 3, 2], elements: weights), bias: Tensor(shape: [m], elements: bias),
+            stride: (2, 1), padding: (1, 2), dilation: (1, 2))
+        let want = native(x)
+        let got = try model.predict(x)
+        #expect(got.shape == want.shape)
+        #expect(Self.close(got.elements, want.elements))
+        #expect(model.inputShape == [c, h, w] && model.outputShape == Array(want.shape.dropFirst()))
+    }
+
+    /// Two groups, and depthwise (one channel per group), against per-group native convolutions.
+    @Test(arguments: [2, 4])
+    func groupedConvolutionsMatchOneConvolutionPerGroup(groups: Int) throws {
+        let (c, h, w) = (4, 7, 6)
+        let m = groups == 4 ? 4 : 6
+        let perGroup = c / groups
+        let weights = Self.values(m * perGroup * 9, seed: 5)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [m, perGroup, 3, 3], weights)
+        graph.node(
+            "Conv", ["x", "W"], ["y"], ints: ["pads": [1, 1, 1, 1], "strides": [1, 2]], int: ["group": Int64(groups)])
+        let model = try graph.load()
+        let x = Tensor(shape: [2, c, h, w], elements: Self.values(2 * c * h * w, seed: 6))
+        let got = try model.predict(x)
+        let outPerGroup = m / groups
+        for g in 0..<groups {
+            let conv = try Conv2D(
+                weight: Tensor(
+                    shape: [outPerGroup, perGroup, 3, 3],
+                    elements: Array(weights[(g * outPerGroup * perGroup * 9)..<((g + 1) * outPerGroup * perGroup * 9)])),
+                stride: (1, 2), padding: (1, 1))
+            for s in 0..<2 {
+                let plane = h * w
+                let part = Array(x.elements[((s * c + g * perGroup) * plane)..<((s * c + (g + 1) * perGroup) * plane)])
+                let want = conv(Tensor(shape: [1, perGroup, h, w], elements: part))
+                let positions = want.count / outPerGroup
+                let start = (s * m + g * outPerGroup) * positions
+                #expect(
+                    Self.close(Array(got.elements[start..<(start + want.count)]), want.elements),
+                    "group \(g) sample \(s)")
+            }
+        }
+    }
+
+    /// A flatten written as torch exports it for a dynamic batch (Shape → Gather → Unsqueeze →
+    /// Concat → Reshape), then Gemm with a transposed weight, Relu and Softmax.
+    @Test func aDynamicBatchReshapeChainRunsForEveryBatchSize() throws {
+        var graph = Graph(input: [2, 3])
+        graph.integers("zero", [0])
+        graph.integers("minus", [-1])
+        graph.initializer("W", [4, 6], Self.values(24, seed: 7))
+        graph.initializer("b", [4], [0.1, -0.2, 0.3, 0])
+        graph.node("Shape", ["x"], ["shape"])
+        graph.node("Gather", ["shape", "zero"], ["batch"], int: ["axis": 0])
+        graph.node("Concat", ["batch", "minus"], ["target"], int: ["axis": 0])
+        graph.node("Reshape", ["x", "target"], ["flat"])
+        graph.node("Gemm", ["flat", "W", "b"], ["z"], int: ["transB": 1])
+        graph.node("Relu", ["z"], ["r"])
+        graph.node("Softmax", ["r"], ["y"], int: ["axis": -1])
+        let model = try graph.load(
+            sidecar: #"{"name": "tiny", "output": "probabilities", "labels": ["a", "b", "c", "d"]}"#)
+        #expect(model.name == "tiny" && model.outputKind == .probabilities && model.labels?.count == 4)
+        #expect(model.outputShape == [4])
+        let w = Self.values(24, seed: 7)
+        for batch in [1, 5] {
+            let x = Self.values(batch * 6, seed: UInt64(10 + batch))
+            let got = try model.predict(flatRows: x, count: batch)
+            for s in 0..<batch {
+                var z = (0..<4).map { o in
+                    max(0, (0..<6).reduce([0.1, -0.2, 0.3, 0][o] as Float) { $0 + w[o * 6 + $1] * x[s * 6 + $1] })
+                }
+                let top = z.max()!
+                z = z.map { exp($0 - top) }
+                let sum = z.reduce(0, +)
+                #expect(Self.close(Array(got[(s * 4)..<(s * 4 + 4)]), z.map { $0 / sum }))
+            }
+        }
+    }
+
+    @Test func sliceTransposeAndGatherFollowNumpy() throws {
+        var graph = Graph(input: [3, 4])
+        graph.integers("starts", [-1, 0])
+        graph.integers("ends", [-100, 4])
+        graph.integers("axes", [1, 2])
+        graph.integers("steps", [-2, 3])
+        graph.integers("pick", [1, 0])
+        graph.node("Slice", ["x", "starts", "ends", "axes", "steps"], ["s"])  // x[:, ::-2, 0:4:3] → [B, 2, 2]
+        graph.node("Transpose", ["s"], ["t"], ints: ["perm": [0, 2, 1]])
+        graph.node("Gather", ["t", "pick"], ["y"], int: ["axis": 2])
+        let model = try graph.load()
+        let x = (0..<12).map(Float.init)
+        let got = try model.predict(flatRows: x, count: 1)
+        // s = [[x[2,0], x[2,3]], [x[0,0], x[0,3]]] = [[8, 11], [0, 3]]; t = [[8, 0], [11, 3]];
+        // gather columns [1, 0] → [[0, 8], [3, 11]].
+        #expect(got == [0, 8, 3, 11])
+    }
+
+    @Test func anUnsupportedOperatorFailsAtLoadNamingTheOperatorTheNodeAndTheOpset() throws {
+        var graph = Graph(input: [4])
+        graph.node("Relu", ["x"], ["a"])
+        graph.node("NonMaxSuppression", ["a"], ["b"], name: "boxes")
+        graph.node("TopK", ["b"], ["y"], name: "best")
+        let error = #expect(throws: ModelError.self) { try graph.load() }
+        #expect(error?.code == .unsupportedOperator)
+        let message = error?.message ?? ""
+        #expect(message.contains("operator 'NonMaxSuppression'") && message.contains("node 'boxes'"))
+        #expect(message.contains("opset 17") && message.contains("1 more node(s)") && message.contains("TopK"))
+        #expect(!message.contains("\n"))
+    }
+
+    @Test func loadRefusesWhatItCannotRun() throws {
+        var old = Graph(input: [4], opset: 9)
+        old.node("Relu", ["x"], ["y"])
+        #expect((#expect(throws: ModelError.self) { try old.load() })?.message.contains("opset 9") == true)
+
+        var dangling = Graph(input: [4])
+        dangling.node("Add", ["x", "nowhere"], ["y"], name: "add")
+        let missing = #expect(throws: ModelError.self) { try dangling.load() }
+        #expect(missing?.code == .invalidONNX && missing?.message.contains("'nowhere'") == true)
+
+        var training = Graph(input: [2, 3, 3])
+        for name in ["s", "b", "m", "v"] { training.initializer(name, [2], [1, 1]) }
+        training.node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name: "bn", int: ["training_mode": 1])
+        let bn = #expect(throws: ModelError.self) { try training.load() }
+        #expect(bn?.code == .invalidLayerParameter && bn?.message.contains("node 'bn'") == true)
+
+        var fixed = Graph(input: [4])
+        fixed.integers("shape", [1, 4])
+        fixed.node("Reshape", ["x", "shape"], ["y"])
+        let batch = #expect(throws: ModelError.self) { try fixed.load() }
+        #expect(batch?.message.contains("dynamic batch axis") == true)
+
+        var relu = Graph(input: [4])
+        relu.node("Relu", ["x"], ["y"])
+        let sidecar = #expect(throws: ModelError.self) { try relu.load(sidecar: #"{"nmae": "typo"}"#) }
+        #expect(sidecar?.code == .invalidDescription && sidecar?.message.contains("nmae") == true)
+
+        let garbage = try TemporaryDirectory()
+        defer { garbage.remove() }
+        try garbage.write("not a model", to: "model.onnx")
+        #expect(
+            (#expect(throws: ModelError.self) { try ONNXModel.load(path: garbage.path("model.onnx")) })?.code
+                == .invalidONNX)
+    }
+
+    @Test func externalDataLoadsFromBesideTheModelAndNeverFromOutside() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        var graph = Graph(input: [3])
+        var weight = Onnx_TensorProto()
+        weight.name = "k"
+        weight.dims = [3]
+        weight.dataType = 1
+        weight.dataLocation = .external
+        for (key, value) in [("location", "weights.bin"), ("offset", "4"), ("length", "12")] {
+            var entry = Onnx_StringStringEntryProto()
+            entry.key = key
+            entry.value = value
+            weight.externalData.append(entry)
+        }
+        graph.model.graph.initializer.append(weight)
+        graph.node("Mul", ["x", "k"], ["y"])
+        var bytes: [UInt8] = [0, 0, 0, 0]
+        for v: Float in [2, -1, 0.5] { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
+        try directory.write(bytes, to: "weights.bin")
+        try directory.write(try graph.model.serializedBytes() as [UInt8], to: "model.onnx")
+        let model = try ONNXModel.load(path: directory.path("model.onnx"))
+        #expect(try model.predict(flatRows: [1, 2, 3], count: 1) == [2, -2, 1.5])
+
+        graph.model.graph.initializer[0].externalData[0].value = "../weights.bin"
+        try directory.write(try graph.model.serializedBytes() as [UInt8], to: "model.onnx")
+        let outside = #expect(throws: ModelError.self) { try ONNXModel.load(path: directory.path("model.onnx")) }
+        #expect(outside?.message.contains("outside the model's directory") == true)
+    }
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Native runtime against ONNX Runtime on the same ONNX files, machine and run, one thread each.
+
+    pip install -r ops/models/requirements-onnx.txt
+    swift build -c release --product nercc
+    python3 ops/bench/onnx_compare.py --output-dir docs/bench/onnx
+
+For every model in models/onnx/ (the exports of ops/models/export_onnx.py), runs
+`nercc bench model --input random` (OPENBLAS_NUM_THREADS=1: one thread) and then
+ops/bench/onnxruntime_bench.py (intra_op_num_threads = inter_op_num_threads = 1) on the same file,
+at batches 1, 8 and 64, and writes onnx.md (the table, the command, the machine) and onnx.json.
+Both draw uniform random inputs in [0, 1). nercc reports the median of its repetitions, ONNX
+Runtime the median of its timed runs. Offline tooling: never run in tests or CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ["mnist-mlp", "digits-mlp", "lenet5", "repvgg-mnist", "vit-mnist", "mobilenet-tiny", "resnet18"]
+# Repetitions of nercc's timer per batch size: enough for a stable median within a few seconds.
+REPETITIONS = {"mnist-mlp": 2000, "digits-mlp": 2000, "lenet5": 300, "repvgg-mnist": 100, "vit-mnist": 100,
+               "mobilenet-tiny": 200, "resnet18": 20}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--batches", default="1,8,64")
+    parser.add_argument("--seconds", type=float, default=2.0, help="ONNX Runtime's timed seconds per batch size")
+    parser.add_argument("--nercc", type=Path, default=ROOT / ".build/release/nercc")
+    args = parser.parse_args()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            model = ROOT / "models/onnx" / f"{name}.onnx"
+            native_json = Path(tmp) / f"{name}-nercc.json"
+            ort_json = Path(tmp) / f"{name}-ort.json"
+            subprocess.run([str(args.nercc), "bench", "model", "--model", str(model), "--input", "random",
+                            "--batches", args.batches, "--repetitions", str(REPETITIONS.get(name, 100)),
+                            "--json", str(native_json)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, str(ROOT / "ops/bench/onnxruntime_bench.py"), "--model", str(model),
+                            "--batches", args.batches, "--seconds", str(args.seconds), "--json", str(ort_json)],
+                           check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            native = {int(r["batch"]): r["queries_per_second"] for r in json.loads(native_json.read_text())["results"]}
+            ort_doc = json.loads(ort_json.read_text())
+            ort = {}
+            for r in ort_doc["results"]:
+                ort[int(r["batch"])] = r["queries_per_second"]["median"] if isinstance(r["queries_per_second"], dict) \
+                    else r["queries_per_second"]
+            results.append({"model": name, "nercc": native, "onnxruntime": ort,
+                            "onnxruntime_version": ort_doc.get("onnxruntime", ort_doc.get("versions", {}))})
+            print(name, {b: f"{native[b]:.0f} / {ort[b]:.0f}" for b in native}, flush=True)
+    batches = [int(b) for b in args.batches.split(",")]
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    lines = [f"Machine: {machine()}, {when}.", "",
+             "Command: `python3 ops/bench/onnx_compare.py --output-dir " + str(args.output_dir) + "`", "",
+             "Queries per second on one thread (native nercc / ONNX Runtime, and the ratio):", "",
+             "| model | " + " | ".join(f"batch {b}: nercc / ORT" for b in batches) + " | " +
+             " | ".join(f"ratio {b}" for b in batches) + " |",
+             "|---|" + "---|" * (2 * len(batches))]
+    for r in results:
+        cells = [f"{r['nercc'][b]:.0f} / {r['onnxruntime'][b]:.0f}" for b in batches]
+        ratios = [f"{r['nercc'][b] / r['onnxruntime'][b]:.2f}" for b in batches]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    (args.output_dir / "onnx.md").write_text("\n".join(lines) + "\n")
+    (args.output_dir / "onnx.json").write_text(json.dumps({"machine": machine(), "time": when, "results": results},
+                                                          indent=2, default=str) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
