@@ -247,8 +247,11 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let positions = g.oh * g.ow
         let samplesPerChunk =
             positions >= Self.widePositions ? 1 : max(1, min(batch, Self.columnBudget / max(1, patch * positions)))
-        var columns = [Float](repeating: 0, count: patch * positions * samplesPerChunk)
-        var product = [Float](repeating: 0, count: outPerGroup * positions * samplesPerChunk)
+        // Both are written in full before they are read (im2col; a GEMM with β = 0).
+        var columns = [Float](unsafeUninitializedCapacity: patch * positions * samplesPerChunk) { $1 = $0.count }
+        var product = [Float](
+            unsafeUninitializedCapacity: samplesPerChunk > 1 ? outPerGroup * positions * samplesPerChunk : 0
+        ) { $1 = $0.count }
         columns.withUnsafeMutableBufferPointer { cols in
             product.withUnsafeMutableBufferPointer { prod in
                 var first = 0
@@ -300,28 +303,33 @@ struct ConvOperator: GraphOperator, FusableOperator {
         _ image: UnsafePointer<Float>, channels: Int, _ g: Geometry, into matrix: UnsafeMutablePointer<Float>,
         column: Int, stride: Int
     ) {
+        let sw = g.strides.1
+        // Per kernel column j: the first input column x0 and the output columns c0..<c1 that read
+        // inside the row (the others are padding). They do not depend on the channel or the row.
+        var spans: [(x0: Int, c0: Int, c1: Int)] = []
+        for j in 0..<g.kw {
+            let x0 = -g.left + j * g.dilations.1
+            let c0 = x0 >= 0 ? 0 : min(g.ow, (-x0 + sw - 1) / sw)
+            let c1 = x0 >= g.width ? 0 : max(c0, min(g.ow, (g.width - 1 - x0) / sw + 1))
+            spans.append((x0, c0, c1))
+        }
         var row = 0
         for ch in 0..<channels {
             let plane = image + ch * g.height * g.width
             for i in 0..<g.kh {
-                for j in 0..<g.kw {
+                for (x0, c0, c1) in spans {
                     var target = matrix + row * stride + column
                     for r in 0..<g.oh {
-                        let y = r * g.strides.0 - g.top + i * g.dilations.0
+                        let y = r &* g.strides.0 &- g.top &+ i &* g.dilations.0
                         if y < 0 || y >= g.height {
                             target.update(repeating: 0, count: g.ow)
                         } else {
-                            let line = plane + y * g.width
-                            let x0 = -g.left + j * g.dilations.1
-                            let sw = g.strides.1
-                            // Columns c0..<c1 read inside the row; the others are padding.
-                            let c0 = x0 >= 0 ? 0 : min(g.ow, (-x0 + sw - 1) / sw)
-                            let c1 = x0 >= g.width ? 0 : max(c0, min(g.ow, (g.width - 1 - x0) / sw + 1))
+                            let line = plane + y &* g.width
                             if c0 > 0 { target.update(repeating: 0, count: c0) }
                             if sw == 1 {
                                 (target + c0).update(from: line + x0 + c0, count: c1 - c0)
                             } else {
-                                for c in c0..<c1 { target[c] = line[c * sw + x0] }
+                                for c in c0..<c1 { target[c] = line[c &* sw &+ x0] }
                             }
                             if c1 < g.ow { (target + c1).update(repeating: 0, count: g.ow - c1) }
                         }
