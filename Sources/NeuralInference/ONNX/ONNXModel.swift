@@ -19,8 +19,8 @@ public struct ONNXModel: Sendable {
     public let name: String
     /// The shape of one input sample, without the batch axis.
     public let inputShape: [Int]
-    /// The shape of one output sample, without the batch axis.
-    public let outputShape: [Int]
+    /// The shape of one output sample, without the batch axis (found by the trial run at load).
+    public private(set) var outputShape: [Int]
     /// What the output values mean (the sidecar's `output`, else `values`).
     public let outputKind: OutputKind
     /// One class name per output element, if the sidecar names them.
@@ -188,10 +188,7 @@ public struct ONNXModel: Sendable {
                 .invalidDescription,
                 "the sidecar has \(labels.count) labels for \(Tensor.elementCount(of: outputShape)) outputs")
         }
-        model = ONNXModel(
-            name: model.name, inputShape: inputShape, outputShape: outputShape, outputKind: model.outputKind,
-            labels: model.labels, opset: opset, operatorCounts: counts, inputName: input.name, outputName: output.name,
-            constants: constants, nodes: nodes)
+        model.outputShape = outputShape
         return model
     }
 

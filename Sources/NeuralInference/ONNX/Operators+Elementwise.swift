@@ -27,6 +27,32 @@ func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
     return strides
 }
 
+/// The element offset, in an operand of `shape` broadcast to `target`, of each element of `target`
+/// in row-major order, times `scale` (the size of the block each element stands for: 1 for
+/// elements, M·K for the matrices of a batched product).
+func broadcastOffsets(_ shape: [Int], to target: [Int], scale: Int = 1) -> [Int] {
+    guard !target.isEmpty else { return [0] }
+    let strides = broadcastStrides(shape, to: target).map { $0 * scale }
+    let count = Tensor.elementCount(of: target)
+    var offsets: [Int] = []
+    offsets.reserveCapacity(count)
+    var index = Array(repeating: 0, count: target.count)
+    var offset = 0
+    for _ in 0..<count {
+        offsets.append(offset)
+        var axis = target.count - 1
+        while axis >= 0 {
+            index[axis] += 1
+            offset += strides[axis]
+            if index[axis] < target[axis] { break }
+            offset -= strides[axis] * target[axis]
+            index[axis] = 0
+            axis -= 1
+        }
+    }
+    return offsets
+}
+
 /// `f` applied element by element to two broadcast operands: the innermost axis runs as a tight loop,
 /// the others by an odometer over the output.
 @inline(__always)
@@ -264,27 +290,8 @@ struct WhereOperator: GraphOperator {
 
     /// `values` of `shape` broadcast to `target`, materialised.
     static func expand<T>(_ values: [T], from shape: [Int], to target: [Int]) -> [T] {
-        let count = Tensor.elementCount(of: target)
         if shape == target { return values }
-        guard count > 0 else { return [] }
-        let strides = broadcastStrides(shape, to: target)
-        var out: [T] = []
-        out.reserveCapacity(count)
-        var index = Array(repeating: 0, count: target.count)
-        var offset = 0
-        for _ in 0..<count {
-            out.append(values[offset])
-            var axis = target.count - 1
-            while axis >= 0 {
-                index[axis] += 1
-                offset += strides[axis]
-                if index[axis] < target[axis] { break }
-                offset -= strides[axis] * target[axis]
-                index[axis] = 0
-                axis -= 1
-            }
-        }
-        return out
+        return broadcastOffsets(shape, to: target).map { values[$0] }
     }
 }
 

@@ -105,8 +105,8 @@ struct MatMulOperator: GraphOperator {
             }
         } else {
             let items = Tensor.elementCount(of: batch)
-            let aOffsets = Self.offsets(aBatch, in: batch, matrix: m * k)
-            let bOffsets = Self.offsets(bBatch, in: batch, matrix: k * n)
+            let aOffsets = broadcastOffsets(aBatch, to: batch, scale: m * k)
+            let bOffsets = broadcastOffsets(bBatch, to: batch, scale: k * n)
             y = Tensor(shape: outShape) { out in
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
@@ -123,31 +123,6 @@ struct MatMulOperator: GraphOperator {
         if a0.rank == 1 { outShape.remove(at: outShape.count - 2) }
         if b0.rank == 1 { outShape.removeLast() }
         return [.float(y.reshaped(outShape))]
-    }
-
-    /// The element offset of each batch item's matrix in an operand of batch shape `shape`,
-    /// broadcast to `batch`.
-    static func offsets(_ shape: [Int], in batch: [Int], matrix: Int) -> [Int] {
-        let strides = broadcastStrides(shape, to: batch).map { $0 * matrix }
-        let count = Tensor.elementCount(of: batch)
-        guard !batch.isEmpty else { return [0] }
-        var offsets: [Int] = []
-        offsets.reserveCapacity(count)
-        var index = Array(repeating: 0, count: batch.count)
-        var offset = 0
-        for _ in 0..<count {
-            offsets.append(offset)
-            var axis = batch.count - 1
-            while axis >= 0 {
-                index[axis] += 1
-                offset += strides[axis]
-                if index[axis] < batch[axis] { break }
-                offset -= strides[axis] * batch[axis]
-                index[axis] = 0
-                axis -= 1
-            }
-        }
-        return offsets
     }
 }
 
