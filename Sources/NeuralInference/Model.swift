@@ -120,13 +120,7 @@ public struct Model: Sendable {
     /// - Throws: ``ModelError/Code/inputShapeMismatch`` if the batch's shape is not `[B, inputShape…]`
     ///   with B ≥ 1.
     public func predict(_ batch: Tensor) throws(ModelError) -> Tensor {
-        guard batch.rank == inputShape.count + 1, Array(batch.shape.dropFirst()) == inputShape, batch.shape[0] >= 1
-        else {
-            throw ModelError(
-                .inputShapeMismatch,
-                "model '\(name)' takes a batch of shape [B, \(inputShape.map(String.init).joined(separator: ", "))] "
-                    + "with B ≥ 1, got \(batch.shape)")
-        }
+        try checkBatchShape(batch)
         var x = batch
         for layer in layers {
             x = layer(x)

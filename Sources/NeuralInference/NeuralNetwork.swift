@@ -17,6 +17,20 @@ public protocol NeuralNetwork: Sendable {
 }
 
 extension NeuralNetwork {
+    /// Refuses a batch that is not `[B, inputShape…]` with B ≥ 1.
+    ///
+    /// - Throws: ``ModelError/Code/inputShapeMismatch`` naming the model, the expected and the given
+    ///   shape.
+    func checkBatchShape(_ batch: Tensor) throws(ModelError) {
+        guard batch.rank == inputShape.count + 1, Array(batch.shape.dropFirst()) == inputShape, batch.shape[0] >= 1
+        else {
+            throw ModelError(
+                .inputShapeMismatch,
+                "model '\(name)' takes a batch of shape [B, \(inputShape.map(String.init).joined(separator: ", "))] "
+                    + "with B ≥ 1, got \(batch.shape)")
+        }
+    }
+
     /// Runs the network on `count` samples given as consecutive flat rows of `inputShape`'s element
     /// count, and returns the `count` outputs as consecutive flat rows.
     ///

@@ -327,13 +327,7 @@ public struct ONNXModel: Sendable {
     /// - Throws: ``ModelError/Code/inputShapeMismatch`` for a batch of another shape, and the
     ///   errors of a node that cannot run on it (naming the node).
     public func predict(_ batch: Tensor) throws(ModelError) -> Tensor {
-        guard batch.rank == inputShape.count + 1, Array(batch.shape.dropFirst()) == inputShape, batch.shape[0] >= 1
-        else {
-            throw ModelError(
-                .inputShapeMismatch,
-                "model '\(name)' takes a batch of shape [B, \(inputShape.map(String.init).joined(separator: ", "))] with B ≥ 1, got \(batch.shape)"
-            )
-        }
+        try checkBatchShape(batch)
         let y = try execute(batch)
         guard y.shape == [batch.shape[0]] + outputShape else {
             throw ModelError(
