@@ -161,6 +161,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "CodedComputing", "Messaging", "RabbitMQMessaging", "ServingMessages", "NeuralInference", "NumPyFormat",
+                "ServingPipeline",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

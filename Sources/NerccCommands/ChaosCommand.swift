@@ -32,16 +32,20 @@ struct ChaosCommand: AsyncParsableCommand {
             management API closes every service connection), memory-alarm (the broker's memory watermark is set to \
             1 byte for 10 s), bad-worker (an extra worker answers tasks with a coded index outside the batch), \
             full-task-queue (a max-length policy with reject-publish on the task queue, slowed workers), \
-            broker-restart (the private broker is stopped and started). memory-alarm and broker-restart run the \
-            scripts of --broker-scripts, which must describe the broker at --url (ops/chaos.sh does that); \
-            close-connections, memory-alarm and full-task-queue use the management API (--management-url).
+            broker-restart (the private broker is stopped and started), node-loss (on a three-node cluster: the node \
+            that leads the task queue is stopped, restarted, and must rejoin with every queue of the scenario back \
+            to its replicas). memory-alarm and broker-restart run the scripts of --broker-scripts, which must \
+            describe the broker at --url (ops/chaos.sh does that); node-loss runs cluster.sh of --broker-scripts, \
+            needs --url and --management-url to list every node (comma-separated) and --coded-queues quorum, and \
+            is not part of 'all'. close-connections, memory-alarm, full-task-queue and node-loss use the \
+            management API (--management-url).
             """)
 
     @OptionGroup var connection: ConnectionOptions
 
     @Option(
         help:
-            "The broker's management API, http://[user:password@]host:port/; guest/guest when the URL has no credentials (env NERCC_MGMT_URL)."
+            "The broker's management API, http://[user:password@]host:port/, or one per cluster node, comma-separated, tried in turn; guest/guest when the URL has no credentials (env NERCC_MGMT_URL)."
     )
     var managementUrl: String = Environment.string("NERCC_MGMT_URL", "http://127.0.0.1:15672/")
 
@@ -69,7 +73,10 @@ struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "Queries (.npy, 2-D), one per row; request i carries row i.")
     var input = "data/mnist/test-images.npy"
 
-    @Option(help: "Directory of the private broker's start.sh, stop.sh and env.sh (broker-restart, memory-alarm).")
+    @Option(
+        help:
+            "Directory of the private broker's start.sh, stop.sh and env.sh (broker-restart, memory-alarm) and of cluster.sh (node-loss)."
+    )
     var brokerScripts = "ops/broker"
 
     @Option(help: "Seconds to wait for the answers after the load; default 2 × deadline + 10.")
@@ -122,6 +129,15 @@ struct ChaosCommand: AsyncParsableCommand {
         guard (drainSeconds ?? 0) >= 0, (settleSeconds ?? 0) >= 0 else {
             throw ValidationError("--drain-seconds and --settle-seconds must be ≥ 0")
         }
+        if try parsedScenarios().contains(where: \.needsCluster) {
+            guard connection.codedQueues == "quorum" else {
+                throw ValidationError(
+                    "node-loss needs --coded-queues quorum: a classic task queue lives on one node and goes with it")
+            }
+            guard (try? RabbitMQURL.list(connection.url).count) ?? 0 >= 2 else {
+                throw ValidationError("node-loss needs the --url of every cluster node, comma-separated")
+            }
+        }
         let spec = try BenchServeCommand.scheme(scheme)
         guard spec.kind != .parity else {
             throw ValidationError("--scheme: parity needs a parity model; chaos serves one model")
@@ -130,7 +146,7 @@ struct ChaosCommand: AsyncParsableCommand {
 
     func parsedScenarios() throws -> [ChaosScenario] {
         let names = scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        if names == ["all"] { return ChaosScenario.allCases }
+        if names == ["all"] { return ChaosScenario.allCases.filter { !$0.needsCluster } }
         guard !names.isEmpty else { throw ValidationError("--scenarios is empty") }
         return try names.map { name in
             guard let s = ChaosScenario(rawValue: name) else {
@@ -154,7 +170,7 @@ struct ChaosCommand: AsyncParsableCommand {
         let amqp: RabbitMQURL
         let client: RabbitMQConfiguration
         do {
-            amqp = try RabbitMQURL(connection.url)
+            amqp = try RabbitMQURL.list(connection.url)[0]
             // The client waits out a broker restart: its publishes may wait a minute for a connection.
             client = try RabbitMQConfiguration(
                 url: connection.url, connectionName: ServiceRunner.processName("chaos"),
@@ -177,6 +193,11 @@ struct ChaosCommand: AsyncParsableCommand {
         let broker = BrokerScripts(directory: brokerScripts)
         if chosen.contains(where: \.usesBrokerScripts) {
             try await broker.check(amqpPort: amqp.port)
+        }
+        if chosen.contains(where: \.needsCluster),
+            !FileManager.default.isExecutableFile(atPath: "\(brokerScripts)/cluster.sh")
+        {
+            throw CommandError("\(brokerScripts)/cluster.sh is missing or not executable; node-loss runs it")
         }
         let logRoot = URL(fileURLWithPath: logDir)
         try FileManager.default.createDirectory(at: logRoot, withIntermediateDirectories: true)
@@ -240,9 +261,12 @@ enum ChaosScenario: String, CaseIterable, Sendable, Codable {
     case badWorker = "bad-worker"
     case fullTaskQueue = "full-task-queue"
     case brokerRestart = "broker-restart"
+    case nodeLoss = "node-loss"
 
     /// Whether it runs the private broker's scripts (start.sh, stop.sh, rabbitmqctl through env.sh).
     var usesBrokerScripts: Bool { self == .brokerRestart || self == .memoryAlarm }
+    /// Whether it needs a three-node cluster (ops/broker/cluster.sh); `all` leaves it out.
+    var needsCluster: Bool { self == .nodeLoss }
 }
 
 /// Everything a scenario needs, fixed for the whole run but the topology prefix.
@@ -447,6 +471,8 @@ final class ChaosRun: @unchecked Sendable {
                 event("bad worker consuming the task queue (coded index N + 7 on every result)", at: client.elapsed())
                 await sleepUntil(plan.seconds)
                 return worker
+            case .nodeLoss:
+                try await loseTheTaskQueueLeader(client: client, restartAt: plan.seconds * 0.65, sleepUntil: first)
             case .fullTaskQueue:
                 event(
                     "task queue limited to 5 messages (reject-publish) for the whole run; workers hold every task \(plan.slowTaskMilliseconds) ms, 4 at a time",
@@ -457,6 +483,46 @@ final class ChaosRun: @unchecked Sendable {
             lock.withLock { injectionFailure = "\(error)" }
         }
         return nil
+    }
+
+    /// node-loss: at `sleepUntil` s, stops the cluster node that leads the task queue
+    /// (`cluster.sh stop-node`), restarts it at `restartAt` s, and waits until every quorum queue of
+    /// the scenario has its members online again; a queue that does not is a failure.
+    private func loseTheTaskQueueLeader(client: ChaosClient, restartAt: Double, sleepUntil start: Double) async throws {
+        while client.elapsed() < start { try? await Task.sleep(for: .milliseconds(50)) }
+        let t = plan.topology
+        let tasks = t.tasksQueue(model: plan.model.name)
+        let queues = [
+            tasks, t.requestsQueue(model: plan.model.name), t.resultsQueue(shard: 0), t.workerResultsQueue(shard: 0),
+        ]
+        let before = try plan.management.quorumMembers(queues)
+        let leader = try plan.management.queueLeader(tasks)
+        event("stopping \(leader), the leader of \(tasks) (cluster.sh stop-node)", at: client.elapsed())
+        try await plan.broker.run(
+            #""$NERCC_CHAOS_SCRIPTS/cluster.sh" stop-node "# + leader, log: directory, script: false)
+        let successor = (try? plan.management.queueLeader(tasks)) ?? "unknown"
+        event("\(leader) stopped; \(tasks) is led by \(successor)", at: client.elapsed())
+        while client.elapsed() < restartAt { try? await Task.sleep(for: .milliseconds(50)) }
+        try await plan.broker.run(
+            #""$NERCC_CHAOS_SCRIPTS/cluster.sh" start-node "# + leader, log: directory, script: false)
+        event("\(leader) started again", at: client.elapsed())
+        let giveUp = ContinuousClock.now + .seconds(120)
+        var now = try plan.management.quorumMembers(queues)
+        while now.values.contains(where: { $0.online < $0.members }) && ContinuousClock.now < giveUp {
+            try? await Task.sleep(for: .milliseconds(500))
+            now = (try? plan.management.quorumMembers(queues)) ?? now
+        }
+        let summary = queues.map { q in
+            "\(q) \(now[q]?.online ?? 0)/\(now[q]?.members ?? 0) (before \(before[q]?.members ?? 0))"
+        }
+        event("members online: \(summary.joined(separator: ", "))", at: client.elapsed())
+        let short = queues.filter { (now[$0]?.online ?? 0) < (before[$0]?.members ?? 0) }
+        if !short.isEmpty {
+            lock.withLock {
+                injectionFailure =
+                    "\(short.joined(separator: ", ")) not back to \(before[short[0]]?.members ?? 0) replicas online within 120 s"
+            }
+        }
     }
 
     /// Reads what the dead-letter queue holds, counted by message type and reason.
@@ -760,11 +826,15 @@ final class ChaosClient: @unchecked Sendable {
         replyQueue = "\(plan.prefix).reply.chaos"
         tapQueue = "\(plan.prefix).predictions.chaos"
         tags = ["chaos \(replyQueue)", "chaos \(tapQueue)"]
-        let classic: [String: HeaderValue] = ["x-queue-type": "classic"]
+        // On a cluster (quorum coded queues) they are quorum queues too, so that a node loss keeps them.
+        var kind: [String: HeaderValue] = ["x-queue-type": t.codedQueues == .quorum ? "quorum" : "classic"]
+        if t.codedQueues == .quorum, let size = t.quorumGroupSize {
+            kind["x-quorum-initial-group-size"] = .int(Int64(size))
+        }
         try await transport.declare(
             Topology(
                 exchanges: [.init(name: t.predictionsExchange, type: "topic")],
-                queues: [.init(name: replyQueue, arguments: classic), .init(name: tapQueue, arguments: classic)],
+                queues: [.init(name: replyQueue, arguments: kind), .init(name: tapQueue, arguments: kind)],
                 bindings: [.init(queue: tapQueue, exchange: t.predictionsExchange, routingKey: "#")]))
         for (queue, tag, isReply) in [(replyQueue, tags[0], true), (tapQueue, tags[1], false)] {
             let stream = try await transport.consume(queue: queue, prefetch: 1_000, consumerTag: tag)
@@ -1309,26 +1379,57 @@ struct BrokerScripts: Sendable {
 
 /// A minimal client of RabbitMQ's management HTTP API (plain HTTP/1.0 with basic authentication).
 struct ManagementAPI: Sendable {
-    let host: String
-    let port: Int
-    let basePath: String
-    let authorization: String
+    /// One node's management listener.
+    struct Endpoint: Sendable {
+        let host: String
+        let port: Int
+        let basePath: String
+        let authorization: String
+    }
+    /// Every node given, tried in turn: a node that does not accept the connection hands over to
+    /// the next.
+    let endpoints: [Endpoint]
     /// The virtual host, percent-encoded for paths.
     let virtualHost: String
 
     init(url: String, virtualHost: String) throws {
-        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host
-        else {
-            throw CommandError("--management-url must be http://[user:password@]host:port/, got '\(url)'")
+        endpoints = try url.split(separator: ",").map { part in
+            let text = part.trimmingCharacters(in: .whitespaces)
+            guard let components = URLComponents(string: text), components.scheme == "http",
+                let host = components.host
+            else {
+                throw CommandError("--management-url must be http://[user:password@]host:port/, got '\(text)'")
+            }
+            var path = components.path
+            while path.hasSuffix("/") { path.removeLast() }
+            let credentials = "\(components.user ?? "guest"):\(components.password ?? "guest")"
+            return Endpoint(
+                host: host, port: components.port ?? 15_672, basePath: path,
+                authorization: Data(credentials.utf8).base64EncodedString())
         }
-        self.host = host
-        port = components.port ?? 15_672
-        var path = components.path
-        while path.hasSuffix("/") { path.removeLast() }
-        basePath = path
-        let credentials = "\(components.user ?? "guest"):\(components.password ?? "guest")"
-        authorization = Data(credentials.utf8).base64EncodedString()
+        guard !endpoints.isEmpty else { throw CommandError("--management-url is empty") }
         self.virtualHost = virtualHost.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "%2F"
+    }
+
+    /// The node that leads a quorum queue.
+    func queueLeader(_ queue: String) throws -> String {
+        let info = try json("GET", "/api/queues/\(virtualHost)/\(Self.encode(queue))") as? [String: Any]
+        guard let leader = info?["leader"] as? String else {
+            throw CommandError("management API: \(queue) has no leader (not a quorum queue?)")
+        }
+        return leader
+    }
+
+    /// Each quorum queue's members and how many of them are online.
+    func quorumMembers(_ queues: [String]) throws -> [String: (members: Int, online: Int)] {
+        var result: [String: (members: Int, online: Int)] = [:]
+        for queue in queues {
+            let info = try json("GET", "/api/queues/\(virtualHost)/\(Self.encode(queue))") as? [String: Any]
+            let members = info?["members"] as? [String] ?? []
+            let online = Set(info?["online"] as? [String] ?? [])
+            result[queue] = (members.count, members.filter(online.contains).count)
+        }
+        return result
     }
 
     /// `method path` with a JSON body; returns the decoded JSON answer (nil for an empty one).
@@ -1397,14 +1498,35 @@ struct ManagementAPI: Sendable {
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
     }
 
-    /// One request on a fresh connection; returns the status and the body.
+    /// One request on a fresh connection to the first node that accepts one; returns the status and
+    /// the body.
     func request(_ method: String, _ path: String, body: [UInt8]) throws -> (Int, [UInt8]) {
+        var failure: (any Error)?
+        for endpoint in endpoints {
+            do {
+                return try request(method, path, body: body, on: endpoint)
+            } catch let error as Unreachable {
+                failure = error.underlying
+            }
+        }
+        throw failure ?? CommandError("management API: no node given")
+    }
+
+    /// A node that did not accept the connection (the next one may).
+    private struct Unreachable: Error { let underlying: CommandError }
+
+    private func request(_ method: String, _ path: String, body: [UInt8], on endpoint: Endpoint) throws -> (
+        Int, [UInt8]
+    ) {
+        let (host, port, basePath, authorization) = (
+            endpoint.host, endpoint.port, endpoint.basePath, endpoint.authorization
+        )
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var list: UnsafeMutablePointer<addrinfo>? = nil
         guard getaddrinfo(host, "\(port)", &hints, &list) == 0, let first = list else {
-            throw CommandError("management API: cannot resolve \(host)")
+            throw Unreachable(underlying: CommandError("management API: cannot resolve \(host)"))
         }
         defer { freeaddrinfo(list) }
         var fd: Int32 = -1
@@ -1423,7 +1545,9 @@ struct ManagementAPI: Sendable {
             }
             cursor = address.pointee.ai_next
         }
-        guard fd >= 0 else { throw CommandError("management API: cannot connect to \(host):\(port)") }
+        guard fd >= 0 else {
+            throw Unreachable(underlying: CommandError("management API: cannot connect to \(host):\(port)"))
+        }
         defer { Glibc.close(fd) }
         var head =
             "\(method) \(basePath)\(path) HTTP/1.0\r\nHost: \(host):\(port)\r\nAuthorization: Basic \(authorization)\r\n"

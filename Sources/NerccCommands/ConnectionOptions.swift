@@ -8,7 +8,10 @@ import ServingPipeline
 
 /// Broker connection and topology options shared by every service and the client.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "Broker URL, amqp:// or amqps:// (env NERCC_AMQP_URL).")
+    @Option(
+        help:
+            "Broker URL, amqp:// or amqps://, or the comma-separated URLs of a cluster's nodes, tried in turn on connect and after a lost connection (env NERCC_AMQP_URL)."
+    )
     var url: String = Environment.string("NERCC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
     @Option(help: "Heartbeat interval in seconds, > 0 (env NERCC_HEARTBEAT).")
@@ -45,6 +48,12 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Deliveries of a message before it is dead-lettered as poison (env NERCC_DELIVERY_LIMIT).")
     var deliveryLimit: Int = Environment.int("NERCC_DELIVERY_LIMIT", 5)
 
+    @Option(
+        help:
+            "Replicas of every quorum queue (x-quorum-initial-group-size), e.g. 3 on a three-node cluster; 0 = the broker's default, every node; every service must agree (env NERCC_QUORUM_GROUP_SIZE)."
+    )
+    var quorumGroupSize: Int = Environment.int("NERCC_QUORUM_GROUP_SIZE", 0)
+
     @Option(help: "Serve /metrics and /health on this port; 0 = off (env NERCC_HTTP_PORT).")
     var httpPort: Int = Environment.int("NERCC_HTTP_PORT", 0)
 
@@ -62,6 +71,14 @@ struct ConnectionOptions: ParsableArguments {
             throw ValidationError("--coded-queues must be classic or quorum, got '\(codedQueues)'")
         }
         guard deliveryLimit >= 1 else { throw ValidationError("--delivery-limit must be ≥ 1, got \(deliveryLimit)") }
+        guard quorumGroupSize >= 0 else {
+            throw ValidationError("--quorum-group-size must be ≥ 0 (0: the broker's default), got \(quorumGroupSize)")
+        }
+        do {
+            _ = try RabbitMQURL.list(url)
+        } catch {
+            throw ValidationError("--url: \(error.message)")
+        }
         guard (0...65_535).contains(httpPort) else { throw ValidationError("--http-port must be in 0...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
@@ -73,6 +90,7 @@ struct ConnectionOptions: ParsableArguments {
         try Environment.validate(
             [
                 "NERCC_HEARTBEAT", "NERCC_CONNECT_RETRY", "NERCC_SHARDS", "NERCC_DELIVERY_LIMIT", "NERCC_HTTP_PORT",
+                "NERCC_QUORUM_GROUP_SIZE",
             ], as: .integer)
         try Environment.validate(["NERCC_TLS_INSECURE"], as: .boolean)
     }
@@ -100,6 +118,7 @@ struct ConnectionOptions: ParsableArguments {
         t.deadLetterQueue = "\(p).dead-letter"
         t.shards = shards
         t.deliveryLimit = Int64(deliveryLimit)
+        t.quorumGroupSize = quorumGroupSize > 0 ? quorumGroupSize : nil
         return t
     }
 
@@ -109,6 +128,7 @@ struct ConnectionOptions: ParsableArguments {
         var arguments = [
             "--url", url, "--heartbeat", "\(heartbeat)", "--topology-prefix", prefix, "--shards", "\(shards)",
             "--delivery-limit", "\(deliveryLimit)", "--coded-queues", codedQueues,
+            "--quorum-group-size", "\(quorumGroupSize)",
         ]
         if !tlsCa.isEmpty { arguments += ["--tls-ca", tlsCa] }
         if !tlsCert.isEmpty { arguments += ["--tls-cert", tlsCert] }

@@ -41,8 +41,10 @@ final class AMQPConnection {
 
     /// Opens the socket (TCP or TLS), logs in with the client properties, and opens the three
     /// channels, putting the publishing channel in confirm mode.
-    static func open(configuration: RabbitMQConfiguration, logger: Logger) -> Result<AMQPConnection, MessagingError> {
-        let url = configuration.url
+    /// `url` is the node to connect to: ``RabbitMQConfiguration/url`` or one of its failover URLs.
+    static func open(
+        configuration: RabbitMQConfiguration, url: RabbitMQURL, logger: Logger
+    ) -> Result<AMQPConnection, MessagingError> {
         let endpoint = url.endpoint
         guard let state = amqp_new_connection() else {
             return .failure(

@@ -50,6 +50,9 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Scratch space to check that message headers fit in a frame before publishing.
     private var headerScratch: UnsafeMutableRawBufferPointer
     private var randomGenerator = SystemRandomNumberGenerator()
+    /// The node connected to, or tried next: an index into ``RabbitMQConfiguration/urls``.
+    private var nodeIndex = 0
+    private var node: RabbitMQURL { configuration.urls[nodeIndex] }
 
     init(configuration: RabbitMQConfiguration, logger: Logger, queue: CommandQueue, status: TransportStatus) {
         self.configuration = configuration
@@ -126,10 +129,41 @@ final class ConnectionLoop: @unchecked Sendable {
 
     // MARK: - Connecting
 
+    /// Opens a connection to the first node that accepts one, trying each once from ``nodeIndex``
+    /// on: a node that refuses or is unreachable hands over to the next at once, and only a round
+    /// in which every node failed waits out the backoff. An error that no other node would change
+    /// (refused credentials, a bad TLS setting) ends the round.
+    private func openConnection() -> Result<AMQPConnection, MessagingError> {
+        let count = configuration.urls.count
+        var lastError: MessagingError?
+        for step in 0..<count {
+            let index = (nodeIndex + step) % count
+            switch AMQPConnection.open(configuration: configuration, url: configuration.urls[index], logger: logger) {
+            case .success(let opened):
+                nodeIndex = index
+                if count > 1 {
+                    logger.info(
+                        "connected through node \(index + 1) of \(count)", metadata: ["node": "\(node.endpoint)"])
+                }
+                return .success(opened)
+            case .failure(let error):
+                lastError = error
+                if count > 1 {
+                    logger.warning(
+                        "node \(index + 1) of \(count) refused the connection",
+                        metadata: ["node": "\(configuration.urls[index].endpoint)", "error": "\(error)"])
+                }
+                guard error.isRetryable else { return .failure(error) }
+            }
+        }
+        nodeIndex = (nodeIndex + 1) % count
+        return .failure(lastError!)
+    }
+
     /// Opens a connection and restores everything: topology, consumers, confirm mode.
     private func establish() -> Result<Void, MessagingError> {
         let connection: AMQPConnection
-        switch AMQPConnection.open(configuration: configuration, logger: logger) {
+        switch openConnection() {
         case .success(let opened): connection = opened
         case .failure(let error): return .failure(error)
         }
@@ -797,7 +831,7 @@ final class ConnectionLoop: @unchecked Sendable {
             queued.command.fail(
                 MessagingError(
                     .connectionLost,
-                    "not connected to RabbitMQ at \(configuration.url.endpoint) for \(configuration.publishTimeout)",
+                    "not connected to RabbitMQ at \(node.endpoint) for \(configuration.publishTimeout)",
                     isRetryable: true))
         }
     }
@@ -817,8 +851,10 @@ final class ConnectionLoop: @unchecked Sendable {
     private func connectionLost(_ failure: AMQPFailure) {
         guard phase == .connected else { return }
         let reason = AMQPErrorMapping.error(
-            failure, context: "connection to RabbitMQ at \(configuration.url.endpoint) lost")
+            failure, context: "connection to RabbitMQ at \(node.endpoint) lost")
         _ = lifecycle.lost(reason, now: .now, unitRandom: unitRandom())
+        // The node may be the one that failed: reconnect through the next one first.
+        nodeIndex = (nodeIndex + 1) % configuration.urls.count
         logger.error("connection lost", metadata: ["error": "\(reason)"])
         let error = MessagingError(
             .connectionLost, "publish not confirmed: \(reason.message)", replyCode: reason.replyCode,
@@ -895,7 +931,7 @@ final class ConnectionLoop: @unchecked Sendable {
         let last = lastFailure?.message ?? "connection lost"
         let final = MessagingError(
             .connectionLost,
-            "gave up reconnecting to RabbitMQ at \(configuration.url.endpoint) "
+            "gave up reconnecting to RabbitMQ at \(configuration.urls.map(\.endpoint).joined(separator: ", ")) "
                 + "after \(lifecycle.attempt) attempts: \(last)",
             replyCode: lastFailure?.replyCode, replyText: lastFailure?.replyText,
             libraryStatus: lastFailure?.libraryStatus, isRetryable: false)

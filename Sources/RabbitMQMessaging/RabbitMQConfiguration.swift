@@ -78,8 +78,14 @@ public struct RabbitMQConfiguration: Sendable {
         }
     }
 
-    /// The broker URL.
+    /// The broker URL: the first node to connect to.
     public var url: RabbitMQURL
+    /// Further nodes of the same cluster, tried in turn after ``url`` when a connection attempt
+    /// fails or the connection is lost (empty: one node). They may differ from ``url`` only in host
+    /// and port (``RabbitMQURL/list(_:)``).
+    public var failoverURLs: [RabbitMQURL] = []
+    /// Every node, ``url`` first.
+    public var urls: [RabbitMQURL] { [url] + failoverURLs }
     /// The client-provided connection name (client property `connection_name`), shown in the
     /// management UI's connection list. Name the service and host, e.g. `"nercc-worker@host-3"`.
     public var connectionName: String
@@ -118,7 +124,8 @@ public struct RabbitMQConfiguration: Sendable {
     /// on it to tell who published a message (a worker's result, the decoder's predictions).
     public var stampsUserID = true
 
-    /// Creates a configuration from a URL string.
+    /// Creates a configuration from a URL string, or from a comma-separated list of the URLs of one
+    /// cluster's nodes (the first is ``url``, the others ``failoverURLs``).
     ///
     /// Query parameters in the URL (`heartbeat`, `connection_timeout`, `cacertfile`, `certfile`,
     /// `keyfile`, `verify`, `server_name_indication`) override the corresponding arguments.
@@ -130,10 +137,12 @@ public struct RabbitMQConfiguration: Sendable {
         closeTimeout: Duration = .seconds(5), reconnectBackoff: Backoff = Backoff(),
         maximumReconnectAttempts: Int? = nil, tls: TLS = TLS()
     ) throws(MessagingError) {
+        let urls = try RabbitMQURL.list(url)
         try self.init(
-            url: RabbitMQURL(url), connectionName: connectionName, heartbeat: heartbeat, rpcTimeout: rpcTimeout,
+            url: urls[0], connectionName: connectionName, heartbeat: heartbeat, rpcTimeout: rpcTimeout,
             connectTimeout: connectTimeout, publishTimeout: publishTimeout, closeTimeout: closeTimeout,
             reconnectBackoff: reconnectBackoff, maximumReconnectAttempts: maximumReconnectAttempts, tls: tls)
+        failoverURLs = Array(urls.dropFirst())
     }
 
     /// Creates a configuration from a parsed URL; the other arguments are as for the URL-string
@@ -217,10 +226,17 @@ public struct RabbitMQConfiguration: Sendable {
         guard (4096...Int(Int32.max)).contains(frameMax) else {
             throw Self.invalid("frameMax must be between 4096 and \(Int32.max) bytes, got \(frameMax)")
         }
-        guard !url.user.utf8.contains(0), !url.password.utf8.contains(0), !url.host.utf8.contains(0),
-            !url.virtualHost.utf8.contains(0)
+        guard !url.user.utf8.contains(0), !url.password.utf8.contains(0), !url.virtualHost.utf8.contains(0),
+            !urls.contains(where: { $0.host.utf8.contains(0) })
         else {
             throw Self.invalid("URL parts must not contain NUL characters")
+        }
+        for other in failoverURLs
+        where other.usesTLS != url.usesTLS || other.user != url.user || other.password != url.password
+            || other.virtualHost != url.virtualHost
+        {
+            throw Self.invalid(
+                "failover URL \(other.redacted) differs from \(url.redacted) in scheme, user, password or virtual host")
         }
         let paths = [tls.caCertificatePath, tls.clientCertificatePath, tls.clientKeyPath]
         if !url.usesTLS, paths.contains(where: { $0 != nil }) {

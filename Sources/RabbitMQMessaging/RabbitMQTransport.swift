@@ -40,7 +40,7 @@ public final class RabbitMQTransport: MessageTransport {
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "amqp.connection"] = "\(configuration.connectionName)"
-        logger[metadataKey: "amqp.url"] = "\(configuration.url.redacted)"
+        logger[metadataKey: "amqp.url"] = "\(configuration.urls.map(\.redacted).joined(separator: ","))"
         self.logger = logger
     }
 

@@ -163,6 +163,42 @@ public struct RabbitMQURL: Sendable, Hashable, CustomStringConvertible, CustomDe
         }
     }
 
+    /// Parses a comma-separated list of URLs, the nodes of one cluster, as other AMQP clients
+    /// accept them: `amqp://u:p@node-1:5672/,amqp://u:p@node-2:5672/`.
+    ///
+    /// Every URL must name the same user, password, virtual host, scheme and query parameters as the
+    /// first: only the host and port may differ, since a connection fails over to the next node as
+    /// the same client. A comma inside a password must be percent-encoded (`%2C`).
+    ///
+    /// - Throws: `.configuration` naming the entry that is empty, does not parse, or differs.
+    public static func list(_ string: String) throws(MessagingError) -> [RabbitMQURL] {
+        let parts = string.split(separator: ",", omittingEmptySubsequences: false).map {
+            String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+        }
+        var urls: [RabbitMQURL] = []
+        for (i, part) in parts.enumerated() {
+            let place = parts.count > 1 ? "URL \(i + 1) of \(parts.count): " : ""
+            guard !part.isEmpty else { throw invalid("\(place)empty; separate broker URLs with single commas") }
+            let url: RabbitMQURL
+            do throws(MessagingError) {
+                url = try RabbitMQURL(part)
+            } catch {
+                throw invalid(place + error.message)
+            }
+            if let first = urls.first {
+                guard url.usesTLS == first.usesTLS, url.user == first.user, url.password == first.password,
+                    url.virtualHost == first.virtualHost, url.queryParameters == first.queryParameters
+                else {
+                    throw invalid(
+                        "\(place)differs from the first in its scheme, user, password, virtual host or query; "
+                            + "the URLs of a cluster may differ only in host and port")
+                }
+            }
+            urls.append(url)
+        }
+        return urls
+    }
+
     /// `host:port`, with brackets around an IPv6 address; used in log and error messages.
     public var endpoint: String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"

@@ -52,6 +52,11 @@ public struct ServingTopology: Sendable, Equatable {
     public var hedgeQueuePrefix = "nercc.hedge"
     /// Number of decoder shards.
     public var shards = 1
+    /// The replicas of every quorum queue (`x-quorum-initial-group-size`), for a cluster; nil leaves
+    /// it to the broker, which makes every cluster node a member. Only a queue's creation reads it,
+    /// but RabbitMQ compares it on every redeclaration, so every service and the definitions file
+    /// must agree.
+    public var quorumGroupSize: Int?
     /// Topic exchange of predictions (routing key `<model>.<request id>`).
     public var predictionsExchange = "nercc.predictions"
     /// Fanout exchange of rejected and poison messages.
@@ -117,13 +122,19 @@ public struct ServingTopology: Sendable, Equatable {
             "x-delivery-limit": .int(deliveryLimit),
         ]
         arguments.merge(extra) { $1 }
+        arguments.merge(quorumGroup) { $1 }
         return Topology.Queue(name: name, arguments: arguments)
+    }
+
+    /// `x-quorum-initial-group-size` when ``quorumGroupSize`` is set.
+    private var quorumGroup: [String: HeaderValue] {
+        quorumGroupSize.map { ["x-quorum-initial-group-size": .int(Int64($0))] } ?? [:]
     }
 
     private var deadLetters: Topology {
         Topology(
             exchanges: [.init(name: deadExchange, type: "fanout")],
-            queues: [.init(name: deadLetterQueue, arguments: ["x-queue-type": "quorum"])],
+            queues: [.init(name: deadLetterQueue, arguments: ["x-queue-type": "quorum"].merging(quorumGroup) { $1 })],
             bindings: [.init(queue: deadLetterQueue, exchange: deadExchange, routingKey: "")])
     }
 

@@ -28,11 +28,12 @@ enum LiveSystem {
     /// A fresh topology prefix, so tests never see each other's queues.
     static func prefix() -> String { "t\(UUID().uuidString.prefix(8).lowercased())" }
 
-    static func client(_ name: String) async throws -> RabbitMQTransport {
+    /// A transport of the test's own, to the test broker or to `url` (a cluster's URL list).
+    static func client(_ name: String, url: String? = nil) async throws -> RabbitMQTransport {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         let transport = RabbitMQTransport(
-            configuration: try RabbitMQConfiguration(url: amqpURL!, connectionName: name, heartbeat: 10),
+            configuration: try RabbitMQConfiguration(url: url ?? amqpURL!, connectionName: name, heartbeat: 10),
             logger: logger)
         try await transport.connect()
         return transport
@@ -142,8 +143,8 @@ struct TestClient {
     let replyQueue: String
     let replies: AsyncThrowingStream<Delivery, any Error>
 
-    static func connect(prefix: String) async throws -> TestClient {
-        let transport = try await LiveSystem.client("test client \(prefix)")
+    static func connect(prefix: String, url: String? = nil) async throws -> TestClient {
+        let transport = try await LiveSystem.client("test client \(prefix)", url: url)
         let queue = "\(prefix).reply.\(UUID().uuidString.prefix(8))"
         try await transport.declare(
             Topology(queues: [.init(name: queue, durable: false, exclusive: true, autoDelete: true)]))

@@ -470,6 +470,43 @@ struct RabbitMQLiveTests {
         #expect(elapsed > .milliseconds(500) && elapsed < .seconds(3), "retried for \(elapsed)")
     }
 
+    /// A list of nodes whose first refuses connections: the transport connects through the second,
+    /// and after a lost connection it tries the first again, is refused, and is back through the
+    /// second in the same round, without waiting out a backoff for the refused node.
+    @Test func aClusterURLListFailsOverPastAnUnreachableNode() async throws {
+        let good = try RabbitMQURL(LiveBroker.url!)
+        var dead = good
+        dead.host = "127.0.0.1"
+        dead.port = Self.unusedPort()
+        let queue = LiveBroker.uniqueName("failover")
+        let name = "nercc-test-failover-\(UUID().uuidString.prefix(8))"
+        var configuration = try LiveBroker.configuration(name: name)
+        configuration.url = dead
+        configuration.failoverURLs = [good]
+        configuration.reconnectBackoff = .init(initialDelay: .seconds(1), maximumDelay: .seconds(2), jitter: 0)
+        let transport = RabbitMQTransport(configuration: configuration, logger: LiveBroker.logger)
+        try await transport.connect()
+        defer { Task { await transport.close() } }
+        try await transport.declare(Topology(queues: [.init(name: queue, arguments: Self.expiry)]))
+        let collector = DeliveryCollector.start(
+            try await transport.consume(queue: queue, prefetch: 10, consumerTag: "\(queue).consumer"))
+        try await transport.publish(Self.message(queue, "first"))
+        let first = try await collector.waitFor(count: 1)[0]
+        try await transport.ack(first.tag)
+        let generation = transport.generation
+
+        try await ManagementAPI().closeConnection(named: name)
+        try await eventually("the transport to notice the closed connection", timeout: .seconds(5)) {
+            !transport.isConnected
+        }
+        try await transport.publish(Self.message(queue, "second"))
+        #expect(transport.generation > generation)
+        let second = try await collector.waitFor(count: 2)[1]
+        #expect(second.body == Array("second".utf8))
+        try await transport.ack(second.tag)
+        _ = try await transport.deleteQueue(queue)
+    }
+
     // MARK: - Heartbeats and recovery
 
     @Test func heartbeatsAreServicedWhileTheConsumerBlocks() async throws {

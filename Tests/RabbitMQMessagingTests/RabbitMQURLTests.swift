@@ -4,6 +4,30 @@ import Testing
 @testable import RabbitMQMessaging
 
 @Suite struct RabbitMQURLTests {
+    @Test func aCommaSeparatedListNamesTheNodesOfOneCluster() throws {
+        let urls = try RabbitMQURL.list("amqp://svc:pw@n1:5672/prod, amqp://svc:pw@n2:5673/prod,amqp://svc:pw@n3/prod")
+        #expect(urls.map(\.endpoint) == ["n1:5672", "n2:5673", "n3:5672"])
+        #expect(Set(urls.map(\.user)) == ["svc"] && Set(urls.map(\.virtualHost)) == ["prod"])
+        #expect(try RabbitMQURL.list("amqp://h/").count == 1)
+        let configuration = try RabbitMQConfiguration(url: "amqp://svc:pw@n1/,amqp://svc:pw@n2/")
+        #expect(configuration.url.host == "n1")
+        #expect(configuration.failoverURLs.map(\.host) == ["n2"])
+        #expect(configuration.urls.count == 2)
+    }
+
+    @Test(arguments: [
+        ("amqp://a@n1/,amqp://b@n2/", "URL 2 of 2: differs from the first"),
+        ("amqp://n1/v,amqp://n2/w", "URL 2 of 2: differs from the first"),
+        ("amqp://n1/,amqps://n2/", "URL 2 of 2: differs from the first"),
+        ("amqp://n1/,,amqp://n2/", "URL 2 of 3: empty"),
+        ("amqp://n1/,http://n2/", "URL 2 of 2: unsupported URL scheme 'http'"),
+    ])
+    func aListWhoseNodesDifferBeyondHostAndPortIsRefused(text: String, message: String) {
+        let error = #expect(throws: MessagingError.self) { try RabbitMQURL.list(text) }
+        #expect(error?.message.hasPrefix(message) == true, "\(error?.message ?? "")")
+        #expect(error?.kind == .configuration)
+    }
+
     @Test func parsesAFullURL() throws {
         let url = try RabbitMQURL("amqp://worker:s3cret@broker.example:5673/predict")
         #expect(!url.usesTLS)

@@ -56,10 +56,17 @@ import Testing
         }
     }
 
-    @Test func definitionsMatchTheTopologyTheServicesDeclare() throws {
-        let url = ExternalCheck.root.appendingPathComponent("ops/rabbitmq/definitions.json")
+    /// definitions.json for one node and the default services; definitions-cluster.json for a
+    /// three-node cluster, whose services run with `--coded-queues quorum --quorum-group-size 3`.
+    @Test(arguments: ["definitions.json", "definitions-cluster.json"])
+    func definitionsMatchTheTopologyTheServicesDeclare(file: String) throws {
+        let url = ExternalCheck.root.appendingPathComponent("ops/rabbitmq/\(file)")
         let definitions = try JSONDecoder().decode(Definitions.self, from: Data(contentsOf: url))
-        let topology = ServingTopology()
+        var topology = ServingTopology()
+        if file == "definitions-cluster.json" {
+            topology.codedQueues = .quorum
+            topology.quorumGroupSize = 3
+        }
         let declared = topology.encoder(models: ["mnist-mlp"]).merged(with: topology.taskQueue(model: "mnist-mlp"))
             .merged(with: topology.decoder())
         #expect(Set(definitions.exchanges.map(\.name)) == Set(declared.exchanges.map(\.name)))

@@ -6,8 +6,10 @@
 # Settings come from ops/broker/env.sh (NERCC_BROKER_DIR, NERCC_NODENAME,
 # NERCC_AMQP_PORT, NERCC_MGMT_PORT, NERCC_PROMETHEUS_PORT, NERCC_DIST_PORT,
 # NERCC_BROKER_TLS, NERCC_AMQPS_PORT) plus NERCC_BROKER_START_TIMEOUT
-# (seconds, default 60). See README.md. TLS (AMQPS) is on unless
-# NERCC_BROKER_TLS=0; the certificates come from ops/broker/make_certs.sh.
+# (seconds, default 60) and NERCC_BROKER_COOKIE_SOURCE (a file holding the
+# Erlang cookie to use instead of the state directory's own random one, e.g.
+# one shared by the nodes of a cluster). See README.md. TLS (AMQPS) is on
+# unless NERCC_BROKER_TLS=0; the certificates come from ops/broker/make_certs.sh.
 #
 # Idempotent: when the node already answers, its URLs are printed and the
 # script exits 0. Progress goes to stderr, the URL summary to stdout.
@@ -27,7 +29,7 @@ die() {
 case "${1:-}" in
     "") ;;
     -h | --help)
-        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -258,9 +260,32 @@ fi
 
 mkdir -p "$NERCC_BROKER_HOME" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
 
-# Erlang cookie: generated once per state directory. The node reads it from
+# Erlang cookie: generated once per state directory, or copied from
+# NERCC_BROKER_COOKIE_SOURCE when that is set (nodes that form a cluster must
+# share one cookie; ops/broker/cluster.sh sets it). The node reads it from
 # $HOME/.erlang.cookie; the CLI tools read "-setcookie ..." from an erl
 # args file (see env.sh), so the cookie is never on a command line.
+if [ -n "${NERCC_BROKER_COOKIE_SOURCE:-}" ]; then
+    if [ ! -f "$NERCC_BROKER_COOKIE_SOURCE" ] || [ ! -r "$NERCC_BROKER_COOKIE_SOURCE" ]; then
+        die "NERCC_BROKER_COOKIE_SOURCE=$NERCC_BROKER_COOKIE_SOURCE is not a readable file"
+    fi
+    SHARED_COOKIE="$(tr -d '\n' <"$NERCC_BROKER_COOKIE_SOURCE")"
+    [[ "$SHARED_COOKIE" =~ ^[A-Za-z0-9]+$ ]] ||
+        die "NERCC_BROKER_COOKIE_SOURCE=$NERCC_BROKER_COOKIE_SOURCE must hold one cookie made of letters and digits"
+    if [ ! -s "$NERCC_BROKER_COOKIE_FILE" ] || [ "$(tr -d '\n' <"$NERCC_BROKER_COOKIE_FILE")" != "$SHARED_COOKIE" ]; then
+        # A booting node keeps the cookie it read at launch: do not swap it underneath.
+        [ -z "$EXISTING_PIDS" ] ||
+            die "a node process of $NERCC_BROKER_DIR is running with another cookie; stop it (ops/broker/stop.sh) before starting it with NERCC_BROKER_COOKIE_SOURCE"
+        [ ! -s "$NERCC_BROKER_COOKIE_FILE" ] ||
+            log "replacing the cookie of $NERCC_BROKER_DIR with the one of $NERCC_BROKER_COOKIE_SOURCE"
+        (
+            umask 077
+            printf '%s' "$SHARED_COOKIE" >"$NERCC_BROKER_COOKIE_FILE.tmp"
+        )
+        mv -f "$NERCC_BROKER_COOKIE_FILE.tmp" "$NERCC_BROKER_COOKIE_FILE"
+    fi
+    unset SHARED_COOKIE
+fi
 if [ ! -s "$NERCC_BROKER_COOKIE_FILE" ]; then
     (
         umask 077

@@ -2,6 +2,11 @@
 """Writes ops/rabbitmq/definitions.json: the nercc topology, a user per service and their permissions.
 
     python3 ops/rabbitmq/make_definitions.py [--model mnist-mlp ...] [--shards 1] [--coded-queues classic]
+                                            [--quorum-group-size N] [--out FILE]
+
+The shipped files: definitions.json (defaults: one node, compose.yaml) and definitions-cluster.json
+(`--coded-queues quorum --quorum-group-size 3 --out ops/rabbitmq/definitions-cluster.json`: a
+three-node cluster, where every queue the services use must survive a node loss).
 
 The exchanges, queues and bindings mirror Sources/ServingPipeline/ServingTopology.swift exactly
 (same names and arguments): the services also declare them at start-up, and RabbitMQ refuses a
@@ -23,6 +28,8 @@ import pathlib
 PREFIX = "nercc"
 DELIVERY_LIMIT = 5
 VHOST = "/"
+# x-quorum-initial-group-size of every quorum queue (the services' --quorum-group-size; None: unset).
+GROUP_SIZE = None
 
 USERS = {
     # user: (password, tags, configure, write, read). Declaring a binding needs write on the queue and
@@ -60,7 +67,12 @@ def password_hash(user, password):
 def quorum(name, extra=None):
     args = {"x-queue-type": "quorum", "x-dead-letter-exchange": f"{PREFIX}.dead", "x-delivery-limit": DELIVERY_LIMIT}
     args.update(extra or {})
+    args.update(group_size())
     return {"name": name, "vhost": VHOST, "durable": True, "auto_delete": False, "arguments": args}
+
+
+def group_size():
+    return {} if GROUP_SIZE is None else {"x-quorum-initial-group-size": GROUP_SIZE}
 
 
 def coded(name, kind, extra=None):
@@ -94,7 +106,7 @@ def definitions(models, shards, coded_queues="classic"):
     ]
     queues = [
         {"name": f"{PREFIX}.dead-letter", "vhost": VHOST, "durable": True, "auto_delete": False,
-         "arguments": {"x-queue-type": "quorum"}},
+         "arguments": {"x-queue-type": "quorum", **group_size()}},
         quorum(f"{PREFIX}.requests.unrouted"),
     ]
     bindings = [
@@ -136,9 +148,13 @@ def main():
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--coded-queues", choices=["classic", "quorum"], default="classic",
                         help="kind of the task and worker-result queues (the services' --coded-queues)")
+    parser.add_argument("--quorum-group-size", type=int, default=0,
+                        help="replicas of every quorum queue (the services' --quorum-group-size); 0: unset")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).with_name("definitions.json")))
     args = parser.parse_args()
     models = args.model or ["mnist-mlp"]
+    global GROUP_SIZE
+    GROUP_SIZE = args.quorum_group_size or None
     text = json.dumps(definitions(models, args.shards, args.coded_queues), indent=2) + "\n"
     pathlib.Path(args.out).write_text(text)
 
