@@ -131,6 +131,39 @@ import Testing
         #expect(model.inputShape == [c, h, w] && model.outputShape == Array(want.shape.dropFirst()))
     }
 
+    /// A 1×1 convolution at stride 1 without padding (read in place, one GEMM per sample and group),
+    /// with one group and with two, against the native layer per group, with a bias and a fused Relu.
+    @Test(arguments: [1, 2])
+    func pointwiseConvolutionsMatchTheNativeLayer(groups: Int) throws {
+        let (c, h, w, m) = (6, 5, 7, 4)
+        let (perGroup, outPerGroup) = (c / groups, m / groups)
+        let weights = Self.values(m * perGroup, seed: 11)
+        let bias = Self.values(m, seed: 12)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [m, perGroup, 1, 1], weights)
+        graph.initializer("B", [m], bias)
+        graph.node("Conv", ["x", "W", "B"], ["z"], int: ["group": Int64(groups)])
+        graph.node("Relu", ["z"], ["y"])
+        let model = try graph.load()
+        let x = Tensor(shape: [3, c, h, w], elements: Self.values(3 * c * h * w, seed: 13))
+        let got = try model.predict(x)
+        #expect(got.shape == [3, m, h, w])
+        let plane = h * w
+        for g in 0..<groups {
+            let conv = try Conv2D(
+                weight: Tensor(
+                    shape: [outPerGroup, perGroup, 1, 1],
+                    elements: Array(weights[(g * outPerGroup * perGroup)..<((g + 1) * outPerGroup * perGroup)])),
+                bias: Tensor(shape: [outPerGroup], elements: Array(bias[(g * outPerGroup)..<((g + 1) * outPerGroup)])))
+            for s in 0..<3 {
+                let part = Array(x.elements[((s * c + g * perGroup) * plane)..<((s * c + (g + 1) * perGroup) * plane)])
+                let want = conv(Tensor(shape: [1, perGroup, h, w], elements: part)).elements.map { max($0, 0) }
+                let start = (s * m + g * outPerGroup) * plane
+                #expect(Self.close(Array(got.elements[start..<(start + want.count)]), want), "group \(g) sample \(s)")
+            }
+        }
+    }
+
     /// Two groups, and depthwise (one channel per group), against per-group native convolutions.
     @Test(arguments: [2, 4])
     func groupedConvolutionsMatchOneConvolutionPerGroup(groups: Int) throws {

@@ -210,6 +210,11 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let height, width, kh, kw, oh, ow: Int
         let strides, dilations: (Int, Int)
         let top, left: Int
+
+        /// A 1×1 kernel at stride 1 without padding: every output position is its input position.
+        var isPointwise: Bool {
+            kh == 1 && kw == 1 && strides == (1, 1) && top == 0 && left == 0 && oh == height && ow == width
+        }
     }
 
     private func grouped(
@@ -220,6 +225,22 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let outPerGroup = outChannels / group
         let patch = inPerGroup * g.kh * g.kw
         let positions = g.oh * g.ow
+        if g.isPointwise {
+            // A 1×1 convolution with stride 1 and no padding: each sample's [C/g, H·W] planes already
+            // are its patch matrix, so one GEMM per sample and group reads them in place and writes
+            // straight into the output (onto the bias), with no copy and no scatter.
+            for s in 0..<batch {
+                for gi in 0..<group {
+                    let image = x.baseAddress! + (s * channels + gi * inPerGroup) * positions
+                    let y = out.baseAddress! + (s * outChannels + gi * outPerGroup) * positions
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(outPerGroup), Int32(positions),
+                        Int32(inPerGroup), 1, w.baseAddress! + gi * outPerGroup * patch, Int32(patch), image,
+                        Int32(positions), 1, y, Int32(positions))
+                }
+            }
+            return
+        }
         let samplesPerChunk =
             positions >= Self.widePositions ? 1 : max(1, min(batch, Self.columnBudget / max(1, patch * positions)))
         // Both are written in full before they are read (im2col; a GEMM with β = 0).
