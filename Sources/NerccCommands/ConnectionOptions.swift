@@ -145,6 +145,13 @@ struct ConnectionOptions: ParsableArguments {
 
     /// Connects, retrying for `--connect-retry` seconds; errors become one-line command errors.
     func connect(name: String, logger: Logger) async throws -> RabbitMQTransport {
+        let transport = try transport(name: name, logger: logger)
+        try await connect(transport)
+        return transport
+    }
+
+    /// A transport with these settings, not connected yet; a bad setting is a one-line command error.
+    func transport(name: String, logger: Logger) throws -> RabbitMQTransport {
         let configuration: RabbitMQConfiguration
         do {
             configuration = try RabbitMQConfiguration(
@@ -156,18 +163,22 @@ struct ConnectionOptions: ParsableArguments {
         } catch {
             throw CommandError(error.message)
         }
-        let transport = RabbitMQTransport(configuration: configuration, logger: logger)
+        return RabbitMQTransport(configuration: configuration, logger: logger)
+    }
+
+    /// Connects `transport`, retrying for `--connect-retry` seconds.
+    func connect(_ transport: RabbitMQTransport) async throws {
         do {
             try await transport.connect(retryingFor: connectRetry > 0 ? .seconds(connectRetry) : nil)
         } catch {
             throw CommandError(error.message)
         }
-        return transport
     }
 }
 
-/// Runs a service until SIGTERM or SIGINT, then lets it drain and closes the connection; serves
-/// `/metrics` and `/health` meanwhile when `--http-port` is set. Signals and shutdown order are
+/// Connects a service's transport and runs the service until SIGTERM or SIGINT, then lets it drain
+/// and closes the connection; serves `/metrics` and `/health` meanwhile when `--http-port` is set,
+/// from before the first connection on (live, not ready, while it is being made). Signals and shutdown order are
 /// handled by a swift-service-lifecycle service group: on a signal the service drains first (the
 /// probes answer meanwhile, ready = 503), then the HTTP server stops.
 enum ServiceRunner {
@@ -221,9 +232,23 @@ enum ServiceRunner {
             // Shut down last (services stop in reverse order): the probes answer while draining.
             services.append(.init(service: http, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
+        let connected: @Sendable (StopSignal) async throws -> Void = { stop in
+            do {
+                try await withGracefulShutdownHandler {
+                    try await connection.connect(transport)
+                } onGracefulShutdown: {
+                    // A signal while the first connection is still being made: stop trying.
+                    if !transport.isConnected { Task { await transport.close() } }
+                }
+            } catch _ where stop.isStopped {
+                logger.notice("stopped before the first connection to RabbitMQ was made")
+                return
+            }
+            try await body(stop)
+        }
         services.append(
             .init(
-                service: Serving(stop: stop, body: body, logger: logger),
+                service: Serving(stop: stop, body: connected, logger: logger),
                 successTerminationBehavior: .gracefullyShutdownGroup,
                 failureTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(

@@ -239,7 +239,7 @@ struct EncoderCommand: AsyncParsableCommand {
             throw CommandError("\(error)")
         }
         let name = ServiceRunner.processName("encoder")
-        let transport = try await connection.connect(name: name, logger: logger)
+        let transport = try connection.transport(name: name, logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_encoder")
         let service: EncoderService
         do {
@@ -251,7 +251,7 @@ struct EncoderCommand: AsyncParsableCommand {
             throw CommandError("\(error)")
         }
         logger.info(
-            "encoder serving",
+            "encoder starting",
             metadata: [
                 "models": "\(loaded.map(\.name))", "scheme": "\(kind.rawValue)", "N": "\(workers)", "K": "\(batch)",
                 "authentication": "\(config.authenticator.map { "key \($0.keyID)" } ?? "off")",
@@ -390,7 +390,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 "Byzantine injection is on: this worker answers with wrong values (testing aid)",
                 metadata: ["mode": "\(corruption.mode!)", "probability": "\(corruption.probability)"])
         }
-        let transport = try await connection.connect(name: "worker \(workerId)", logger: logger)
+        let transport = try connection.transport(name: "worker \(workerId)", logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_worker")
         let service = WorkerService(
             transport: transport,
@@ -399,7 +399,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 maximumBatch: maxBatch, maximumBatchDelayMicroseconds: Int64(maxBatchDelayUs),
                 followsCancellations: cancellations, byzantine: corruption),
             topology: connection.topology, models: loaded, logger: logger, metrics: metrics)
-        logger.info("worker serving", metadata: ["models": "\(loaded.map(\.name))", "id": "\(workerId)"])
+        logger.info("worker starting", metadata: ["models": "\(loaded.map(\.name))", "id": "\(workerId)"])
         try await ServiceRunner.run(
             transport: transport, logger: logger, connection: connection, role: "worker", metrics: metrics
         ) { stop in try await service.run(stop: stop) }
@@ -485,7 +485,7 @@ struct DecoderCommand: AsyncParsableCommand {
         ProcessMemory.keepLargeBlocksInHeap()
         let authenticator = try authentication.authenticator()
         let name = ServiceRunner.processName("decoder")
-        let transport = try await connection.connect(name: name, logger: logger)
+        let transport = try connection.transport(name: name, logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_decoder")
         let service = DecoderService(
             transport: transport,
@@ -496,7 +496,7 @@ struct DecoderCommand: AsyncParsableCommand {
                 earlyDecodeExtraShare: earlyDecodeExtraShare, authenticator: authenticator),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info(
-            "decoder serving",
+            "decoder starting",
             metadata: [
                 "shard": "\(shard)", "authentication": "\(authenticator.map { "key \($0.keyID)" } ?? "off")",
             ])

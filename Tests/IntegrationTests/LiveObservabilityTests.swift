@@ -31,4 +31,23 @@ struct LiveObservabilityTests {
         decoder.signal(SIGTERM)
         #expect(try await decoder.waitForExit(15) == 0)
     }
+
+    /// While the first connection is being retried (here to a port nothing listens on), the probes
+    /// already answer: live, not ready, not connected. SIGTERM then stops the service at once.
+    @Test func probesAnswerBeforeTheFirstConnection() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        let worker = try ServiceProcess(
+            ["worker", "--model", LiveSystem.modelPath, "--http-port", "\(port)", "--connect-retry", "60"],
+            prefix: prefix, name: "worker", url: "amqp://guest:guest@127.0.0.1:9/")
+        let live = try await LiveSystem.eventually(30) {
+            try await Self.get("http://127.0.0.1:\(port)/health/live").0 == 200
+        }
+        #expect(live, "no live probe while connecting: \(worker.output.suffix(500))")
+        #expect(try await Self.get("http://127.0.0.1:\(port)/health/ready").0 == 503)
+        #expect(try await Self.get("http://127.0.0.1:\(port)/metrics").1.contains("nercc_worker_connected 0"))
+        #expect(worker.output.contains("cannot connect to RabbitMQ, retrying"))
+        worker.signal(SIGTERM)
+        #expect(try await worker.waitForExit(10) == 0, "\(worker.output.suffix(500))")
+    }
 }

@@ -42,8 +42,6 @@ Each container of a Deployment or StatefulSet (encoder, decoder, worker)
     serves (from Sources/NerccCommands/HealthServer.swift): liveness /health/live (never
     /health/ready, which turns 503 during a broker resource alarm and would restart every pod),
     readiness /health/ready or /health, startup /health/live;
-  * the startup probe (else the liveness probe) waits longer than NERCC_CONNECT_RETRY: the HTTP
-    endpoints open only once the model is loaded and the first broker connection is made;
   * the pod template's prometheus.io/scrape is "true", prometheus.io/port is NERCC_HTTP_PORT and
     prometheus.io/path is /metrics, which the HealthServer serves;
   * terminationGracePeriodSeconds covers a drain: the publish-confirm timeout plus the close
@@ -483,13 +481,6 @@ def pod_annotations(workload):
     return (((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
 
 
-def probe_budget(probe):
-    return (
-        as_int(probe.get("initialDelaySeconds"), 0)
-        + as_int(probe.get("periodSeconds"), 10) * as_int(probe.get("failureThreshold"), 3)
-    )
-
-
 def describe_model(path, layout, workdir, root):
     """(name or None, repository file, problem) of a model path inside the image."""
     local = deploy.to_repo(path, layout, workdir, root)
@@ -745,14 +736,6 @@ def main():
                 path in paths and path in wanted,
                 f"served: {sorted(paths)}",
             )
-        retry = as_int(setting("NERCC_CONNECT_RETRY"), 30)
-        first = c.spec.get("startupProbe") or c.spec.get("livenessProbe") or {}
-        budget = probe_budget(first)
-        check(
-            f"{c.name}: the {'startup' if c.spec.get('startupProbe') else 'liveness'} probe waits {budget} s, "
-            f"more than NERCC_CONNECT_RETRY ({retry} s): the endpoints open after the first broker connection",
-            budget > retry,
-        )
         annotations = pod_annotations(c.workload)
         check(
             f"{c.name}: prometheus.io annotations scrape /metrics on NERCC_HTTP_PORT",
