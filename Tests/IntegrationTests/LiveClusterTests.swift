@@ -144,31 +144,12 @@ enum LiveCluster {
     /// The first of the services' /metrics ports.
     static let basePort = 19_640
 
-    /// GET a management API path as JSON from the first node that answers.
-    static func management(_ path: String) async throws -> Any {
-        var failure: (any Error)?
-        for base in managementURLs {
-            var request = URLRequest(url: URL(string: base + path)!)
-            request.setValue(
-                "Basic " + Data("guest:guest".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
-            do {
-                let (data, _) = try await URLSession.shared.data(for: request)
-                return try JSONSerialization.jsonObject(with: data)
-            } catch {
-                failure = error
-            }
-        }
-        throw failure ?? URLError(.badURL)
-    }
-
     static func queue(_ name: String) async throws -> [String: Any] {
-        let encoded = name.addingPercentEncoding(
-            withAllowedCharacters: .alphanumerics.union(.init(charactersIn: ".-_")))!
-        return (try await management("/api/queues/%2F/\(encoded)")) as? [String: Any] ?? [:]
+        try await LiveSystem.queue(name, bases: managementURLs)
     }
 
     static func waitForConsumers(_ queue: String, _ count: Int) async throws -> Bool {
-        try await LiveSystem.eventually(60) { (try await Self.queue(queue)["consumers"] as? Int ?? 0) >= count }
+        try await LiveSystem.waitForConsumers(queue, count, bases: managementURLs, seconds: 60)
     }
 
     /// One unlabelled sample of a service's /metrics.

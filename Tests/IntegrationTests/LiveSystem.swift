@@ -39,12 +39,22 @@ enum LiveSystem {
         return transport
     }
 
-    /// GET a management API path as JSON.
-    static func management(_ path: String) async throws -> Any {
-        var request = URLRequest(url: URL(string: managementURL + path)!)
-        request.setValue("Basic " + Data("guest:guest".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
-        let (data, _) = try await URLSession.shared.data(for: request)
-        return try JSONSerialization.jsonObject(with: data)
+    /// GET a management API path as JSON, from the first of `bases` (a cluster's nodes) that
+    /// answers; by default the test broker's.
+    static func management(_ path: String, bases: [String] = [managementURL]) async throws -> Any {
+        var failure: (any Error)?
+        for base in bases {
+            var request = URLRequest(url: URL(string: base + path)!)
+            request.setValue(
+                "Basic " + Data("guest:guest".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
+            do {
+                let (data, _) = try await URLSession.shared.data(for: request)
+                return try JSONSerialization.jsonObject(with: data)
+            } catch {
+                failure = error
+            }
+        }
+        throw failure ?? URLError(.badURL)
     }
 
     /// Publishes through the management API (`POST /api/exchanges/%2F/<exchange>/publish`);
@@ -66,10 +76,10 @@ enum LiveSystem {
     }
 
     /// A queue's counters from the management API (they lag by the statistics interval).
-    static func queue(_ name: String) async throws -> [String: Any] {
+    static func queue(_ name: String, bases: [String] = [managementURL]) async throws -> [String: Any] {
         let encoded = name.addingPercentEncoding(
             withAllowedCharacters: .alphanumerics.union(.init(charactersIn: ".-_")))!
-        return (try await management("/api/queues/%2F/\(encoded)")) as? [String: Any] ?? [:]
+        return (try await management("/api/queues/%2F/\(encoded)", bases: bases)) as? [String: Any] ?? [:]
     }
 
     /// Waits until `condition` holds, polling every 200 ms, for at most `seconds`.
@@ -90,8 +100,10 @@ enum LiveSystem {
     }
 
     /// Waits until a queue has at least `count` consumers.
-    static func waitForConsumers(_ queue: String, _ count: Int) async throws -> Bool {
-        try await eventually { (try await Self.queue(queue)["consumers"] as? Int ?? 0) >= count }
+    static func waitForConsumers(
+        _ queue: String, _ count: Int, bases: [String] = [managementURL], seconds: Double = 30
+    ) async throws -> Bool {
+        try await eventually(seconds) { (try await Self.queue(queue, bases: bases)["consumers"] as? Int ?? 0) >= count }
     }
 }
 

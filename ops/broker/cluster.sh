@@ -143,6 +143,22 @@ ctl() {
     RABBITMQ_CTL_ERL_ARGS="-args_file $CLI_ARGS_FILE" timeout 120 \
         rabbitmqctl -q -n "${NAME[i]}" "$@" </dev/null 8>&-
 }
+# in_parallel "I J ..." COMMAND ARGS...: runs `COMMAND I ARGS...` for each node index at once;
+# leaves the names of the nodes where it failed in FAILED (empty: none).
+in_parallel() {
+    local nodes i pids=()
+    read -r -a nodes <<<"$1"
+    shift
+    FAILED=""
+    for i in "${nodes[@]}"; do
+        "$1" "$i" "${@:2}" &
+        pids[i]=$!
+    done
+    for i in "${nodes[@]}"; do
+        wait "${pids[i]}" || FAILED="$FAILED ${NAME[i]}"
+    done
+}
+ctl_quiet() { ctl "$@" >/dev/null; }
 diag() {
     local i="$1"
     shift
@@ -208,7 +224,7 @@ sees_all() {
 # start_app). stop_app and start_app run in parallel, join_cluster one node at
 # a time.
 join_nodes() { # seed index...
-    local seed="$1" i out dir joining=() pids=() failed=""
+    local seed="$1" i out dir joining=() pids=()
     shift
     dir="$(mktemp -d)"
     for i in "$@"; do
@@ -225,14 +241,8 @@ join_nodes() { # seed index...
     rm -rf "$dir"
     [ "${#joining[@]}" -gt 0 ] || return 0
     log "joining $(for i in "${joining[@]}"; do printf '%s ' "${NAME[i]}"; done)to the cluster of ${NAME[seed]} (stop_app, join_cluster, start_app)"
-    for i in "${joining[@]}"; do
-        ctl "$i" stop_app >/dev/null &
-        pids[i]=$!
-    done
-    for i in "${joining[@]}"; do
-        wait "${pids[i]}" || failed="$failed ${NAME[i]}"
-    done
-    [ -z "$failed" ] || die "rabbitmqctl stop_app failed on:$failed"
+    in_parallel "${joining[*]}" ctl_quiet stop_app
+    [ -z "$FAILED" ] || die "rabbitmqctl stop_app failed on:$FAILED"
     for i in "${joining[@]}"; do
         if ! out="$(ctl "$i" join_cluster "${NAME[seed]}" 2>&1)"; then
             # The seed may still list an earlier incarnation of this node (its
@@ -248,14 +258,8 @@ join_nodes() { # seed index...
             log "note: quorum queues no longer count ${NAME[i]} as a member; to add it back: rabbitmq-queues -n ${NAME[i]} grow ${NAME[i]} all"
         fi
     done
-    for i in "${joining[@]}"; do
-        ctl "$i" start_app >/dev/null &
-        pids[i]=$!
-    done
-    for i in "${joining[@]}"; do
-        wait "${pids[i]}" || failed="$failed ${NAME[i]}"
-    done
-    [ -z "$failed" ] || die "rabbitmqctl start_app failed on:$failed"
+    in_parallel "${joining[*]}" ctl_quiet start_app
+    [ -z "$FAILED" ] || die "rabbitmqctl start_app failed on:$FAILED"
 }
 
 # ------------------------------------------------------------ state directory
@@ -312,16 +316,9 @@ prepare_cookie() {
 
 # Start the given nodes in parallel with start.sh; die if any fails.
 start_nodes() {
-    local i failed="" pids=()
-    for i in "$@"; do
-        node_script "$i" "$SCRIPT_DIR/start.sh" &
-        pids[i]=$!
-    done
-    for i in "$@"; do
-        wait "${pids[i]}" || failed="$failed ${NAME[i]}"
-    done
-    [ -z "$failed" ] ||
-        die "could not start:$failed (see the messages above and $CLUSTER_DIR/node*/log/); 'ops/broker/cluster.sh stop' stops what did start"
+    in_parallel "$*" node_script "$SCRIPT_DIR/start.sh"
+    [ -z "$FAILED" ] ||
+        die "could not start:$FAILED (see the messages above and $CLUSTER_DIR/node*/log/); 'ops/broker/cluster.sh stop' stops what did start"
 }
 
 wait_all_running() { # seconds -> 0 once some node sees all three running
@@ -396,7 +393,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local purge="" i failed=""
+    local purge="" i
     case "${1:-}" in
         "") ;;
         --purge) purge=1 ;;
@@ -411,15 +408,8 @@ cmd_stop() {
     fi
     [ ! -w "$CLUSTER_DIR" ] || take_lock
     # In parallel; stop.sh is a no-op for a node that is not running.
-    local pids=()
-    for i in "${NODES[@]}"; do
-        node_script "$i" "$SCRIPT_DIR/stop.sh" ${purge:+--purge} &
-        pids[i]=$!
-    done
-    for i in "${NODES[@]}"; do
-        wait "${pids[i]}" || failed="$failed ${NAME[i]}"
-    done
-    [ -z "$failed" ] || die "could not stop:$failed"
+    in_parallel "${NODES[*]}" node_script "$SCRIPT_DIR/stop.sh" ${purge:+--purge}
+    [ -z "$FAILED" ] || die "could not stop:$FAILED"
     if [ -n "$purge" ]; then
         rm -rf -- "$CLUSTER_DIR"
         log "removed $CLUSTER_DIR"
