@@ -48,6 +48,17 @@ enum Command: Sendable {
     case deleteExchange(String, ifUnused: Bool, Reply<Void>)
     case close
 
+    /// The command's kind, as the connection's rules see it.
+    var kind: ConnectionStateMachine.CommandKind {
+        switch self {
+        case .publish: .publish
+        case .ack, .reject: .acknowledgement
+        case .cancel: .cancel
+        case .close: .close
+        case .declare, .consume, .inspectQueue, .deleteQueue, .deleteExchange: .call
+        }
+    }
+
     /// Resumes the caller with `error` (and ends a consumer's stream with it).
     func fail(_ error: MessagingError) {
         switch self {
