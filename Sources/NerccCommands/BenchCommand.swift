@@ -1,6 +1,8 @@
 import ArgumentParser
 import CodedComputing
 import Foundation
+import NeuralInference
+import ServingPipeline
 
 /// `nercc bench`: benchmarks (measurements, not tests).
 struct BenchCommand: AsyncParsableCommand {
@@ -216,6 +218,12 @@ struct BenchModelCommand: AsyncParsableCommand {
     @Option(help: "Also write the figures to this JSON file.")
     var json: String?
 
+    @Flag(
+        help: ArgumentHelp(
+            "Also print where an ONNX graph's forward pass spends its time, per operator type and per node.",
+            discussion: "Each node's median over the repetitions, at the largest batch size."))
+    var profile = false
+
     func validate() throws {
         guard repetitions >= 1 else { throw ValidationError("--repetitions must be ≥ 1, got \(repetitions)") }
     }
@@ -267,6 +275,9 @@ struct BenchModelCommand: AsyncParsableCommand {
             ])
         }
         print(TextTable.markdown(header: ["batch", "µs per batch", "µs per query", "queries/s"], rows: rows))
+        if profile, let batch = sizes.max() {
+            try printProfile(loaded, queries: queries, batch: batch)
+        }
         if let json {
             let document: [String: Any] = [
                 "model": model, "input": input, "repetitions": repetitions, "results": figures,
@@ -274,5 +285,42 @@ struct BenchModelCommand: AsyncParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))
         }
+    }
+}
+
+extension BenchModelCommand {
+    /// Prints each operator type's and each node's median time at `batch` (ONNX graphs only).
+    func printProfile(_ loaded: NativeModel, queries: Matrix, batch: Int) throws {
+        guard let graph = loaded.model as? ONNXModel else {
+            throw CommandError("--profile: '\(model)' is not an ONNX graph; only ONNX graphs are profiled per node")
+        }
+        let flat = (0..<batch).flatMap { queries.row($0).map { Float($0) } }
+        let times = try graph.profile(
+            Tensor(shape: [batch] + graph.inputShape, elements: flat), repetitions: repetitions)
+        let total = times.reduce(Duration.zero) { $0 + $1.median }.secondsValue
+        func microseconds(_ seconds: Double) -> String { String(format: "%.1f", seconds * 1e6) }
+        func share(_ seconds: Double) -> String { String(format: "%.1f%%", 100 * seconds / max(total, 1e-12)) }
+        var byType: [String: (seconds: Double, nodes: Int)] = [:]
+        for time in times {
+            byType[time.opType, default: (0, 0)].seconds += time.median.secondsValue
+            byType[time.opType, default: (0, 0)].nodes += 1
+        }
+        print("\nProfile at batch \(batch): \(microseconds(total)) µs in \(times.count) nodes (sum of medians)\n")
+        let typeRows = byType.sorted { $0.value.seconds > $1.value.seconds }.map { type, entry in
+            [type, "\(entry.nodes)", microseconds(entry.seconds), share(entry.seconds)]
+        }
+        print(TextTable.markdown(header: ["operator", "nodes", "µs", "share"], rows: typeRows))
+        print("")
+        let nodeRows = times.map {
+            [$0.label, $0.opType, microseconds($0.median.secondsValue), share($0.median.secondsValue)]
+        }
+        print(TextTable.markdown(header: ["node", "operator", "µs", "share"], rows: nodeRows))
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    fileprivate var secondsValue: Double {
+        Double(components.seconds) + Double(components.attoseconds) * 1e-18
     }
 }

@@ -162,4 +162,16 @@ import Testing
             }
         }
     }
+
+    @Test func benchModelProfilesOnlyONNXGraphs() async throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..")
+            .standardized
+        let error = await #expect(throws: (any Error).self) {
+            try await Self.run([
+                "bench", "model", "--model", root.appendingPathComponent("models/mnist-mlp/model.json").path,
+                "--input", "random", "--batches", "2", "--repetitions", "1", "--profile",
+            ])
+        }
+        #expect(error.map { "\($0)" }?.contains("is not an ONNX graph") == true)
+    }
 }

@@ -198,6 +198,106 @@ import Testing
         }
     }
 
+    /// Depthwise convolutions against one native convolution per channel: at stride 1 without
+    /// dilation (one saxpy per channel and tap over all samples, reading a "wide" output), strided,
+    /// and dilated (the row loops), with asymmetric padding, a bias and kernels of 3×3 and 5×3.
+    @Test(arguments: [
+        (kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1, 2, 0, 1]),
+        (kernel: [5, 3], strides: [1, 1], dilations: [1, 1], pads: [2, 1, 2, 1]),
+        (kernel: [3, 3], strides: [2, 2], dilations: [1, 1], pads: [1, 1, 1, 1]),
+        (kernel: [3, 3], strides: [1, 1], dilations: [2, 1], pads: [2, 1, 2, 1]),
+    ])
+    func depthwiseConvolutionsMatchOneConvolutionPerChannel(
+        kernel: [Int], strides: [Int], dilations: [Int], pads: [Int]
+    ) throws {
+        let (c, h, w, batch) = (3, 9, 7, 4)
+        let (kh, kw) = (kernel[0], kernel[1])
+        let weights = Self.values(c * kh * kw, seed: 21)
+        let bias = Self.values(c, seed: 22)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [c, 1, kh, kw], weights)
+        graph.initializer("B", [c], bias)
+        graph.node(
+            "Conv", ["x", "W", "B"], ["y"],
+            ints: [
+                "strides": strides.map(Int64.init), "dilations": dilations.map(Int64.init),
+                "pads": pads.map(Int64.init),
+            ],
+            int: ["group": Int64(c)])
+        let model = try graph.load()
+        let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 23))
+        let got = try model.predict(x)
+        let plane = h * w
+        for ch in 0..<c {
+            // The native layer takes symmetric padding: pad the input by hand for the asymmetric part.
+            let conv = try Conv2D(
+                weight: Tensor(shape: [1, 1, kh, kw], elements: Array(weights[(ch * kh * kw)..<((ch + 1) * kh * kw)])),
+                bias: Tensor(shape: [1], elements: [bias[ch]]), stride: (strides[0], strides[1]),
+                dilation: (dilations[0], dilations[1]))
+            let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3])
+            for s in 0..<batch {
+                var padded = [Float](repeating: 0, count: ph * pw)
+                for r in 0..<h {
+                    for col in 0..<w {
+                        padded[(r + pads[0]) * pw + col + pads[1]] = x.elements[(s * c + ch) * plane + r * w + col]
+                    }
+                }
+                let want = conv(Tensor(shape: [1, 1, ph, pw], elements: padded))
+                let outPlane = want.count
+                #expect(got.shape == [batch, c] + Array(want.shape.suffix(2)))
+                let start = (s * c + ch) * outPlane
+                #expect(
+                    Self.close(Array(got.elements[start..<(start + outPlane)]), want.elements),
+                    "channel \(ch) sample \(s)")
+            }
+        }
+    }
+
+    /// Global pooling, an AveragePool whose window is the whole image (the same), and the 2×2
+    /// stride-2 MaxPool fast path, against direct loops.
+    @Test func poolingFastPathsMatchDirectLoops() throws {
+        let (c, h, w, batch) = (3, 6, 8, 2)
+        let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 31))
+        func plane(_ s: Int, _ ch: Int) -> ArraySlice<Float> {
+            x.elements[((s * c + ch) * h * w)..<((s * c + ch + 1) * h * w)]
+        }
+        let planes = (0..<batch).flatMap { s in (0..<c).map { ch in plane(s, ch) } }
+        let means = planes.map { $0.reduce(0, +) / Float(h * w) }
+        let maxima = planes.map { $0.max()! }
+        for (op, attributes, want) in [
+            ("GlobalAveragePool", [String: [Int64]](), means),
+            ("GlobalMaxPool", [:], maxima),
+            ("AveragePool", ["kernel_shape": [Int64(h), Int64(w)], "strides": [Int64(h), Int64(w)]], means),
+            ("MaxPool", ["kernel_shape": [Int64(h), Int64(w)]], maxima),
+        ] {
+            var graph = Graph(input: [c, h, w])
+            graph.node(op, ["x"], ["y"], ints: attributes)
+            let got = try graph.load().predict(x)
+            #expect(got.shape == [batch, c, 1, 1], "\(op)")
+            #expect(Self.close(got.elements, want), "\(op)")
+        }
+        var graph = Graph(input: [c, h, w])
+        graph.node("MaxPool", ["x"], ["y"], ints: ["kernel_shape": [2, 2], "strides": [2, 2]])
+        let got = try graph.load().predict(x)
+        #expect(got.shape == [batch, c, h / 2, w / 2])
+        var want: [Float] = []
+        for s in 0..<batch {
+            for ch in 0..<c {
+                let p = Array(plane(s, ch))
+                for r in 0..<(h / 2) {
+                    for col in 0..<(w / 2) {
+                        want.append(
+                            [
+                                p[2 * r * w + 2 * col], p[2 * r * w + 2 * col + 1], p[(2 * r + 1) * w + 2 * col],
+                                p[(2 * r + 1) * w + 2 * col + 1],
+                            ].max()!)
+                    }
+                }
+            }
+        }
+        #expect(got.elements == want)
+    }
+
     /// A flatten written as torch exports it for a dynamic batch (Shape → Gather → Unsqueeze →
     /// Concat → Reshape), then Gemm with a transposed weight, Relu and Softmax.
     @Test func aDynamicBatchReshapeChainRunsForEveryBatchSize() throws {

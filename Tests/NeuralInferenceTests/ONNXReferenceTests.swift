@@ -78,4 +78,18 @@ import Testing
         let scale = b.map(abs).max() ?? 1
         #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 1e-4 * scale })
     }
+
+    /// The per-node profile (`nercc bench model --profile`) times every node of a real graph once
+    /// per repetition, in graph order, and running it leaves the model's answers unchanged.
+    @Test func theProfileTimesEveryNodeInGraphOrder() throws {
+        let model = try ONNXModel.load(path: Repository.path("models/onnx/lenet5.onnx"))
+        let batch = Tensor(shape: [3] + model.inputShape, elements: (0..<(3 * 784)).map { Float($0 % 17) / 17 })
+        let before = try model.predict(batch)
+        let times = try model.profile(batch, repetitions: 3)
+        #expect(times.map(\.opType) == ["Conv", "MaxPool", "Conv", "MaxPool", "Flatten", "Gemm", "Gemm", "Gemm"])
+        #expect(times.allSatisfy { $0.median > .zero })
+        #expect(times[0].label.contains("conv1"))
+        #expect(try model.predict(batch).elements == before.elements)
+        #expect(throws: ModelError.self) { try model.profile(Tensor(shape: [1, 5]), repetitions: 1) }
+    }
 }

@@ -307,12 +307,15 @@ public struct ONNXModel: Sendable {
         }
     }
 
-    /// Runs the graph on a batch `[B, inputShape…]`.
-    private func execute(_ batch: Tensor) throws(ModelError) -> Tensor {
+    /// Runs the graph on a batch `[B, inputShape…]`; `timing`, when given, receives each node's
+    /// index and how long it ran.
+    private func execute(_ batch: Tensor, timing: ((Int, Duration) -> Void)? = nil) throws(ModelError) -> Tensor {
         var environment = constants
         environment[inputName] = .float(batch)
-        for node in nodes {
+        for (index, node) in nodes.enumerated() {
+            let started = timing == nil ? nil : ContinuousClock.now
             let outputs = try Self.run(node, environment)
+            if let timing, let started { timing(index, started.duration(to: .now)) }
             for (name, value) in zip(node.outputs, outputs) where !name.isEmpty { environment[name] = value }
             for name in node.releases { environment[name] = nil }
         }
@@ -320,6 +323,29 @@ public struct ONNXModel: Sendable {
             throw ModelError(.invalidONNX, "the graph output '\(outputName)' was not computed")
         }
         return try result.float("the graph output '\(outputName)'")
+    }
+
+    /// Where a forward pass spends its time: one entry per node, in graph order.
+    public struct NodeTime: Sendable {
+        /// The node's label (its name, or its operator and first output).
+        public let label: String
+        /// The operator type.
+        public let opType: String
+        /// The median time of the node over the repetitions.
+        public let median: Duration
+    }
+
+    /// Runs the model `repetitions` times on `batch` and returns each node's median time.
+    public func profile(_ batch: Tensor, repetitions: Int) throws(ModelError) -> [NodeTime] {
+        try checkBatchShape(batch)
+        var samples = [[Duration]](repeating: [], count: nodes.count)
+        for _ in 0..<max(1, repetitions) {
+            _ = try execute(batch) { index, duration in samples[index].append(duration) }
+        }
+        return nodes.indices.map { index in
+            let sorted = samples[index].sorted()
+            return NodeTime(label: nodes[index].label, opType: nodes[index].opType, median: sorted[sorted.count / 2])
+        }
     }
 
     /// Runs the model on a batch of shape `[B, inputShape…]`. Safe to call concurrently.

@@ -130,8 +130,10 @@ struct MatMulOperator: GraphOperator {
 ///
 /// Regular and grouped convolutions run as im2col over several samples at once — a
 /// `[C/g·kh·kw, S·H′·W′]` patch matrix for S samples — and one `cblas_sgemm` per group, so that the
-/// small feature maps of deep layers still make wide products. Depthwise convolutions (one input
-/// channel per group) run as direct loops.
+/// small feature maps of deep layers still make wide products. 1×1 convolutions at stride 1 read
+/// their input in place. Depthwise convolutions (one input channel per group) run as direct loops:
+/// at stride 1 one `cblas_saxpy` per channel and tap over every sample (``depthwiseWide``),
+/// otherwise an eight-column vector loop per output row.
 struct ConvOperator: GraphOperator, FusableOperator {
     let strides: (Int, Int)
     let dilations: (Int, Int)
@@ -152,8 +154,10 @@ struct ConvOperator: GraphOperator, FusableOperator {
     /// straight into the output; smaller ones several samples at once.
     static let widePositions = 1024
 
-    /// The largest patch matrix built at once, in elements (64 MiB of float32).
-    static let columnBudget = 16 << 20
+    /// The largest patch matrix built at once, in elements: 256 KiB of float32, so that the patch
+    /// matrix is still in the cache when the GEMM packs it (a budget of 64 MiB, all samples at once,
+    /// made LeNet5, RepVGG and ResNet-18 10–25% slower at batch 64 on a 512 KiB L2).
+    static let columnBudget = 64 << 10
 
     func run(_ inputs: NodeInputs) throws(ModelError) -> [GraphValue] {
         let x = try inputs.float(0, "X")
@@ -323,7 +327,13 @@ struct ConvOperator: GraphOperator, FusableOperator {
                             let line = plane + y &* g.width
                             if c0 > 0 { target.update(repeating: 0, count: c0) }
                             if sw == 1 {
-                                (target + c0).update(from: line + x0 + c0, count: c1 - c0)
+                                // Short rows inline (a call to memmove costs more than the copy).
+                                let (from, to, count) = (line + x0 + c0, target + c0, c1 - c0)
+                                if count <= 32 {
+                                    for k in 0..<count { to[k] = from[k] }
+                                } else {
+                                    to.update(from: from, count: count)
+                                }
                             } else {
                                 for c in c0..<c1 { target[c] = line[c &* sw &+ x0] }
                             }
@@ -341,7 +351,11 @@ struct ConvOperator: GraphOperator, FusableOperator {
         _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
         batch: Int, channels: Int, _ g: Geometry
     ) {
-        // Each plane is copied into a zero-padded one, so that every tap reads inside it.
+        if g.dilations == (1, 1) && g.strides == (1, 1) {
+            Self.depthwiseWide(x, w, out, batch: batch, channels: channels, g)
+            return
+        }
+        // Dilated: each plane is copied into a zero-padded one, so that every tap reads inside it.
         let (sh, sw) = g.strides
         let (dh, dw) = g.dilations
         let paddedHeight = max((g.oh - 1) * sh + dh * (g.kh - 1) + 1, g.height + g.top)
@@ -382,6 +396,66 @@ struct ConvOperator: GraphOperator, FusableOperator {
                             // Lanes past the row's end read slack or the next row, and are dropped.
                             for lane in 0..<min(8, g.ow - c) { row[c &+ lane] += acc[lane] }
                             c += 8
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension ConvOperator {
+    /// A depthwise convolution at stride 1 without dilation, one channel at a time over every
+    /// sample at once, each tap a single `cblas_saxpy`.
+    ///
+    /// Each sample's plane is copied into a zero-padded one of `ph × pw`, the samples' planes `L =
+    /// ph·pw` apart. Output (r, c) reads tap (i, j) at padded (r + i, c + j); so over a "wide" output
+    /// with `pw` columns per row, position q = r·pw + c reads the padded planes at q + i·pw + j: one
+    /// constant offset per tap, the same for every sample. For a channel every tap is then one
+    /// product-and-add over all `B·L` positions. Wide columns c ≥ ow and rows r ≥ oh are computed and
+    /// dropped; they may read into the next sample's plane, which no kept position does.
+    ///
+    /// Measured against the row-by-row vector loop on MobileNet-tiny's 14×14 layer at batch 64:
+    /// about 15% faster. Strided layers stay on the row loop, which was faster there.
+    static func depthwiseWide(
+        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
+        batch: Int, channels: Int, _ g: Geometry
+    ) {
+        let paddedHeight = max(g.oh - 1 + g.kh, g.height + g.top)
+        let paddedWidth = max(g.ow - 1 + g.kw, g.width + g.left)
+        let planeSize = paddedHeight * paddedWidth
+        let span = batch * planeSize
+        // Slack after the last plane for the dropped positions' reads.
+        var padded = [Float](repeating: 0, count: span + g.kh * paddedWidth + g.kw)
+        var wide = [Float](repeating: 0, count: span)
+        padded.withUnsafeMutableBufferPointer { pp in
+            wide.withUnsafeMutableBufferPointer { wp in
+                let paddedBase = pp.baseAddress!
+                let wideBase = wp.baseAddress!
+                for ch in 0..<channels {
+                    // Padding cells stay zero: every channel writes the same interior cells.
+                    for s in 0..<batch {
+                        let plane = x.baseAddress! + (s * channels + ch) * g.height * g.width
+                        let target = paddedBase + s * planeSize + g.top * paddedWidth + g.left
+                        for r in 0..<g.height {
+                            let (from, to) = (plane + r * g.width, target + r * paddedWidth)
+                            for k in 0..<g.width { to[k] = from[k] }
+                        }
+                    }
+                    let kernel = w.baseAddress! + ch * g.kh * g.kw
+                    wideBase.update(repeating: 0, count: span)
+                    for i in 0..<g.kh {
+                        for j in 0..<g.kw {
+                            cblas_saxpy(
+                                Int32(span), kernel[i * g.kw + j], paddedBase + i * paddedWidth + j, 1, wideBase, 1)
+                        }
+                    }
+                    for s in 0..<batch {
+                        let target = out.baseAddress! + (s * channels + ch) * g.oh * g.ow
+                        let source = wideBase + s * planeSize
+                        for r in 0..<g.oh {
+                            let (row, wideRow) = (target + r * g.ow, source + r * paddedWidth)
+                            for c in 0..<g.ow { row[c] += wideRow[c] }
                         }
                     }
                 }

@@ -175,6 +175,49 @@ struct ReduceOperator: GraphOperator {
 /// MaxPool, AveragePool (2-D, with explicit padding, strides, dilations for max, `ceil_mode` and
 /// `count_include_pad`) and GlobalAveragePool / GlobalMaxPool.
 struct PoolOperator: GraphOperator {
+    /// Max pooling with a 2×2 window at stride 2 inside the image (the common case): each output the
+    /// larger of two pairs, in one pass over the two input rows.
+    static func maxPool2x2(_ x: Tensor, planes: Int, height: Int, width: Int, oh: Int, ow: Int) -> Tensor {
+        Tensor(shape: [planes, oh, ow]) { out in
+            x.withUnsafeBufferPointer { xp in
+                for plane in 0..<planes {
+                    let source = xp.baseAddress! + plane * height * width
+                    let target = out.baseAddress! + plane * oh * ow
+                    for r in 0..<oh {
+                        let (top, bottom, row) = (source + 2 * r * width, source + (2 * r + 1) * width, target + r * ow)
+                        var c = 0
+                        while c < ow {
+                            row[c] = max(max(top[2 * c], top[2 * c + 1]), max(bottom[2 * c], bottom[2 * c + 1]))
+                            c += 1
+                        }
+                    }
+                }
+            }
+        }.reshaped(x.shape.prefix(2) + [oh, ow])
+    }
+
+    /// Global pooling of `planes` contiguous planes of `size` elements: the average is one
+    /// matrix-vector product with a vector of 1/size, the maximum one pass per plane.
+    static func global(_ kind: Kind, _ x: Tensor, planes: Int, size: Int) -> Tensor {
+        Tensor(shape: [planes]) { out in
+            x.withUnsafeBufferPointer { xp in
+                switch kind {
+                case .average:
+                    let weights = [Float](repeating: 1 / Float(size), count: size)
+                    cblas_sgemv(
+                        CblasRowMajor, CblasNoTrans, Int32(planes), Int32(size), 1, xp.baseAddress, Int32(size),
+                        weights, 1, 0, out.baseAddress, 1)
+                case .max:
+                    for plane in 0..<planes {
+                        out[plane] =
+                            UnsafeBufferPointer(rebasing: xp[(plane * size)..<((plane + 1) * size)]).max()
+                            ?? -.infinity
+                    }
+                }
+            }
+        }
+    }
+
     enum Kind { case max, average }
     let kind: Kind
     /// nil: global pooling over the whole image.
@@ -212,6 +255,10 @@ struct PoolOperator: GraphOperator {
         }
         let kind = self.kind
         let include = countIncludePad
+        // Global pooling, or a window that covers the whole unpadded image once (the same).
+        if kernel == nil || ((kh, kw) == (h, w) && (pt, pl, pb, pr) == (0, 0, 0, 0) && (dh, dw) == (1, 1)) {
+            return [.float(Self.global(kind, x, planes: n * c, size: h * w).reshaped([n, c, 1, 1]))]
+        }
         // Every window inside the image (no padding, no ceil overhang): no bounds checks. Max pooling
         // with padding reads a copy of each plane padded with −∞, which no window can pick.
         let inside = pt == 0 && pl == 0 && (oh - 1) * sh + dh * (kh - 1) < h && (ow - 1) * sw + dw * (kw - 1) < w
@@ -240,6 +287,9 @@ struct PoolOperator: GraphOperator {
                     .layerShapeMismatch, "pooling: padded input gave \(result[0].shape), expected \([n, c, oh, ow])")
             }
             return result
+        }
+        if inside && kind == .max && (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1) {
+            return [.float(Self.maxPool2x2(x, planes: n * c, height: h, width: w, oh: oh, ow: ow))]
         }
         if inside {
             let scale = 1 / Float(kh * kw)
@@ -272,7 +322,11 @@ struct PoolOperator: GraphOperator {
                                                     }
                                                 }
                                             } else {
-                                                cblas_saxpy(Int32(ow), 1, start, Int32(sw), row, 1)
+                                                var p = start
+                                                for col in 0..<ow {
+                                                    row[col] += p.pointee
+                                                    p += sw
+                                                }
                                             }
                                         }
                                     }
