@@ -1,7 +1,8 @@
 import Foundation
-import NeuralInference
 import ONNXProto
 import Testing
+
+@testable import NeuralInference
 
 /// Small ONNX graphs built here with the protobuf types, loaded from a file like a user's model:
 /// operators checked against the native layers (independently tested against numpy) and against
@@ -196,6 +197,143 @@ import Testing
                     "group \(g) sample \(s)")
             }
         }
+    }
+
+    /// The rational erf that Erf and exact Gelu use, against libm's double-precision erf on a dense
+    /// grid: within 5·10⁻⁷ everywhere, odd, and ±1 far out.
+    @Test func fastErfMatchesLibm() {
+        var worst = 0.0
+        var odd = true
+        for step in -80_000...80_000 {
+            let x = Float(Double(step) * 1e-4)
+            worst = max(worst, abs(Double(fastErf(x)) - Foundation.erf(Double(x))))
+            odd = odd && fastErf(-x) == -fastErf(x)
+        }
+        #expect(worst < 5e-7, "largest error \(worst)")
+        #expect(odd)
+        #expect(abs(fastErf(30) - 1) < 1e-6 && abs(fastErf(-.greatestFiniteMagnitude) + 1) < 1e-6)
+    }
+
+    /// Add(MatMul(x, W), b) with constant W [K, N] and b [N] — a Linear layer on [B, T, K] as PyTorch
+    /// exports it — runs as one node that starts from the bias rows, with the product on either side
+    /// of the Add; a bias of another shape is left to the Add.
+    @Test(arguments: [true, false])
+    func aBiasAddFollowingAMatMulIsFoldedIntoIt(productFirst: Bool) throws {
+        let (t, k, n, batch) = (3, 4, 5, 2)
+        let w = Self.values(k * n, seed: 41)
+        let b = Self.values(n, seed: 42)
+        var graph = Graph(input: [t, k])
+        graph.initializer("W", [k, n], w)
+        graph.initializer("b", [n], b)
+        graph.node("MatMul", ["x", "W"], ["p"], name: "linear")
+        graph.node("Add", productFirst ? ["p", "b"] : ["b", "p"], ["y"], name: "bias")
+        let model = try graph.load()
+        let x = Self.values(batch * t * k, seed: 43)
+        let got = try model.predict(Tensor(shape: [batch, t, k], elements: x))
+        var want: [Float] = []
+        for row in 0..<(batch * t) {
+            for column in 0..<n {
+                want.append((0..<k).reduce(b[column]) { $0 + x[row * k + $1] * w[$1 * n + column] })
+            }
+        }
+        #expect(got.shape == [batch, t, n])
+        #expect(Self.close(got.elements, want))
+        let nodes = try model.profile(Tensor(shape: [1, t, k], elements: Array(x.prefix(t * k))), repetitions: 1)
+        #expect(nodes.map(\.label) == ["node 'linear' (MatMul) + node 'bias' (Add)"])
+    }
+
+    /// LayerNormalization over the last axis with and without scale and bias, and Softmax over the
+    /// last axis (contiguous rows) and over a middle one, against direct double-precision loops.
+    @Test func layerNormalizationAndSoftmaxMatchDirectLoops() throws {
+        let (t, d, batch) = (3, 11, 2)
+        let x = Self.values(batch * t * d, seed: 51).map { $0 * 3 + 0.5 }
+        let gamma = Self.values(d, seed: 52)
+        let beta = Self.values(d, seed: 53)
+        let rows = (0..<(batch * t)).map { Array(x[($0 * d)..<(($0 + 1) * d)]).map(Double.init) }
+        func normalized(_ row: [Double]) -> [Double] {
+            let mean = row.reduce(0, +) / Double(d)
+            let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(d)
+            return row.map { ($0 - mean) / (variance + 1e-5).squareRoot() }
+        }
+        for withParameters in [true, false] {
+            var graph = Graph(input: [t, d])
+            graph.initializer("g", [d], gamma)
+            graph.initializer("b", [d], beta)
+            graph.node(
+                "LayerNormalization", withParameters ? ["x", "g", "b"] : ["x"], ["y"], int: ["axis": -1],
+                float: ["epsilon": 1e-5])
+            let got = try graph.load().predict(Tensor(shape: [batch, t, d], elements: x))
+            let want = rows.flatMap { row in
+                normalized(row).enumerated().map { j, v in
+                    Float(withParameters ? v * Double(gamma[j]) + Double(beta[j]) : v)
+                }
+            }
+            #expect(Self.close(got.elements, want), "with scale and bias: \(withParameters)")
+        }
+        for axis in [2, 1] {
+            var graph = Graph(input: [t, d])
+            graph.node("Softmax", ["x"], ["y"], int: ["axis": Int64(axis)])
+            let got = try graph.load().predict(Tensor(shape: [batch, t, d], elements: x))
+            var want = [Float](repeating: 0, count: x.count)
+            let (n, inner) = axis == 2 ? (d, 1) : (t, d)
+            for s in 0..<batch {
+                for i in 0..<(axis == 2 ? t : d) {
+                    let base = axis == 2 ? (s * t + i) * d : s * t * d + i
+                    let values = (0..<n).map { Double(x[base + $0 * inner]) }
+                    let top = values.max()!
+                    let total = values.map { Foundation.exp($0 - top) }.reduce(0, +)
+                    for k in 0..<n { want[base + k * inner] = Float(Foundation.exp(values[k] - top) / total) }
+                }
+            }
+            #expect(Self.close(got.elements, want), "axis \(axis)")
+        }
+    }
+
+    /// Pad with positive pads (a constant fill) and negative ones (a crop) on every axis, against
+    /// an element-by-element reference.
+    @Test func padShiftsAndCropsEveryAxis() throws {
+        let (c, h, w, batch) = (2, 3, 5, 2)
+        let x = Self.values(batch * c * h * w, seed: 61)
+        // Begin and end per axis [N, C, H, W]: no pad on the batch, grow C, crop-and-grow H and W.
+        let pads: [Int64] = [0, 1, -1, 2, 0, 0, 1, -2]
+        var graph = Graph(input: [c, h, w])
+        graph.integers("pads", pads)
+        graph.initializer("fill", [], [7])
+        graph.node("Pad", ["x", "pads", "fill"], ["y"])
+        let got = try graph.load().predict(Tensor(shape: [batch, c, h, w], elements: x))
+        let begin = pads[0..<4].map(Int.init)
+        let shape = [batch, c, h, w].enumerated().map { $1 + Int(pads[$0]) + Int(pads[$0 + 4]) }
+        #expect(got.shape == shape)
+        var want: [Float] = []
+        for n in 0..<shape[0] {
+            for ch in 0..<shape[1] {
+                for r in 0..<shape[2] {
+                    for col in 0..<shape[3] {
+                        let (i, j, k, l) = (n - begin[0], ch - begin[1], r - begin[2], col - begin[3])
+                        let inside =
+                            (0..<batch).contains(i) && (0..<c).contains(j) && (0..<h).contains(k)
+                            && (0..<w).contains(l)
+                        want.append(inside ? x[((i * c + j) * h + k) * w + l] : 7)
+                    }
+                }
+            }
+        }
+        #expect(got.elements == want)
+    }
+
+    /// The exp that Softmax, Sigmoid and Exp use, against libm's double-precision exp: within one
+    /// float ulp over [−87, 88], and clamped (never 0, never ∞) outside.
+    @Test func fastExpMatchesLibm() {
+        var worst = 0.0
+        for step in -87_000...88_000 {
+            let x = Float(Double(step) * 1e-3)
+            let exact = Foundation.exp(Double(x))
+            worst = max(worst, abs(Double(fastExp(x)) - exact) / exact)
+        }
+        #expect(worst < 1.2e-7, "largest relative error \(worst)")
+        #expect(fastExp(0) == 1)
+        #expect(fastExp(-1_000) > 0 && fastExp(-1_000) <= Float.leastNormalMagnitude * 1.0001)
+        #expect(fastExp(1_000).isFinite)
     }
 
     /// Depthwise convolutions against one native convolution per channel: at stride 1 without

@@ -147,6 +147,7 @@ public struct ONNXModel: Sendable {
         guard produced.contains(output.name) else {
             throw ModelError(.invalidONNX, "no node produces the graph output '\(output.name)'")
         }
+        nodes = Self.fuseBiases(nodes, constants: constants, output: output.name)
         nodes = Self.fuseActivations(nodes, constants: constants, output: output.name)
         // Drop each value after its last reader.
         var lastUse: [String: Int] = [:]
@@ -210,17 +211,50 @@ public struct ONNXModel: Sendable {
         self.nodes = nodes
     }
 
+    /// How many nodes read each value, and which node produces it: what a fusion checks before it
+    /// folds a node into the one before.
+    private static func links(_ nodes: [Node]) -> (readers: [String: Int], producer: [String: Int]) {
+        var readers: [String: Int] = [:]
+        var producer: [String: Int] = [:]
+        for (index, node) in nodes.enumerated() {
+            for name in node.inputs where !name.isEmpty { readers[name, default: 0] += 1 }
+            for name in node.outputs where !name.isEmpty { producer[name] = index }
+        }
+        return (readers, producer)
+    }
+
+    /// Folds `Add(MatMul(A, W), b)` — how PyTorch exports a Linear layer applied to a tensor of rank
+    /// > 2 — into the MatMul when `W` is a constant [K, N], `b` a constant [N] and the Add alone reads
+    /// the product: the MatMul starts its output from the bias rows (a GEMM with β = 1), and the
+    /// Add's pass over the output, and its node, disappear.
+    private static func fuseBiases(_ nodes: [Node], constants: [String: GraphValue], output: String) -> [Node] {
+        let (readers, producer) = Self.links(nodes)
+        var result = nodes.map { Optional($0) }
+        for (j, node) in nodes.enumerated() {
+            guard let add = node.op as? BinaryOperator, add.kind == .add, node.inputs.count == 2 else { continue }
+            for (productSide, biasSide) in [(0, 1), (1, 0)] {
+                let product = node.inputs[productSide]
+                guard product != output, readers[product] == 1, let i = producer[product], let source = result[i],
+                    let matmul = source.op as? MatMulOperator, matmul.bias == nil, source.inputs.count == 2,
+                    source.outputs.filter({ !$0.isEmpty }) == [product],
+                    case .float(let bias)? = constants[node.inputs[biasSide]], bias.rank == 1,
+                    case .float(let weight)? = constants[source.inputs[1]], weight.rank == 2,
+                    weight.shape[1] == bias.count
+                else { continue }
+                result[i] = Node(
+                    label: "\(source.label) + \(node.label)", opType: source.opType, inputs: source.inputs,
+                    outputs: node.outputs, op: MatMulOperator(bias: bias))
+                result[j] = nil
+                break
+            }
+        }
+        return result.compactMap { $0 }
+    }
+
     /// Folds each Relu (or Clip with constant bounds) into the Conv or Gemm whose output it alone
     /// reads: the producer applies it in place, and the activation's node disappears.
     private static func fuseActivations(_ nodes: [Node], constants: [String: GraphValue], output: String) -> [Node] {
-        var readers: [String: Int] = [:]
-        for node in nodes {
-            for name in node.inputs where !name.isEmpty { readers[name, default: 0] += 1 }
-        }
-        var producer: [String: Int] = [:]
-        for (index, node) in nodes.enumerated() {
-            for name in node.outputs where !name.isEmpty { producer[name] = index }
-        }
+        let (readers, producer) = Self.links(nodes)
         var result = nodes.map { Optional($0) }
         for (j, node) in nodes.enumerated() {
             let function: UnaryOperator.Function

@@ -219,11 +219,11 @@ struct UnaryOperator: GraphOperator {
         typealias M = BinaryOperator
         switch function {
         case .relu: return M.map(x) { max($0, 0) }
-        case .sigmoid: return M.map(x) { 1 / (1 + Foundation.exp(-$0)) }
+        case .sigmoid: return M.map(x) { 1 / (1 + fastExp(-$0)) }
         case .tanh: return M.map(x) { Foundation.tanh($0) }
         case .erf: return M.map(x) { fastErf($0) }
         case .sqrt: return M.map(x) { $0.squareRoot() }
-        case .exp: return M.map(x) { Foundation.exp($0) }
+        case .exp: return M.map(x) { fastExp($0) }
         case .neg: return M.map(x) { -$0 }
         case .abs: return M.map(x) { Swift.abs($0) }
         case .reciprocal: return M.map(x) { 1 / $0 }
@@ -293,26 +293,4 @@ struct WhereOperator: GraphOperator {
         if shape == target { return values }
         return broadcastOffsets(shape, to: target).map { values[$0] }
     }
-}
-
-/// erf(x) from the Chebyshev fit of erfc in Numerical Recipes (fractional error below 1.2·10⁻⁷ in
-/// exact arithmetic; a few float32 roundings here): one exp and a polynomial, several times faster
-/// than glibc's erff.
-@inline(__always)
-func fastErf(_ x: Float) -> Float {
-    let z = Swift.abs(x)
-    let t = 1 / (1 + 0.5 * z)
-    var poly: Float = 0.17087277
-    poly = poly * t - 0.82215223
-    poly = poly * t + 1.48851587
-    poly = poly * t - 1.13520398
-    poly = poly * t + 0.27886807
-    poly = poly * t - 0.18628806
-    poly = poly * t + 0.09678418
-    poly = poly * t + 0.37409196
-    poly = poly * t + 1.00002368
-    poly = poly * t - 1.26551223
-    let erfc = t * Foundation.exp(-z * z + poly)
-    let r = 1 - erfc
-    return x >= 0 ? r : -r
 }

@@ -72,6 +72,21 @@ struct GemmOperator: GraphOperator, FusableOperator {
 /// broadcast. When B is 2-D the batch folds into A's rows and the product is one GEMM; otherwise one
 /// GEMM per batch item.
 struct MatMulOperator: GraphOperator {
+    /// A bias row [N] added to every row of the product, folded in from the Add that followed
+    /// (``ONNXModel``'s loader does so only when B is a constant [K, N]).
+    var bias: Tensor? = nil
+
+    /// Starts every row of `out` (rows of `n`) from the bias, and returns the GEMM's β: 1 then, else 0.
+    private func startFromBias(_ out: UnsafeMutableBufferPointer<Float>, n: Int) -> Float {
+        guard let bias else { return 0 }
+        bias.withUnsafeBufferPointer { row in
+            for start in stride(from: 0, to: out.count, by: n) {
+                (out.baseAddress! + start).update(from: row.baseAddress!, count: n)
+            }
+        }
+        return 1
+    }
+
     func run(_ inputs: NodeInputs) throws(ModelError) -> [GraphValue] {
         let a0 = try inputs.float(0, "A")
         let b0 = try inputs.float(1, "B")
@@ -89,17 +104,21 @@ struct MatMulOperator: GraphOperator {
         let bBatch = Array(b.shape.dropLast(2))
         let batch = try broadcastShape(aBatch, bBatch)
         var outShape = batch + [m, n]
+        if let bias, bias.count != n {
+            throw ModelError(.layerShapeMismatch, "MatMul: bias of \(bias.count) for \(n) output columns")
+        }
         let y: Tensor
         if bBatch.allSatisfy({ $0 == 1 }) && aBatch == batch {
             // [..., M, K] × [K, N]: one GEMM over all rows of A.
             let rows = Tensor.elementCount(of: aBatch) * m
             y = Tensor(shape: outShape) { out in
+                let beta = startFromBias(out, n: n)
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
                         cblas_sgemm(
                             CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(k), 1,
                             ap.baseAddress,
-                            Int32(k), bp.baseAddress, Int32(n), 0, out.baseAddress, Int32(n))
+                            Int32(k), bp.baseAddress, Int32(n), beta, out.baseAddress, Int32(n))
                     }
                 }
             }
@@ -108,12 +127,13 @@ struct MatMulOperator: GraphOperator {
             let aOffsets = broadcastOffsets(aBatch, to: batch, scale: m * k)
             let bOffsets = broadcastOffsets(bBatch, to: batch, scale: k * n)
             y = Tensor(shape: outShape) { out in
+                let beta = startFromBias(out, n: n)
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
                         for i in 0..<items {
                             cblas_sgemm(
                                 CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
-                                ap.baseAddress! + aOffsets[i], Int32(k), bp.baseAddress! + bOffsets[i], Int32(n), 0,
+                                ap.baseAddress! + aOffsets[i], Int32(k), bp.baseAddress! + bOffsets[i], Int32(n), beta,
                                 out.baseAddress! + i * m * n, Int32(n))
                         }
                     }

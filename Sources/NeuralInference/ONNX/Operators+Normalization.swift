@@ -53,25 +53,20 @@ struct LayerNormalizationOperator: GraphOperator {
         let outer = x.count / max(inner, 1)
         let gamma = try scale.map { s throws(ModelError) in try Self.expanded(s, to: Array(x.shape.dropFirst(a))) }
         let beta = try bias.map { b throws(ModelError) in try Self.expanded(b, to: Array(x.shape.dropFirst(a))) }
+        // Absent parameters as ones and zeros, so the normalising loop has no branch and vectorises.
+        let scales = gamma ?? [Float](repeating: 1, count: inner)
+        let shifts = beta ?? [Float](repeating: 0, count: inner)
         let y = Tensor(shape: x.shape) { out in
             x.withUnsafeBufferPointer { xp in
-                for r in 0..<outer {
-                    let base = r * inner
-                    var mean: Float = 0
-                    for j in 0..<inner { mean += xp[base + j] }
-                    mean /= Float(inner)
-                    var variance: Float = 0
-                    for j in 0..<inner {
-                        let d = xp[base + j] - mean
-                        variance += d * d
-                    }
-                    variance /= Float(inner)
-                    let inv = 1 / (variance + epsilon).squareRoot()
-                    for j in 0..<inner {
-                        var v = (xp[base + j] - mean) * inv
-                        if let gamma { v *= gamma[j] }
-                        if let beta { v += beta[j] }
-                        out[base + j] = v
+                scales.withUnsafeBufferPointer { g in
+                    shifts.withUnsafeBufferPointer { b in
+                        for r in 0..<outer {
+                            let (row, target) = (xp.baseAddress! + r * inner, out.baseAddress! + r * inner)
+                            let mean = vectorSum(row, inner) / Float(inner)
+                            let variance = vectorSquaredDeviations(row, inner, from: mean) / Float(inner)
+                            let inverse = 1 / (variance + epsilon).squareRoot()
+                            for j in 0..<inner { target[j] = (row[j] - mean) * inverse * g[j] + b[j] }
+                        }
                     }
                 }
             }
@@ -102,6 +97,17 @@ struct SoftmaxOperator: GraphOperator {
         let log = logarithm
         let y = Tensor(shape: x.shape) { out in
             x.withUnsafeBufferPointer { xp in
+                if inner == 1 && !log {
+                    // Over the last axis (attention scores, class scores): contiguous rows.
+                    for o in 0..<outer {
+                        let (row, target) = (xp.baseAddress! + o * n, out.baseAddress! + o * n)
+                        let top = vectorMaximum(row, n)
+                        for k in 0..<n { target[k] = fastExp(row[k] - top) }
+                        let inverse = 1 / vectorSum(target, n)
+                        for k in 0..<n { target[k] *= inverse }
+                    }
+                    return
+                }
                 for o in 0..<outer {
                     for i in 0..<inner {
                         let base = o * n * inner + i
@@ -109,7 +115,7 @@ struct SoftmaxOperator: GraphOperator {
                         for k in 0..<n { top = max(top, xp[base + k * inner]) }
                         var sum: Float = 0
                         for k in 0..<n {
-                            let e = exp(xp[base + k * inner] - top)
+                            let e = fastExp(xp[base + k * inner] - top)
                             out[base + k * inner] = e
                             sum += e
                         }

@@ -450,25 +450,37 @@ struct PadOperator: GraphOperator {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw ModelError(.layerShapeMismatch, "Pad: \(pads) crops \(x.shape) below zero")
         }
-        let inStrides = rowMajorStrides(x.shape)
         let count = Tensor.elementCount(of: shape)
-        let source = x.elements
         var out = [Float](repeating: fill, count: count)
-        if count > 0 {
-            var index = Array(repeating: 0, count: rank)
-            for o in 0..<count {
-                var offset = 0
-                var inside = true
-                for axis in 0..<rank {
-                    let i = index[axis] - begin[axis]
-                    if i < 0 || i >= x.shape[axis] {
-                        inside = false
-                        break
+        guard count > 0, x.count > 0, rank > 0 else { return [.float(Tensor(shape: shape, elements: out))] }
+        // Row by row of the input (the last axis contiguous): each row lands, shifted by the pads and
+        // cropped by negative ones, at one place in the output.
+        let outStrides = rowMajorStrides(shape)
+        let width = x.shape[rank - 1]
+        let (shift, outWidth) = (begin[rank - 1], shape[rank - 1])
+        let first = max(0, -shift)
+        let last = min(width, outWidth - shift)
+        x.withUnsafeBufferPointer { source in
+            out.withUnsafeMutableBufferPointer { target in
+                var index = Array(repeating: 0, count: rank - 1)
+                let outerShape = Array(x.shape.dropLast())
+                for row in 0..<(x.count / width) {
+                    defer { advance(&index, within: outerShape) }
+                    guard first < last else { continue }
+                    var offset = 0
+                    var inside = true
+                    for axis in 0..<(rank - 1) {
+                        let o = index[axis] + begin[axis]
+                        if o < 0 || o >= shape[axis] {
+                            inside = false
+                            break
+                        }
+                        offset += o * outStrides[axis]
                     }
-                    offset += i * inStrides[axis]
+                    guard inside else { continue }
+                    (target.baseAddress! + offset + first + shift).update(
+                        from: source.baseAddress! + row * width + first, count: last - first)
                 }
-                if inside { out[o] = source[offset] }
-                advance(&index, within: shape)
             }
         }
         return [.float(Tensor(shape: shape, elements: out))]
