@@ -41,8 +41,14 @@ struct GemmOperator: GraphOperator, FusableOperator {
                 // A bias row, copied into every row.
                 initial = Tensor(shape: [m, n]) { out in
                     c.withUnsafeBufferPointer { cp in
+                        let (row, scale) = (cp.baseAddress!, beta)
                         for r in 0..<m {
-                            for j in 0..<n { out[r * n + j] = beta * cp[j] }
+                            let target = out.baseAddress! + r * n
+                            if scale == 1 {
+                                target.update(from: row, count: n)
+                            } else {
+                                for j in 0..<n { target[j] = scale * row[j] }
+                            }
                         }
                     }
                 }
