@@ -132,6 +132,37 @@ import Testing
         #expect(model.inputShape == [c, h, w] && model.outputShape == Array(want.shape.dropFirst()))
     }
 
+    /// A convolution at stride 1 over 16 channels (one GEMM per tap over zero-padded planes, no patch matrix) with a
+    /// 3×2 kernel, asymmetric padding and a bias, against the native layer on hand-padded input; at
+    /// 110 samples it runs in two chunks, the second shorter.
+    @Test func aStrideOneConvolutionRunsAsOneProductPerTap() throws {
+        let (c, h, w, m, batch) = (16, 8, 6, 6, 110)
+        let pads = [1, 0, 2, 1]  // top, left, bottom, right
+        let weights = Self.values(m * c * 3 * 2, seed: 71)
+        let bias = Self.values(m, seed: 72)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [m, c, 3, 2], weights)
+        graph.initializer("B", [m], bias)
+        graph.node("Conv", ["x", "W", "B"], ["y"], ints: ["pads": pads.map(Int64.init)])
+        let model = try graph.load()
+        let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 73))
+        let got = try model.predict(x)
+        let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3])
+        var padded = [Float](repeating: 0, count: batch * c * ph * pw)
+        for plane in 0..<(batch * c) {
+            for r in 0..<h {
+                for col in 0..<w {
+                    padded[(plane * ph + r + pads[0]) * pw + col + pads[1]] = x.elements[(plane * h + r) * w + col]
+                }
+            }
+        }
+        let native = try Conv2D(
+            weight: Tensor(shape: [m, c, 3, 2], elements: weights), bias: Tensor(shape: [m], elements: bias))
+        let want = native(Tensor(shape: [batch, c, ph, pw], elements: padded))
+        #expect(got.shape == want.shape)
+        #expect(Self.close(got.elements, want.elements))
+    }
+
     /// A 1×1 convolution at stride 1 without padding (read in place, one GEMM per sample and group),
     /// with one group and with two, against the native layer per group, with a bias and a fused Relu.
     @Test(arguments: [1, 2])

@@ -157,7 +157,8 @@ struct MatMulOperator: GraphOperator {
 /// Regular and grouped convolutions run as im2col over several samples at once — a
 /// `[C/g·kh·kw, S·H′·W′]` patch matrix for S samples — and one `cblas_sgemm` per group, so that the
 /// small feature maps of deep layers still make wide products. 1×1 convolutions at stride 1 read
-/// their input in place. Depthwise convolutions (one input channel per group) run as direct loops:
+/// their input in place; larger windows at stride 1 over at least 16 channels run as one GEMM per
+/// tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input channel per group) run as direct loops:
 /// at stride 1 one `cblas_saxpy` per channel and tap over every sample (``depthwiseWide``),
 /// otherwise an eight-column vector loop per output row.
 struct ConvOperator: GraphOperator, FusableOperator {
@@ -179,6 +180,12 @@ struct ConvOperator: GraphOperator, FusableOperator {
     /// Feature maps with at least this many positions are multiplied one sample at a time,
     /// straight into the output; smaller ones several samples at once.
     static let widePositions = 1024
+
+    /// The fewest input channels for which a stride-1 convolution runs as one GEMM per tap
+    /// (``shiftedProducts``): each of those GEMMs is C deep, and at C = 1 or 6 (the first layers of
+    /// RepVGG and LeNet5) they were 30–50% slower than im2col; from 32 channels on (RepVGG's
+    /// 3×3 layers) 10–20% faster.
+    static let shiftedProductsMinimumChannels = 16
 
     /// The largest patch matrix built at once, in elements: 256 KiB of float32, so that the patch
     /// matrix is still in the cache when the GEMM packs it (a budget of 64 MiB, all samples at once,
@@ -226,6 +233,11 @@ struct ConvOperator: GraphOperator, FusableOperator {
                 w.withUnsafeBufferPointer { wp in
                     if groupChannels == 1 && outChannels == group {
                         depthwise(xp, wp, out, batch: batch, channels: channels, geometry)
+                    } else if group == 1 && channels >= Self.shiftedProductsMinimumChannels
+                        && geometry.suitsShiftedProducts
+                    {
+                        Self.shiftedProducts(
+                            xp, wp, out, batch: batch, channels: channels, outChannels: outChannels, geometry)
                     } else {
                         grouped(xp, wp, out, batch: batch, channels: channels, outChannels: outChannels, geometry)
                     }
@@ -244,6 +256,14 @@ struct ConvOperator: GraphOperator, FusableOperator {
         /// A 1×1 kernel at stride 1 without padding: every output position is its input position.
         var isPointwise: Bool {
             kh == 1 && kw == 1 && strides == (1, 1) && top == 0 && left == 0 && oh == height && ow == width
+        }
+
+        /// A window larger than 1×1 at stride 1 without dilation, whose padded plane is at most twice
+        /// the output plane (the share of ``ConvOperator/shiftedProducts`` work spent on positions it
+        /// drops).
+        var suitsShiftedProducts: Bool {
+            strides == (1, 1) && dilations == (1, 1) && (kh > 1 || kw > 1)
+                && (oh + kh - 1) * (ow + kw - 1) <= 2 * oh * ow
         }
     }
 
@@ -483,6 +503,89 @@ extension ConvOperator {
                             let (row, wideRow) = (target + r * g.ow, source + r * paddedWidth)
                             for c in 0..<g.ow { row[c] += wideRow[c] }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension ConvOperator {
+    /// A convolution at stride 1 without dilation (one group) as one GEMM per kernel tap, with no
+    /// patch matrix ("kn2row").
+    ///
+    /// The inputs of a chunk of S samples are copied into zero-padded planes of `ph × pw` (ph = oh +
+    /// kh − 1, pw = ow + kw − 1), laid out channel by channel: channel c of sample s at
+    /// `(c·S + s)·L`, L = ph·pw. Over a "wide" output with `pw` columns per row, position q = s·L +
+    /// r·pw + col reads tap (i, j) of channel c at `c·S·L + q + i·pw + j`; so for each tap the
+    /// padded planes, offset by `i·pw + j`, are a [C, S·L] matrix with leading dimension S·L, and
+    /// the wide output [O, S·L] is the sum over taps of W(i, j) [O, C] times it: `kh·kw` GEMMs of
+    /// depth C into one accumulator, which OpenBLAS packs with its own vector copies (the im2col
+    /// matrix of the same volume was built one output row at a time). Wide positions with col ≥ ow
+    /// or r ≥ oh are computed and dropped (at most half, by ``Geometry/suitsShiftedProducts``); the
+    /// kept ones are added onto the output, which holds the bias.
+    static func shiftedProducts(
+        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
+        batch: Int, channels: Int, outChannels: Int, _ g: Geometry
+    ) {
+        let (ph, pw) = (g.oh + g.kh - 1, g.ow + g.kw - 1)
+        let planeSize = ph * pw
+        let taps = g.kh * g.kw
+        // Per tap, the weights as a row-major [O, C] matrix.
+        var tapWeights = [Float](repeating: 0, count: taps * outChannels * channels)
+        for o in 0..<outChannels {
+            for c in 0..<channels {
+                for t in 0..<taps {
+                    tapWeights[(t * outChannels + o) * channels + c] = w[(o * channels + c) * taps + t]
+                }
+            }
+        }
+        let perSample = (channels + outChannels) * planeSize
+        let samplesPerChunk = max(1, min(batch, 2 * columnBudget / max(1, perSample)))
+        let wideCount = samplesPerChunk * planeSize
+        // Slack after the last channel's planes: the largest tap offset.
+        let slack = (g.kh - 1) * pw + g.kw - 1
+        var padded = [Float](repeating: 0, count: channels * wideCount + slack)
+        var wide = [Float](repeating: 0, count: outChannels * wideCount)
+        padded.withUnsafeMutableBufferPointer { pp in
+            wide.withUnsafeMutableBufferPointer { wp in
+                tapWeights.withUnsafeBufferPointer { tw in
+                    var first = 0
+                    while first < batch {
+                        let samples = min(samplesPerChunk, batch - first)
+                        let span = samples * planeSize
+                        if samples < samplesPerChunk {
+                            // A shorter last chunk: its planes sit closer together, so clear them all.
+                            pp.baseAddress!.update(repeating: 0, count: pp.count)
+                        }
+                        // The interior of every plane; the padding cells are never written.
+                        for c in 0..<channels {
+                            for s in 0..<samples {
+                                let plane = x.baseAddress! + ((first + s) * channels + c) * g.height * g.width
+                                let target = pp.baseAddress! + c * span + s * planeSize + g.top * pw + g.left
+                                for r in 0..<g.height {
+                                    (target + r * pw).update(from: plane + r * g.width, count: g.width)
+                                }
+                            }
+                        }
+                        for t in 0..<taps {
+                            let shift = (t / g.kw) * pw + t % g.kw
+                            cblas_sgemm(
+                                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(outChannels), Int32(span),
+                                Int32(channels), 1, tw.baseAddress! + t * outChannels * channels, Int32(channels),
+                                pp.baseAddress! + shift, Int32(span), t == 0 ? 0 : 1, wp.baseAddress, Int32(span))
+                        }
+                        for s in 0..<samples {
+                            for o in 0..<outChannels {
+                                let target = out.baseAddress! + ((first + s) * outChannels + o) * g.oh * g.ow
+                                let source = wp.baseAddress! + o * span + s * planeSize
+                                for r in 0..<g.oh {
+                                    let (row, wideRow) = (target + r * g.ow, source + r * pw)
+                                    for col in 0..<g.ow { row[col] += wideRow[col] }
+                                }
+                            }
+                        }
+                        first += samples
                     }
                 }
             }
