@@ -40,17 +40,7 @@ struct GemmOperator: GraphOperator, FusableOperator {
             if c.count == n && (c.rank == 1 || c.shape[0] == 1) {
                 // A bias row, copied into every row.
                 initial = Tensor(shape: [m, n]) { out in
-                    c.withUnsafeBufferPointer { cp in
-                        let (row, scale) = (cp.baseAddress!, beta)
-                        for r in 0..<m {
-                            let target = out.baseAddress! + r * n
-                            if scale == 1 {
-                                target.update(from: row, count: n)
-                            } else {
-                                for j in 0..<n { target[j] = scale * row[j] }
-                            }
-                        }
-                    }
+                    c.withUnsafeBufferPointer { fillRows(out, from: $0.baseAddress!, width: n, scale: beta) }
                 }
             } else {
                 let expanded = WhereOperator.expand(c.elements, from: c.shape, to: [m, n])
@@ -85,11 +75,7 @@ struct MatMulOperator: GraphOperator {
     /// Starts every row of `out` (rows of `n`) from the bias, and returns the GEMM's β: 1 then, else 0.
     private func startFromBias(_ out: UnsafeMutableBufferPointer<Float>, n: Int) -> Float {
         guard let bias else { return 0 }
-        bias.withUnsafeBufferPointer { row in
-            for start in stride(from: 0, to: out.count, by: n) {
-                (out.baseAddress! + start).update(from: row.baseAddress!, count: n)
-            }
-        }
+        bias.withUnsafeBufferPointer { fillRows(out, from: $0.baseAddress!, width: n) }
         return 1
     }
 
@@ -258,6 +244,26 @@ struct ConvOperator: GraphOperator, FusableOperator {
             kh == 1 && kw == 1 && strides == (1, 1) && top == 0 && left == 0 && oh == height && ow == width
         }
 
+        /// Copies one input plane (`height × width`) into the interior of a zero-padded plane with
+        /// `paddedWidth` columns, at row `top` and column `left`.
+        func copyPlane(_ plane: UnsafePointer<Float>, intoPadded padded: UnsafeMutablePointer<Float>, paddedWidth: Int)
+        {
+            let target = padded + top * paddedWidth + left
+            for r in 0..<height {
+                let (from, to) = (plane + r * width, target + r * paddedWidth)
+                for k in 0..<width { to[k] = from[k] }
+            }
+        }
+
+        /// Adds the kept `oh × ow` positions of a "wide" output (rows of `wideWidth`, of which the
+        /// first `ow` are kept) onto an output plane.
+        func addKept(_ wide: UnsafePointer<Float>, wideWidth: Int, onto plane: UnsafeMutablePointer<Float>) {
+            for r in 0..<oh {
+                let (row, wideRow) = (plane + r * ow, wide + r * wideWidth)
+                for c in 0..<ow { row[c] += wideRow[c] }
+            }
+        }
+
         /// A window larger than 1×1 at stride 1 without dilation, whose padded plane is at most twice
         /// the output plane (the share of ``ConvOperator/shiftedProducts`` work spent on positions it
         /// drops).
@@ -363,11 +369,7 @@ struct ConvOperator: GraphOperator, FusableOperator {
         scratch.withUnsafeMutableBufferPointer { sp in
             let padded = sp.baseAddress!
             for ch in 0..<channels {
-                let (plane, target) = (image + ch * g.height * g.width, padded + ch * ph * pw + g.top * pw + g.left)
-                for r in 0..<g.height {
-                    let (from, to) = (plane + r * g.width, target + r * pw)
-                    for k in 0..<g.width { to[k] = from[k] }
-                }
+                g.copyPlane(image + ch * g.height * g.width, intoPadded: padded + ch * ph * pw, paddedWidth: pw)
             }
             var row = matrix + column
             for ch in 0..<channels {
@@ -412,9 +414,7 @@ struct ConvOperator: GraphOperator, FusableOperator {
             for s in 0..<batch {
                 for ch in 0..<channels {
                     let plane = x.baseAddress! + (s * channels + ch) * g.height * g.width
-                    for r in 0..<g.height {
-                        (p + (r + g.top) * paddedWidth + g.left).update(from: plane + r * g.width, count: g.width)
-                    }
+                    g.copyPlane(plane, intoPadded: p, paddedWidth: paddedWidth)
                     let kernel = w.baseAddress! + ch * g.kh * g.kw
                     let y = out.baseAddress! + (s * channels + ch) * g.oh * g.ow
                     for r in 0..<g.oh {
@@ -480,12 +480,9 @@ extension ConvOperator {
                 for ch in 0..<channels {
                     // Padding cells stay zero: every channel writes the same interior cells.
                     for s in 0..<batch {
-                        let plane = x.baseAddress! + (s * channels + ch) * g.height * g.width
-                        let target = paddedBase + s * planeSize + g.top * paddedWidth + g.left
-                        for r in 0..<g.height {
-                            let (from, to) = (plane + r * g.width, target + r * paddedWidth)
-                            for k in 0..<g.width { to[k] = from[k] }
-                        }
+                        g.copyPlane(
+                            x.baseAddress! + (s * channels + ch) * g.height * g.width,
+                            intoPadded: paddedBase + s * planeSize, paddedWidth: paddedWidth)
                     }
                     let kernel = w.baseAddress! + ch * g.kh * g.kw
                     wideBase.update(repeating: 0, count: span)
@@ -496,12 +493,9 @@ extension ConvOperator {
                         }
                     }
                     for s in 0..<batch {
-                        let target = out.baseAddress! + (s * channels + ch) * g.oh * g.ow
-                        let source = wideBase + s * planeSize
-                        for r in 0..<g.oh {
-                            let (row, wideRow) = (target + r * g.ow, source + r * paddedWidth)
-                            for c in 0..<g.ow { row[c] += wideRow[c] }
-                        }
+                        g.addKept(
+                            wideBase + s * planeSize, wideWidth: paddedWidth,
+                            onto: out.baseAddress! + (s * channels + ch) * g.oh * g.ow)
                     }
                 }
             }
@@ -560,11 +554,9 @@ extension ConvOperator {
                         // The interior of every plane; the padding cells are never written.
                         for c in 0..<channels {
                             for s in 0..<samples {
-                                let plane = x.baseAddress! + ((first + s) * channels + c) * g.height * g.width
-                                let target = pp.baseAddress! + c * span + s * planeSize + g.top * pw + g.left
-                                for r in 0..<g.height {
-                                    (target + r * pw).update(from: plane + r * g.width, count: g.width)
-                                }
+                                g.copyPlane(
+                                    x.baseAddress! + ((first + s) * channels + c) * g.height * g.width,
+                                    intoPadded: pp.baseAddress! + c * span + s * planeSize, paddedWidth: pw)
                             }
                         }
                         for t in 0..<taps {
@@ -576,18 +568,28 @@ extension ConvOperator {
                         }
                         for s in 0..<samples {
                             for o in 0..<outChannels {
-                                let target = out.baseAddress! + ((first + s) * outChannels + o) * g.oh * g.ow
-                                let source = wp.baseAddress! + o * span + s * planeSize
-                                for r in 0..<g.oh {
-                                    let (row, wideRow) = (target + r * g.ow, source + r * pw)
-                                    for col in 0..<g.ow { row[col] += wideRow[col] }
-                                }
+                                g.addKept(
+                                    wp.baseAddress! + o * span + s * planeSize, wideWidth: pw,
+                                    onto: out.baseAddress! + ((first + s) * outChannels + o) * g.oh * g.ow)
                             }
                         }
                         first += samples
                     }
                 }
             }
+        }
+    }
+}
+
+/// Fills every row of `out` (rows of `width`) with `scale` times `row`: the bias rows a GEMM then
+/// accumulates onto (β = 1).
+func fillRows(_ out: UnsafeMutableBufferPointer<Float>, from row: UnsafePointer<Float>, width: Int, scale: Float = 1) {
+    for start in stride(from: 0, to: out.count, by: width) {
+        let target = out.baseAddress! + start
+        if scale == 1 {
+            target.update(from: row, count: width)
+        } else {
+            for j in 0..<width { target[j] = scale * row[j] }
         }
     }
 }
