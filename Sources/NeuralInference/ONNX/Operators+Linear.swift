@@ -144,9 +144,9 @@ struct MatMulOperator: GraphOperator {
 /// `[C/g·kh·kw, S·H′·W′]` patch matrix for S samples — and one `cblas_sgemm` per group, so that the
 /// small feature maps of deep layers still make wide products. 1×1 convolutions at stride 1 read
 /// their input in place; larger windows at stride 1 over at least 16 channels run as one GEMM per
-/// tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input channel per group) run as direct loops:
-/// at stride 1 one `cblas_saxpy` per channel and tap over every sample (``depthwiseWide``),
-/// otherwise an eight-column vector loop per output row.
+/// tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input channel per
+/// group) run as direct loops: at stride 1 one `cblas_saxpy` per channel and tap over every sample
+/// (``depthwiseWide``), otherwise an eight-column vector loop per output row.
 struct ConvOperator: GraphOperator, FusableOperator {
     let strides: (Int, Int)
     let dilations: (Int, Int)
