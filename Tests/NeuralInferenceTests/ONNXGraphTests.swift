@@ -163,6 +163,73 @@ import Testing
         #expect(Self.close(got.elements, want.elements))
     }
 
+    /// Convolutions over inputs with no more positions than taps run as one dense matrix built at
+    /// load (``ConvOperator/Unrolled``): 2×2 and 1×1 planes (ResNet-18's deep layers at 32×32), a
+    /// stride of 2, asymmetric padding with a dilation, and a fused Relu, each against a direct
+    /// loop over the window; a 4×4 plane under a 3×3 window is not unrolled.
+    @Test(arguments: [
+        (2, 2, 3, 3, [1, 1, 1, 1], (1, 1), (1, 1)),
+        (1, 1, 3, 3, [1, 1, 1, 1], (1, 1), (1, 1)),
+        (2, 2, 3, 3, [1, 1, 1, 1], (2, 2), (1, 1)),
+        (3, 3, 3, 3, [2, 1, 0, 2], (1, 2), (2, 1)),
+    ])
+    func smallInputsRunAsOneDenseMatrix(
+        h: Int, w: Int, kh: Int, kw: Int, pads: [Int], strides: (Int, Int), dilations: (Int, Int)
+    ) throws {
+        let (c, m, batch) = (5, 7, 9)
+        let weights = Self.values(m * c * kh * kw, seed: 81)
+        let bias = Self.values(m, seed: 82)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [m, c, kh, kw], weights)
+        graph.initializer("B", [m], bias)
+        graph.node(
+            "Conv", ["x", "W", "B"], ["z"],
+            ints: [
+                "pads": pads.map(Int64.init), "strides": [Int64(strides.0), Int64(strides.1)],
+                "dilations": [Int64(dilations.0), Int64(dilations.1)],
+            ])
+        graph.node("Relu", ["z"], ["y"])
+        let model = try graph.load()
+        #expect(model.nodes.count == 1 && (model.nodes[0].op as? ConvOperator)?.unrolled != nil)
+        let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 83))
+        let got = try model.predict(x)
+        let oh = (h + pads[0] + pads[2] - dilations.0 * (kh - 1) - 1) / strides.0 + 1
+        let ow = (w + pads[1] + pads[3] - dilations.1 * (kw - 1) - 1) / strides.1 + 1
+        var want = [Float](repeating: 0, count: batch * m * oh * ow)
+        for s in 0..<batch {
+            for o in 0..<m {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var sum = bias[o]
+                        for ch in 0..<c {
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let iy = oy * strides.0 - pads[0] + i * dilations.0
+                                    let ix = ox * strides.1 - pads[1] + j * dilations.1
+                                    guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
+                                    sum +=
+                                        weights[((o * c + ch) * kh + i) * kw + j]
+                                        * x.elements[((s * c + ch) * h + iy) * w + ix]
+                                }
+                            }
+                        }
+                        want[((s * m + o) * oh + oy) * ow + ox] = max(sum, 0)
+                    }
+                }
+            }
+        }
+        #expect(got.shape == [batch, m, oh, ow])
+        #expect(Self.close(got.elements, want))
+    }
+
+    @Test func aWindowSmallerThanItsPlaneIsNotUnrolled() throws {
+        var graph = Graph(input: [3, 4, 4])
+        graph.initializer("W", [2, 3, 3, 3], Self.values(54, seed: 84))
+        graph.node("Conv", ["x", "W"], ["y"], ints: ["pads": [1, 1, 1, 1]])
+        let model = try graph.load()
+        #expect((model.nodes[0].op as? ConvOperator).map { $0.unrolled == nil } == true)
+    }
+
     /// A 1×1 convolution at stride 1 without padding (read in place, one GEMM per sample and group),
     /// with one group and with two, against the native layer per group, with a bias and a fused Relu.
     @Test(arguments: [1, 2])

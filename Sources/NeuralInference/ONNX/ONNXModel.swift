@@ -149,6 +149,7 @@ public struct ONNXModel: Sendable {
         }
         nodes = Self.fuseBiases(nodes, constants: constants, output: output.name)
         nodes = Self.fuseActivations(nodes, constants: constants, output: output.name)
+        nodes = try Self.unrollConvolutions(nodes, constants: constants, input: input.name, sampleShape: inputShape)
         // Drop each value after its last reader.
         var lastUse: [String: Int] = [:]
         for (index, node) in nodes.enumerated() {
@@ -281,6 +282,30 @@ public struct ONNXModel: Sendable {
             result[j] = nil
         }
         return result.compactMap { $0 }
+    }
+
+    /// Gives each Conv with constant weights over a small input its dense matrix
+    /// (``ConvOperator/unrolling(weights:inputShape:)``), from the shapes a run on one sample meets.
+    private static func unrollConvolutions(
+        _ nodes: [Node], constants: [String: GraphValue], input: String, sampleShape: [Int]
+    ) throws(ModelError) -> [Node] {
+        var result = nodes
+        var environment = constants
+        environment[input] = .float(Tensor(shape: [1] + sampleShape, repeating: 0))
+        for (index, node) in nodes.enumerated() {
+            if let conv = node.op as? ConvOperator, node.inputs.count >= 2,
+                case .float(let weights)? = constants[node.inputs[1]],
+                case .float(let x)? = environment[node.inputs[0]],
+                let unrolled = conv.unrolling(weights: weights, inputShape: x.shape)
+            {
+                result[index] = Node(
+                    label: node.label, opType: node.opType, inputs: node.inputs, outputs: node.outputs, op: unrolled)
+            }
+            for (name, value) in zip(node.outputs, try Self.run(node, environment)) where !name.isEmpty {
+                environment[name] = value
+            }
+        }
+        return result
     }
 
     /// A node's name, or `#index` when it has none.

@@ -146,7 +146,9 @@ struct MatMulOperator: GraphOperator {
 /// their input in place; larger windows at stride 1 over at least 16 channels run as one GEMM per
 /// tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input channel per
 /// group) run as direct loops: at stride 1 one `cblas_saxpy` per channel and tap over every sample
-/// (``depthwiseWide``), otherwise an eight-column vector loop per output row.
+/// (``depthwiseWide``), otherwise an eight-column vector loop per output row. A convolution with
+/// constant weights over an input plane with no more positions than its window has taps is written
+/// out as one dense matrix when the model is loaded and runs as one GEMM per batch (``Unrolled``).
 struct ConvOperator: GraphOperator, FusableOperator {
     let strides: (Int, Int)
     let dilations: (Int, Int)
@@ -156,6 +158,9 @@ struct ConvOperator: GraphOperator, FusableOperator {
     let validPadding: Bool
     /// An activation fused in from the node that reads this one's output alone.
     var activation: UnaryOperator.Function? = nil
+    /// The convolution as one dense matrix, built when the model was loaded for a small input of
+    /// constant weights (``Unrolled``); used whenever the input has the shape it was built for.
+    var unrolled: Unrolled? = nil
 
     func fused(with function: UnaryOperator.Function) -> any GraphOperator {
         var copy = self
@@ -186,26 +191,13 @@ struct ConvOperator: GraphOperator, FusableOperator {
             throw ModelError(.layerShapeMismatch, "Conv supports 2-D images: X \(x.shape), W \(w.shape)")
         }
         let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (outChannels, groupChannels, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
-        guard channels == groupChannels * group, outChannels % group == 0 else {
-            throw ModelError(
-                .layerShapeMismatch, "Conv: X has \(channels) channels, W \(w.shape) with group \(group)")
-        }
+        let (outChannels, groupChannels) = (w.shape[0], w.shape[1])
+        let geometry = try geometry(input: x.shape, weights: w.shape)
         if let bias, bias.shape != [outChannels] {
             throw ModelError(.layerShapeMismatch, "Conv: bias \(bias.shape) for \(outChannels) output channels")
         }
-        let (pt, pl, pb, pr) = validPadding ? (0, 0, 0, 0) : pads
-        let spanH = dilations.0 * (kh - 1) + 1
-        let spanW = dilations.1 * (kw - 1) + 1
-        guard height + pt + pb >= spanH, width + pl + pr >= spanW else {
-            throw ModelError(.layerShapeMismatch, "Conv: input \(x.shape) is smaller than one window")
-        }
-        let oh = (height + pt + pb - spanH) / strides.0 + 1
-        let ow = (width + pl + pr - spanW) / strides.1 + 1
+        let (oh, ow) = (geometry.oh, geometry.ow)
         let positions = oh * ow
-        let geometry = Geometry(
-            height: height, width: width, kh: kh, kw: kw, oh: oh, ow: ow, strides: strides, dilations: dilations,
-            top: pt, left: pl)
         let y = Tensor(shape: [batch, outChannels, oh, ow]) { out in
             // The bias first: the products accumulate onto it.
             for s in 0..<batch {
@@ -217,7 +209,9 @@ struct ConvOperator: GraphOperator, FusableOperator {
             }
             x.withUnsafeBufferPointer { xp in
                 w.withUnsafeBufferPointer { wp in
-                    if groupChannels == 1 && outChannels == group {
+                    if let unrolled, unrolled.fits(channels: channels, height: height, width: width) {
+                        unrolled.run(xp, out, batch: batch)
+                    } else if groupChannels == 1 && outChannels == group {
                         depthwise(xp, wp, out, batch: batch, channels: channels, geometry)
                     } else if group == 1 && channels >= Self.shiftedProductsMinimumChannels
                         && geometry.suitsShiftedProducts
@@ -232,6 +226,29 @@ struct ConvOperator: GraphOperator, FusableOperator {
             if let activation { UnaryOperator.applyInPlace(activation, out) }
         }
         return [.float(y)]
+    }
+
+    /// The geometry of this convolution on an input of shape `[B, C, H, W]` with weights
+    /// `[O, C/g, kh, kw]`.
+    ///
+    /// - Throws: ``ModelError`` `.layerShapeMismatch` when the channels and groups disagree or the
+    ///   padded input is smaller than one window.
+    func geometry(input: [Int], weights: [Int]) throws(ModelError) -> Geometry {
+        let (channels, height, width) = (input[1], input[2], input[3])
+        let (outChannels, groupChannels, kh, kw) = (weights[0], weights[1], weights[2], weights[3])
+        guard channels == groupChannels * group, outChannels % group == 0 else {
+            throw ModelError(
+                .layerShapeMismatch, "Conv: X has \(channels) channels, W \(weights) with group \(group)")
+        }
+        let (pt, pl, pb, pr) = validPadding ? (0, 0, 0, 0) : pads
+        let spanH = dilations.0 * (kh - 1) + 1
+        let spanW = dilations.1 * (kw - 1) + 1
+        guard height + pt + pb >= spanH, width + pl + pr >= spanW else {
+            throw ModelError(.layerShapeMismatch, "Conv: input \(input) is smaller than one window")
+        }
+        return Geometry(
+            height: height, width: width, kh: kh, kw: kw, oh: (height + pt + pb - spanH) / strides.0 + 1,
+            ow: (width + pl + pr - spanW) / strides.1 + 1, strides: strides, dilations: dilations, top: pt, left: pl)
     }
 
     struct Geometry {
