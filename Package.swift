@@ -4,7 +4,8 @@ import PackageDescription
 // Module graph (dependency direction is the architecture):
 //
 //   CBLAS (system: OpenBLAS) ──▶ CodedComputing (pure numerics: points, splines, schemes)
-//   CBLAS, ONNXProto (generated from onnx.proto; swift-protobuf) ──▶ NeuralInference (pure: tensors,
+//   CBLAS, CKernels (C: convolution kernels), ONNXProto (generated from onnx.proto; swift-protobuf)
+//     ──▶ NeuralInference (pure: tensors,
 //     layers, safetensors, model descriptions, ONNX graphs)
 //   NumPyFormat (pure: .npy bytes ⇄ arrays)
 //   Messaging (transport protocol and message types; no I/O)
@@ -60,9 +61,12 @@ let package = Package(
             name: "ONNXProto",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+        // Convolution kernels in C (vectorised by the compiler, with an AVX2+FMA copy chosen at
+        // run time).
+        .target(name: "CKernels"),
         .target(
             name: "NeuralInference",
-            dependencies: ["CBLAS", "ONNXProto"],
+            dependencies: ["CBLAS", "CKernels", "ONNXProto"],
             swiftSettings: strict
         ),
         .target(

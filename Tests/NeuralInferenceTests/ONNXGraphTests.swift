@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import ONNXProto
 import Testing
@@ -434,19 +435,53 @@ import Testing
         #expect(fastExp(1_000).isFinite)
     }
 
-    /// Depthwise convolutions against one native convolution per channel: at stride 1 without
-    /// dilation (one saxpy per channel and tap over all samples, reading a "wide" output), strided,
-    /// and dilated (the row loops), with asymmetric padding, a bias and kernels of 3×3 and 5×3.
-    @Test(arguments: [
-        (kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1, 2, 0, 1]),
-        (kernel: [5, 3], strides: [1, 1], dilations: [1, 1], pads: [2, 1, 2, 1]),
-        (kernel: [3, 3], strides: [2, 2], dilations: [1, 1], pads: [1, 1, 1, 1]),
-        (kernel: [3, 3], strides: [1, 1], dilations: [2, 1], pads: [2, 1, 2, 1]),
-    ])
+    /// A Clip fused into a depthwise convolution is applied by the kernel as it writes the planes
+    /// (with the bias): the same values as the convolution alone, clamped; with the CPU's kernels,
+    /// then with the baseline ones (one after the other, in one test, since the choice is global).
+    @Test func aFusedClipIsAppliedByTheDepthwiseKernelInBothInstructionSets() throws {
+        let (c, h, w, batch) = (11, 12, 17, 3)
+        func model(clipped: Bool) throws -> ONNXModel {
+            var graph = Graph(input: [c, h, w])
+            graph.initializer("W", [c, 1, 3, 3], Self.values(c * 9, seed: 31))
+            graph.initializer("B", [c], Self.values(c, seed: 32))
+            graph.initializer("lo", [], [-0.25])
+            graph.initializer("hi", [], [0.5])
+            let output = clipped ? "z" : "y"
+            graph.node(
+                "Conv", ["x", "W", "B"], [output], ints: ["pads": [1, 0, 1, 2], "strides": [2, 1]],
+                int: ["group": Int64(c)])
+            if clipped { graph.node("Clip", ["z", "lo", "hi"], ["y"]) }
+            return try graph.load()
+        }
+        let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 33))
+        let (clipped, plain) = (try model(clipped: true), try model(clipped: false))
+        #expect(clipped.nodes.count == 1)
+        for baseline in [false, true] {
+            nercc_kernels_force_baseline(baseline ? 1 : 0)
+            defer { nercc_kernels_force_baseline(0) }
+            let want = try plain.predict(x).elements.map { min(max($0, -0.25), 0.5) }
+            #expect(Self.close(try clipped.predict(x).elements, want), "baseline: \(baseline)")
+        }
+    }
+
+    /// Depthwise convolutions (the channels-last C kernel) against one native convolution per
+    /// channel: at stride 1, strided and dilated, with asymmetric padding, a bias and kernels of 3×3
+    /// and 5×3; over 3 channels (one short block of eight), 8 (one whole block) and 11 (a whole block
+    /// and a short one); on planes 9×7, whose rows are shorter than one transposed block of eight
+    /// columns, and 12×17, whose rows span three.
+    @Test(
+        arguments: [
+            (kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1, 2, 0, 1]),
+            (kernel: [5, 3], strides: [1, 1], dilations: [1, 1], pads: [2, 1, 2, 1]),
+            (kernel: [3, 3], strides: [2, 2], dilations: [1, 1], pads: [1, 1, 1, 1]),
+            (kernel: [3, 3], strides: [1, 1], dilations: [2, 1], pads: [2, 1, 2, 1]),
+        ], [(3, 9, 7), (8, 12, 17), (11, 9, 7), (11, 12, 17)])
     func depthwiseConvolutionsMatchOneConvolutionPerChannel(
-        kernel: [Int], strides: [Int], dilations: [Int], pads: [Int]
+        window: (kernel: [Int], strides: [Int], dilations: [Int], pads: [Int]), planes: (Int, Int, Int)
     ) throws {
-        let (c, h, w, batch) = (3, 9, 7, 4)
+        let (kernel, strides, dilations, pads) = window
+        let (c, h, w) = planes
+        let batch = 4
         let (kh, kw) = (kernel[0], kernel[1])
         let weights = Self.values(c * kh * kw, seed: 21)
         let bias = Self.values(c, seed: 22)

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// Gemm: Y = α·A′·B′ + β·C with A′ = A or Aᵀ, B′ = B or Bᵀ (2-D), C broadcast to [M, N]. One
 /// `cblas_sgemm`.
@@ -145,10 +146,11 @@ struct MatMulOperator: GraphOperator {
 /// small feature maps of deep layers still make wide products. 1×1 convolutions at stride 1 read
 /// their input in place; larger windows at stride 1 over at least 16 channels run as one GEMM per
 /// tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input channel per
-/// group) run as direct loops: at stride 1 one `cblas_saxpy` per channel and tap over every sample
-/// (``depthwiseWide``), otherwise an eight-column vector loop per output row. A convolution with
-/// constant weights over an input plane with no more positions than its window has taps is written
-/// out as one dense matrix when the model is loaded and runs as one GEMM per batch (``Unrolled``).
+/// group) run in a C kernel that vectorises over channels (``depthwise``), writing the bias and a
+/// fused Relu or Clip as it goes; 1×1 convolutions add the bias and apply the activation one sample
+/// at a time (``pointwise``). A convolution with constant weights over an input plane with no more
+/// positions than its window has taps is written out as one dense matrix when the model is loaded
+/// and runs as one GEMM per batch (``Unrolled``).
 struct ConvOperator: GraphOperator, FusableOperator {
     let strides: (Int, Int)
     let dilations: (Int, Int)
@@ -198,21 +200,34 @@ struct ConvOperator: GraphOperator, FusableOperator {
         }
         let (oh, ow) = (geometry.oh, geometry.ow)
         let positions = oh * ow
+        let isDepthwise = groupChannels == 1 && outChannels == group
         let y = Tensor(shape: [batch, outChannels, oh, ow]) { out in
-            // The bias first: the products accumulate onto it.
-            for s in 0..<batch {
-                for o in 0..<outChannels {
-                    let value = bias.map { b in b.withUnsafeBufferPointer { $0[o] } } ?? 0
-                    (out.baseAddress! + (s * outChannels + o) * positions).initialize(
-                        repeating: value, count: positions)
-                }
-            }
             x.withUnsafeBufferPointer { xp in
                 w.withUnsafeBufferPointer { wp in
+                    if isDepthwise && unrolled == nil {
+                        // The kernel writes the bias and the bounds of the activation itself.
+                        let (low, high) = activationBounds ?? (-.infinity, .infinity)
+                        Self.depthwise(
+                            xp, wp, bias?.elements, out, batch: batch, channels: channels, geometry, low: low,
+                            high: high)
+                        if activationBounds == nil, let activation { UnaryOperator.applyInPlace(activation, out) }
+                        return
+                    }
+                    let biasValues = bias?.elements
+                    if geometry.isPointwise && unrolled == nil {
+                        pointwise(
+                            xp, wp, biasValues, out, batch: batch, channels: channels, outChannels: outChannels,
+                            positions: positions)
+                        return
+                    }
+                    // The bias first: the products accumulate onto it.
+                    for s in 0..<batch {
+                        Self.fillBias(
+                            biasValues, out.baseAddress! + s * outChannels * positions, outChannels: outChannels,
+                            positions: positions)
+                    }
                     if let unrolled, unrolled.fits(channels: channels, height: height, width: width) {
                         unrolled.run(xp, out, batch: batch)
-                    } else if groupChannels == 1 && outChannels == group {
-                        depthwise(xp, wp, out, batch: batch, channels: channels, geometry)
                     } else if group == 1 && channels >= Self.shiftedProductsMinimumChannels
                         && geometry.suitsShiftedProducts
                     {
@@ -221,9 +236,9 @@ struct ConvOperator: GraphOperator, FusableOperator {
                     } else {
                         grouped(xp, wp, out, batch: batch, channels: channels, outChannels: outChannels, geometry)
                     }
+                    if let activation { UnaryOperator.applyInPlace(activation, out) }
                 }
             }
-            if let activation { UnaryOperator.applyInPlace(activation, out) }
         }
         return [.float(y)]
     }
@@ -290,6 +305,43 @@ struct ConvOperator: GraphOperator, FusableOperator {
         }
     }
 
+    /// Initialises one sample's `outChannels` output planes of `positions` each to their bias (zero
+    /// without one).
+    static func fillBias(_ bias: [Float]?, _ sample: UnsafeMutablePointer<Float>, outChannels: Int, positions: Int) {
+        guard let bias else {
+            sample.initialize(repeating: 0, count: outChannels * positions)
+            return
+        }
+        for (o, value) in bias.enumerated() { (sample + o * positions).initialize(repeating: value, count: positions) }
+    }
+
+    /// A 1×1 convolution with stride 1 and no padding: each sample's [C/g, H·W] planes already are
+    /// its patch matrix, so one GEMM per sample and group reads them in place and writes straight
+    /// into the output, with no copy and no scatter. The bias goes in, and the activation is applied,
+    /// one sample at a time, while that sample's output is in the cache.
+    private func pointwise(
+        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ bias: [Float]?,
+        _ out: UnsafeMutableBufferPointer<Float>, batch: Int, channels: Int, outChannels: Int, positions: Int
+    ) {
+        let inPerGroup = channels / group
+        let outPerGroup = outChannels / group
+        for s in 0..<batch {
+            let sample = out.baseAddress! + s * outChannels * positions
+            Self.fillBias(bias, sample, outChannels: outChannels, positions: positions)
+            for gi in 0..<group {
+                let image = x.baseAddress! + (s * channels + gi * inPerGroup) * positions
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(outPerGroup), Int32(positions),
+                    Int32(inPerGroup), 1, w.baseAddress! + gi * outPerGroup * inPerGroup, Int32(inPerGroup), image,
+                    Int32(positions), 1, sample + gi * outPerGroup * positions, Int32(positions))
+            }
+            if let activation {
+                UnaryOperator.applyInPlace(
+                    activation, UnsafeMutableBufferPointer(start: sample, count: outChannels * positions))
+            }
+        }
+    }
+
     private func grouped(
         _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
         batch: Int, channels: Int, outChannels: Int, _ g: Geometry
@@ -298,22 +350,6 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let outPerGroup = outChannels / group
         let patch = inPerGroup * g.kh * g.kw
         let positions = g.oh * g.ow
-        if g.isPointwise {
-            // A 1×1 convolution with stride 1 and no padding: each sample's [C/g, H·W] planes already
-            // are its patch matrix, so one GEMM per sample and group reads them in place and writes
-            // straight into the output (onto the bias), with no copy and no scatter.
-            for s in 0..<batch {
-                for gi in 0..<group {
-                    let image = x.baseAddress! + (s * channels + gi * inPerGroup) * positions
-                    let y = out.baseAddress! + (s * outChannels + gi * outPerGroup) * positions
-                    cblas_sgemm(
-                        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(outPerGroup), Int32(positions),
-                        Int32(inPerGroup), 1, w.baseAddress! + gi * outPerGroup * patch, Int32(patch), image,
-                        Int32(positions), 1, y, Int32(positions))
-                }
-            }
-            return
-        }
         let samplesPerChunk =
             positions >= Self.widePositions ? 1 : max(1, min(batch, Self.columnBudget / max(1, patch * positions)))
         // Both are written in full before they are read (im2col; a GEMM with β = 0).
@@ -411,110 +447,39 @@ struct ConvOperator: GraphOperator, FusableOperator {
         }
     }
 
-    private func depthwise(
-        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
-        batch: Int, channels: Int, _ g: Geometry
-    ) {
-        if g.dilations == (1, 1) && g.strides == (1, 1) {
-            Self.depthwiseWide(x, w, out, batch: batch, channels: channels, g)
-            return
-        }
-        // Dilated: each plane is copied into a zero-padded one, so that every tap reads inside it.
-        let (sh, sw) = g.strides
-        let (dh, dw) = g.dilations
-        let paddedHeight = max((g.oh - 1) * sh + dh * (g.kh - 1) + 1, g.height + g.top)
-        let paddedWidth = max((g.ow - 1) * sw + dw * (g.kw - 1) + 1, g.width + g.left)
-        // Slack after the last row: the vector loop reads up to eight columns past a row's end.
-        var padded = [Float](repeating: 0, count: paddedHeight * paddedWidth + 8 * sw + g.kw * dw)
-        padded.withUnsafeMutableBufferPointer { pp in
-            let p = pp.baseAddress!
-            for s in 0..<batch {
-                for ch in 0..<channels {
-                    let plane = x.baseAddress! + (s * channels + ch) * g.height * g.width
-                    g.copyPlane(plane, intoPadded: p, paddedWidth: paddedWidth)
-                    let kernel = w.baseAddress! + ch * g.kh * g.kw
-                    let y = out.baseAddress! + (s * channels + ch) * g.oh * g.ow
-                    for r in 0..<g.oh {
-                        let row = y + r * g.ow
-                        // Eight output columns at a time in a vector accumulator.
-                        var c = 0
-                        while c < g.ow {
-                            var acc = SIMD8<Float>(repeating: 0)
-                            for i in 0..<g.kh {
-                                let line = p + ((r &* sh &+ i &* dh) &* paddedWidth &+ c &* sw)
-                                for j in 0..<g.kw {
-                                    let q = line + j &* dw
-                                    let v: SIMD8<Float>
-                                    if sw == 1 {
-                                        v = UnsafeRawPointer(q).loadUnaligned(as: SIMD8<Float>.self)
-                                    } else {
-                                        v = SIMD8(
-                                            q[0], q[sw], q[2 &* sw], q[3 &* sw], q[4 &* sw], q[5 &* sw], q[6 &* sw],
-                                            q[7 &* sw])
-                                    }
-                                    acc += kernel[i &* g.kw &+ j] * v
-                                }
-                            }
-                            // Lanes past the row's end read slack or the next row, and are dropped.
-                            for lane in 0..<min(8, g.ow - c) { row[c &+ lane] += acc[lane] }
-                            c += 8
-                        }
-                    }
-                }
-            }
+    /// The activation fused in as the bounds of a clip: Relu is [0, ∞); nil when there is none or
+    /// it is not a clip.
+    var activationBounds: (Float, Float)? {
+        switch activation {
+        case .relu: (0, .infinity)
+        case .clip(let low, let high): (low, high)
+        default: nil
         }
     }
-}
 
-extension ConvOperator {
-    /// A depthwise convolution at stride 1 without dilation, one channel at a time over every
-    /// sample at once, each tap a single `cblas_saxpy`.
-    ///
-    /// Each sample's plane is copied into a zero-padded one of `ph × pw`, the samples' planes `L =
-    /// ph·pw` apart. Output (r, c) reads tap (i, j) at padded (r + i, c + j); so over a "wide" output
-    /// with `pw` columns per row, position q = r·pw + c reads the padded planes at q + i·pw + j: one
-    /// constant offset per tap, the same for every sample. For a channel every tap is then one
-    /// product-and-add over all `B·L` positions. Wide columns c ≥ ow and rows r ≥ oh are computed and
-    /// dropped; they may read into the next sample's plane, which no kept position does.
-    ///
-    /// Measured against the row-by-row vector loop on MobileNet-tiny's 14×14 layer at batch 64:
-    /// about 15% faster. Strided layers stay on the row loop, which was faster there.
-    static func depthwiseWide(
-        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ out: UnsafeMutableBufferPointer<Float>,
-        batch: Int, channels: Int, _ g: Geometry
+    /// A depthwise convolution (one input channel per group), any stride, dilation and padding:
+    /// `nercc_depthwise_conv` (CKernels), which vectorises over channels by copying each sample's
+    /// planes channels last, and writes `min(max(bias + products, low), high)`.
+    static func depthwise(
+        _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ bias: [Float]?,
+        _ out: UnsafeMutableBufferPointer<Float>, batch: Int, channels: Int, _ g: Geometry, low: Float, high: Float
     ) {
-        let paddedHeight = max(g.oh - 1 + g.kh, g.height + g.top)
-        let paddedWidth = max(g.ow - 1 + g.kw, g.width + g.left)
-        let planeSize = paddedHeight * paddedWidth
-        let span = batch * planeSize
-        // Slack after the last plane for the dropped positions' reads.
-        var padded = [Float](repeating: 0, count: span + g.kh * paddedWidth + g.kw)
-        var wide = [Float](repeating: 0, count: span)
-        padded.withUnsafeMutableBufferPointer { pp in
-            wide.withUnsafeMutableBufferPointer { wp in
-                let paddedBase = pp.baseAddress!
-                let wideBase = wp.baseAddress!
-                for ch in 0..<channels {
-                    // Padding cells stay zero: every channel writes the same interior cells.
-                    for s in 0..<batch {
-                        g.copyPlane(
-                            x.baseAddress! + (s * channels + ch) * g.height * g.width,
-                            intoPadded: paddedBase + s * planeSize, paddedWidth: paddedWidth)
-                    }
-                    let kernel = w.baseAddress! + ch * g.kh * g.kw
-                    wideBase.update(repeating: 0, count: span)
-                    for i in 0..<g.kh {
-                        for j in 0..<g.kw {
-                            cblas_saxpy(
-                                Int32(span), kernel[i * g.kw + j], paddedBase + i * paddedWidth + j, 1, wideBase, 1)
-                        }
-                    }
-                    for s in 0..<batch {
-                        g.addKept(
-                            wideBase + s * planeSize, wideWidth: paddedWidth,
-                            onto: out.baseAddress! + (s * channels + ch) * g.oh * g.ow)
-                    }
+        var window = nercc_window(
+            height: g.height, width: g.width, kernel_h: g.kh, kernel_w: g.kw, out_h: g.oh, out_w: g.ow,
+            stride_h: g.strides.0, stride_w: g.strides.1, dilation_h: g.dilations.0, dilation_w: g.dilations.1,
+            pad_top: g.top, pad_left: g.left)
+        var scratch = [Float](repeating: 0, count: nercc_depthwise_scratch(channels, &window))
+        scratch.withUnsafeMutableBufferPointer { sp in
+            if let bias {
+                bias.withUnsafeBufferPointer { bp in
+                    nercc_depthwise_conv(
+                        x.baseAddress, w.baseAddress, bp.baseAddress, out.baseAddress, batch, channels, &window, low,
+                        high, sp.baseAddress)
                 }
+            } else {
+                nercc_depthwise_conv(
+                    x.baseAddress, w.baseAddress, nil, out.baseAddress, batch, channels, &window, low, high,
+                    sp.baseAddress)
             }
         }
     }
