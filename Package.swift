@@ -4,7 +4,7 @@ import PackageDescription
 // Module graph (dependency direction is the architecture):
 //
 //   CBLAS (system: OpenBLAS) ──▶ CodedComputing (pure numerics: points, splines, schemes)
-//   CBLAS, CKernels (C: convolution kernels), ONNXProto (generated from onnx.proto; swift-protobuf)
+//   CBLAS, CKernels (C: convolution kernels, on CBLAS), ONNXProto (generated from onnx.proto; swift-protobuf)
 //     ──▶ NeuralInference (pure: tensors,
 //     layers, safetensors, model descriptions, ONNX graphs)
 //   NumPyFormat (pure: .npy bytes ⇄ arrays)
@@ -63,7 +63,7 @@ let package = Package(
         ),
         // Convolution kernels in C (vectorised by the compiler, with an AVX2+FMA copy chosen at
         // run time).
-        .target(name: "CKernels"),
+        .target(name: "CKernels", dependencies: ["CBLAS"]),
         .target(
             name: "NeuralInference",
             dependencies: ["CBLAS", "CKernels", "ONNXProto"],

@@ -194,9 +194,25 @@ import Testing
         #expect(model.nodes.count == 1 && (model.nodes[0].op as? ConvOperator)?.unrolled != nil)
         let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 83))
         let got = try model.predict(x)
+        let (want, oh, ow) = Self.directConvolution(
+            x, weights: weights, bias: bias, outChannels: m, kernel: (kh, kw), pads: pads, strides: strides,
+            dilations: dilations)
+        #expect(got.shape == [batch, m, oh, ow])
+        #expect(Self.close(got.elements, want.map { max($0, 0) }))
+    }
+
+    /// A convolution by its definition (one group): every output position sums its window's products
+    /// over the input positions inside the image. Returns the outputs and their plane's extents.
+    static func directConvolution(
+        _ x: Tensor, weights: [Float], bias: [Float], outChannels m: Int, kernel: (Int, Int), pads: [Int],
+        strides: (Int, Int), dilations: (Int, Int)
+    ) -> (values: [Float], oh: Int, ow: Int) {
+        let (batch, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (kh, kw) = kernel
         let oh = (h + pads[0] + pads[2] - dilations.0 * (kh - 1) - 1) / strides.0 + 1
         let ow = (w + pads[1] + pads[3] - dilations.1 * (kw - 1) - 1) / strides.1 + 1
         var want = [Float](repeating: 0, count: batch * m * oh * ow)
+        let elements = x.elements
         for s in 0..<batch {
             for o in 0..<m {
                 for oy in 0..<oh {
@@ -210,17 +226,46 @@ import Testing
                                     guard (0..<h).contains(iy), (0..<w).contains(ix) else { continue }
                                     sum +=
                                         weights[((o * c + ch) * kh + i) * kw + j]
-                                        * x.elements[((s * c + ch) * h + iy) * w + ix]
+                                        * elements[((s * c + ch) * h + iy) * w + ix]
                                 }
                             }
                         }
-                        want[((s * m + o) * oh + oy) * ow + ox] = max(sum, 0)
+                        want[((s * m + o) * oh + oy) * ow + ox] = sum
                     }
                 }
             }
         }
-        #expect(got.shape == [batch, m, oh, ow])
-        #expect(Self.close(got.elements, want))
+        return (want, oh, ow)
+    }
+
+    /// 3×3 convolutions at stride 1 over at least 16 channels run by Winograd's F(2×2, 3×3) with
+    /// weights transformed at load: against the definition, with odd output extents (partial tiles),
+    /// asymmetric padding, 8 and 12 output channels (a whole and a short block), a fused Relu, 50
+    /// samples (two chunks), and with the CPU's kernels then the baseline ones.
+    @Test(arguments: [(16, 8, 5, 7, [1, 1, 1, 1]), (20, 12, 6, 5, [1, 0, 2, 1]), (16, 8, 4, 4, [0, 0, 0, 0])])
+    func threeByThreeConvolutionsRunByWinograd(shape: (Int, Int, Int, Int, [Int])) throws {
+        let (c, m, h, w, pads) = shape
+        let batch = 50
+        let weights = Self.values(m * c * 9, seed: 91)
+        let bias = Self.values(m, seed: 92)
+        var graph = Graph(input: [c, h, w])
+        graph.initializer("W", [m, c, 3, 3], weights)
+        graph.initializer("B", [m], bias)
+        graph.node("Conv", ["x", "W", "B"], ["z"], ints: ["pads": pads.map(Int64.init)])
+        graph.node("Relu", ["z"], ["y"])
+        let model = try graph.load()
+        #expect(model.nodes.count == 1 && (model.nodes[0].op as? ConvOperator)?.winograd != nil)
+        let x = Tensor(shape: [batch, c, h, w], elements: Self.values(batch * c * h * w, seed: 93))
+        let (want, oh, ow) = Self.directConvolution(
+            x, weights: weights, bias: bias, outChannels: m, kernel: (3, 3), pads: pads, strides: (1, 1),
+            dilations: (1, 1))
+        for baseline in [false, true] {
+            nercc_kernels_force_baseline(baseline ? 1 : 0)
+            defer { nercc_kernels_force_baseline(0) }
+            let got = try model.predict(x)
+            #expect(got.shape == [batch, m, oh, ow])
+            #expect(Self.close(got.elements, want.map { max($0, 0) }, tolerance: 1e-4), "baseline: \(baseline)")
+        }
     }
 
     @Test func aWindowSmallerThanItsPlaneIsNotUnrolled() throws {

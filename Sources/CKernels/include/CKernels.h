@@ -32,6 +32,24 @@ void nercc_depthwise_conv(
 // The floats of scratch memory nercc_depthwise_conv needs.
 long nercc_depthwise_scratch(long channels, const nercc_window *window);
 
+// Winograd F(2×2, 3×3) for a 3×3 convolution at stride 1 without dilation and one group (Lavin and
+// Gray, 2016): each 2×2 block of outputs from a 4×4 block of inputs with 16 products instead of 36.
+// The 16 transformed weight matrices U[ξ] (out_channels × channels) come from
+// nercc_winograd_weights (w: [out_channels, channels, 3, 3]; u: 16·out_channels·channels floats).
+void nercc_winograd_weights(const float *w, long out_channels, long channels, float *u);
+
+// Writes y = min(max(bias + convolution, low), high) ([batch, out_channels, out_h, out_w]) for x
+// ([batch, channels, height, width]): a chunk of samples at a time, their inputs copied channels
+// last and transformed (V[ξ] = Bᵀ·d·B per tile), 16 GEMMs M[ξ] = V[ξ]·U[ξ]ᵀ (OpenBLAS), and the
+// outputs transformed back (Aᵀ·m·A) onto the planes. `scratch` holds nercc_winograd_scratch()
+// floats, all zero on the first call.
+void nercc_winograd_conv(
+    const float *x, const float *u, const float *bias, float *y, long batch, long channels, long out_channels,
+    const nercc_window *window, float low, float high, float *scratch);
+
+// The floats of scratch memory nercc_winograd_conv needs.
+long nercc_winograd_scratch(long batch, long channels, long out_channels, const nercc_window *window);
+
 // Whether the AVX2+FMA copies of the kernels run (the CPU has both, and the baseline is not forced).
 int nercc_kernels_use_avx2(void);
 

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 extension ConvOperator {
     /// A convolution over a small input written out as one dense matrix: input element
@@ -30,6 +31,60 @@ extension ConvOperator {
                     x.baseAddress, Int32(inputs), d.baseAddress, Int32(outputs), 1, out.baseAddress, Int32(outputs))
             }
         }
+    }
+
+    /// A 3×3 convolution at stride 1 without dilation, by Winograd's F(2×2, 3×3)
+    /// (`nercc_winograd_conv`, CKernels): 16 products per 2×2 block of outputs where im2col or one
+    /// GEMM per tap take 36, computed as 16 GEMMs over a chunk of samples. The weights are
+    /// transformed once, when the model is loaded.
+    struct Winograd: Sendable {
+        let channels, outChannels: Int
+        /// The 16 transformed weight matrices U[ξ], each `[O, C]`.
+        let weights: [Float]
+
+        /// Writes `min(max(bias + convolution, low), high)` for `batch` samples into `out`.
+        func run(
+            _ x: UnsafeBufferPointer<Float>, _ bias: [Float]?, _ out: UnsafeMutableBufferPointer<Float>, batch: Int,
+            _ g: Geometry, low: Float, high: Float
+        ) {
+            var window = g.window
+            var scratch = [Float](
+                repeating: 0, count: nercc_winograd_scratch(batch, channels, outChannels, &window))
+            scratch.withUnsafeMutableBufferPointer { sp in
+                weights.withUnsafeBufferPointer { u in
+                    (bias ?? []).withUnsafeBufferPointer { bp in
+                        nercc_winograd_conv(
+                            x.baseAddress, u.baseAddress, bias == nil ? nil : bp.baseAddress, out.baseAddress, batch,
+                            channels, outChannels, &window, low, high, sp.baseAddress)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fewest input channels for which a 3×3 convolution runs by Winograd: its 16 GEMMs are C
+    /// deep.
+    static let winogradMinimumChannels = 16
+
+    /// This convolution specialised for inputs of `inputShape` (`[B, C, H, W]`, any B) and the
+    /// constant `weights` when loading: written out as one dense matrix (``unrolling(weights:inputShape:)``),
+    /// or with Winograd's transformed weights; nil when neither applies.
+    func specialised(weights: Tensor, inputShape: [Int]) -> ConvOperator? {
+        if let unrolled = unrolling(weights: weights, inputShape: inputShape) { return unrolled }
+        guard group == 1, inputShape.count == 4, weights.rank == 4, weights.shape[2] == 3, weights.shape[3] == 3,
+            strides == (1, 1), dilations == (1, 1), inputShape[1] >= Self.winogradMinimumChannels,
+            let g = try? geometry(input: inputShape, weights: weights.shape), g.oh >= 2, g.ow >= 2
+        else { return nil }
+        let (outChannels, channels) = (weights.shape[0], weights.shape[1])
+        var transformed = [Float](repeating: 0, count: 16 * outChannels * channels)
+        weights.withUnsafeBufferPointer { w in
+            transformed.withUnsafeMutableBufferPointer { u in
+                nercc_winograd_weights(w.baseAddress, outChannels, channels, u.baseAddress)
+            }
+        }
+        var copy = self
+        copy.winograd = Winograd(channels: channels, outChannels: outChannels, weights: transformed)
+        return copy
     }
 
     /// The largest dense matrix built, in elements (16 MiB of float32).

@@ -149,7 +149,8 @@ public struct ONNXModel: Sendable {
         }
         nodes = Self.fuseBiases(nodes, constants: constants, output: output.name)
         nodes = Self.fuseActivations(nodes, constants: constants, output: output.name)
-        nodes = try Self.unrollConvolutions(nodes, constants: constants, input: input.name, sampleShape: inputShape)
+        nodes = try Self.specialiseConvolutions(
+            nodes, constants: constants, input: input.name, sampleShape: inputShape)
         // Drop each value after its last reader.
         var lastUse: [String: Int] = [:]
         for (index, node) in nodes.enumerated() {
@@ -284,9 +285,10 @@ public struct ONNXModel: Sendable {
         return result.compactMap { $0 }
     }
 
-    /// Gives each Conv with constant weights over a small input its dense matrix
-    /// (``ConvOperator/unrolling(weights:inputShape:)``), from the shapes a run on one sample meets.
-    private static func unrollConvolutions(
+    /// Gives each Conv with constant weights its dense matrix over a small input, or its Winograd
+    /// weights (``ConvOperator/specialised(weights:inputShape:)``), from the shapes a run on one
+    /// sample meets.
+    private static func specialiseConvolutions(
         _ nodes: [Node], constants: [String: GraphValue], input: String, sampleShape: [Int]
     ) throws(ModelError) -> [Node] {
         var result = nodes
@@ -296,10 +298,11 @@ public struct ONNXModel: Sendable {
             if let conv = node.op as? ConvOperator, node.inputs.count >= 2,
                 case .float(let weights)? = constants[node.inputs[1]],
                 case .float(let x)? = environment[node.inputs[0]],
-                let unrolled = conv.unrolling(weights: weights, inputShape: x.shape)
+                let specialised = conv.specialised(weights: weights, inputShape: x.shape)
             {
                 result[index] = Node(
-                    label: node.label, opType: node.opType, inputs: node.inputs, outputs: node.outputs, op: unrolled)
+                    label: node.label, opType: node.opType, inputs: node.inputs, outputs: node.outputs,
+                    op: specialised)
             }
             for (name, value) in zip(node.outputs, try Self.run(node, environment)) where !name.isEmpty {
                 environment[name] = value

@@ -163,6 +163,8 @@ struct ConvOperator: GraphOperator, FusableOperator {
     /// The convolution as one dense matrix, built when the model was loaded for a small input of
     /// constant weights (``Unrolled``); used whenever the input has the shape it was built for.
     var unrolled: Unrolled? = nil
+    /// The Winograd weights of a 3×3 convolution at stride 1 with constant weights (``Winograd``).
+    var winograd: Winograd? = nil
 
     func fused(with function: UnaryOperator.Function) -> any GraphOperator {
         var copy = self
@@ -204,12 +206,19 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let y = Tensor(shape: [batch, outChannels, oh, ow]) { out in
             x.withUnsafeBufferPointer { xp in
                 w.withUnsafeBufferPointer { wp in
+                    // The C kernels write the bias and the bounds of the activation themselves.
+                    let (low, high) = activationBounds ?? (-.infinity, .infinity)
                     if isDepthwise && unrolled == nil {
-                        // The kernel writes the bias and the bounds of the activation itself.
-                        let (low, high) = activationBounds ?? (-.infinity, .infinity)
                         Self.depthwise(
                             xp, wp, bias?.elements, out, batch: batch, channels: channels, geometry, low: low,
                             high: high)
+                        if activationBounds == nil, let activation { UnaryOperator.applyInPlace(activation, out) }
+                        return
+                    }
+                    if let winograd, winograd.channels == channels, winograd.outChannels == outChannels,
+                        unrolled?.fits(channels: channels, height: height, width: width) != true
+                    {
+                        winograd.run(xp, bias?.elements, out, batch: batch, geometry, low: low, high: high)
                         if activationBounds == nil, let activation { UnaryOperator.applyInPlace(activation, out) }
                         return
                     }
@@ -270,6 +279,13 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let height, width, kh, kw, oh, ow: Int
         let strides, dilations: (Int, Int)
         let top, left: Int
+
+        /// The window as the C kernels take it.
+        var window: nercc_window {
+            nercc_window(
+                height: height, width: width, kernel_h: kh, kernel_w: kw, out_h: oh, out_w: ow, stride_h: strides.0,
+                stride_w: strides.1, dilation_h: dilations.0, dilation_w: dilations.1, pad_top: top, pad_left: left)
+        }
 
         /// A 1×1 kernel at stride 1 without padding: every output position is its input position.
         var isPointwise: Bool {
@@ -464,10 +480,7 @@ struct ConvOperator: GraphOperator, FusableOperator {
         _ x: UnsafeBufferPointer<Float>, _ w: UnsafeBufferPointer<Float>, _ bias: [Float]?,
         _ out: UnsafeMutableBufferPointer<Float>, batch: Int, channels: Int, _ g: Geometry, low: Float, high: Float
     ) {
-        var window = nercc_window(
-            height: g.height, width: g.width, kernel_h: g.kh, kernel_w: g.kw, out_h: g.oh, out_w: g.ow,
-            stride_h: g.strides.0, stride_w: g.strides.1, dilation_h: g.dilations.0, dilation_w: g.dilations.1,
-            pad_top: g.top, pad_left: g.left)
+        var window = g.window
         var scratch = [Float](repeating: 0, count: nercc_depthwise_scratch(channels, &window))
         scratch.withUnsafeMutableBufferPointer { sp in
             if let bias {
