@@ -105,6 +105,22 @@ NERCC_AVX2 static void channels_last_avx2(
         }
     }
     for (long cb = 0; cb < lanes; cb += 8) {
+        if (taps == 9) {
+            // A 3×3 window: its nine weight vectors stay in registers across the block.
+            __m256 k[9];
+            for (int t = 0; t < 9; t++) k[t] = _mm256_loadu_ps(wt + t * lanes + cb);
+            for (long oy = 0; oy < g->out_h; oy++) {
+                const float *row = xt + oy * g->stride_h * padded_w * lanes + cb;
+                float *out = yt + oy * g->out_w * lanes + cb;
+                for (long ox = 0; ox < g->out_w; ox++) {
+                    const float *base = row + ox * g->stride_w * lanes;
+                    __m256 acc = _mm256_mul_ps(k[0], _mm256_loadu_ps(base + offset[0]));
+                    for (int t = 1; t < 9; t++) acc = _mm256_fmadd_ps(k[t], _mm256_loadu_ps(base + offset[t]), acc);
+                    _mm256_storeu_ps(out + ox * lanes, acc);
+                }
+            }
+            continue;
+        }
         for (long oy = 0; oy < g->out_h; oy++) {
             const float *row = xt + oy * g->stride_h * padded_w * lanes + cb;
             float *out = yt + oy * g->out_w * lanes + cb;
@@ -124,8 +140,12 @@ NERCC_AVX2 static void channels_last_avx2(
 NERCC_AVX2 static void copy_planes_avx2(
     float *restrict target, long lanes, const float *restrict source, long row_stride, long n) {
     __m256 r[8];
-    const __m256i mask = first_lanes(n);
-    for (int q = 0; q < 8; q++) r[q] = _mm256_maskload_ps(source + q * row_stride, mask);
+    if (n == 8) {
+        for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(source + q * row_stride);
+    } else {
+        const __m256i mask = first_lanes(n);
+        for (int q = 0; q < 8; q++) r[q] = _mm256_maskload_ps(source + q * row_stride, mask);
+    }
     transpose8(r);
     for (long u = 0; u < n; u++) _mm256_storeu_ps(target + u * lanes, r[u]);
 }
@@ -137,8 +157,16 @@ NERCC_AVX2 static void store_planes_avx2(
     __m256 r[8];
     for (long u = 0; u < 8; u++) r[u] = u < n ? _mm256_loadu_ps(source + u * lanes) : _mm256_setzero_ps();
     transpose8(r);
-    const __m256i mask = first_lanes(n);
     const __m256 lo = _mm256_set1_ps(low), hi = _mm256_set1_ps(high);
+    // Masked stores are slow (microcoded on some x86 cores): only a short block uses them.
+    if (n == 8) {
+        for (int q = 0; q < 8; q++) {
+            const __m256 v = _mm256_add_ps(r[q], _mm256_set1_ps(bias[q]));
+            _mm256_storeu_ps(target + q * row_stride, _mm256_min_ps(_mm256_max_ps(v, lo), hi));
+        }
+        return;
+    }
+    const __m256i mask = first_lanes(n);
     for (int q = 0; q < 8; q++) {
         const __m256 v = _mm256_add_ps(r[q], _mm256_set1_ps(bias[q]));
         _mm256_maskstore_ps(target + q * row_stride, mask, _mm256_min_ps(_mm256_max_ps(v, lo), hi));
