@@ -254,6 +254,16 @@ static int use_avx2_copies(void) {
 #endif
 }
 
+// Scratch memory from the caller, advanced to a 64-byte boundary (the sizes below include the
+// slack): every channels-last row is then whole 32-byte vectors that never straddle a cache line.
+// Without it, a process whose heap placed the scratch 16 bytes off ran the depthwise and Winograd
+// kernels about 30% slower for its whole life.
+#define SCRATCH_SLACK 16
+static float *aligned_scratch(float *scratch) {
+    const unsigned long address = (unsigned long)scratch;
+    return (float *)((address + 63) & ~63UL);
+}
+
 // The padded plane of a depthwise convolution: it covers every position a tap reads, and at least
 // the input.
 static void padded_plane(const nercc_window *g, long *padded_h, long *padded_w) {
@@ -274,7 +284,7 @@ long nercc_depthwise_scratch(long channels, const nercc_window *g) {
     long padded_h, padded_w;
     padded_plane(g, &padded_h, &padded_w);
     return padded_h * padded_w * lanes + g->out_h * g->out_w * lanes + g->kernel_h * g->kernel_w * lanes +
-           spare_size(g);
+           spare_size(g) + SCRATCH_SLACK;
 }
 
 void nercc_depthwise_conv(
@@ -288,7 +298,7 @@ void nercc_depthwise_conv(
     // The padded planes (their padding, and the channels past the last up to a multiple of 8, stay
     // zero: every sample writes the same interior cells), the results, the weights channels last,
     // and a spare block of 8 planes for a short last block of channels.
-    float *xt = scratch;
+    float *xt = aligned_scratch(scratch);
     float *yt = xt + padded_h * padded_w * lanes;
     float *wt = yt + positions * lanes;
     float *spare = wt + taps * lanes;
@@ -362,7 +372,8 @@ long nercc_winograd_scratch(long batch, long channels, long out_channels, const 
     const long lanes_in = (channels + 7) / 8 * 8, lanes_out = (out_channels + 7) / 8 * 8;
     const long padded = (2 * th + 2) * (2 * tw + 2) * lanes_in;
     const long tiles = chunk * th * tw;
-    return padded + 16 * tiles * (lanes_in + lanes_out) + g->out_h * g->out_w * lanes_out + spare_size(g);
+    return padded + 16 * tiles * (lanes_in + lanes_out) + g->out_h * g->out_w * lanes_out + spare_size(g) +
+           SCRATCH_SLACK;
 }
 
 // The input transform of one sample: V[ξ][t][c] = (Bᵀ·d·B)[ξ] for the 4×4 patch d at the top-left
@@ -514,7 +525,7 @@ void nercc_winograd_conv(
     const long positions = g->out_h * g->out_w, in_plane = g->height * g->width;
     // The padded sample channels last (padding zero throughout), V and M for a chunk, one sample's
     // results channels last, and the spare block.
-    float *xt = scratch;
+    float *xt = aligned_scratch(scratch);
     float *v = xt + (2 * tiles_h + 2) * padded_w * lanes_in;
     const long v_stride = chunk * sample_tiles * lanes_in;
     float *m = v + 16 * v_stride;
