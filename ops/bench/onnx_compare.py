@@ -11,9 +11,9 @@ ops/bench/onnxruntime_bench.py (intra_op_num_threads = inter_op_num_threads = 1)
 at batches 1, 8 and 64, and writes onnx.md (the table, the command, the machine) and onnx.json.
 Both draw uniform random inputs in [0, 1). nercc reports the median of its repetitions, ONNX
 Runtime the median of its timed runs. The pair runs --rounds times in turn (nercc, ORT, nercc,
-ORT, ...), each round with a share of the repetitions and seconds, and the table gives the median
-rate of each and the median of the rounds' ratios: on a noisy machine the two sides of a round
-see the same conditions, where one long run each would not. Offline tooling: never run in tests
+ORT, ...), each round with a share of the repetitions and seconds, both pinned to one CPU (--cpu),
+and the table gives the median rate of each and the median of the rounds' ratios: on a noisy
+machine the two sides of a round see the same conditions, where one long run each would not. Offline tooling: never run in tests
 or CI.
 """
 
@@ -57,9 +57,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="ONNX Runtime's timed seconds per batch size")
     parser.add_argument("--nercc", type=Path, default=ROOT / ".build/release/nercc")
     parser.add_argument("--rounds", type=int, default=5, help="alternating nercc / ORT rounds per model")
+    parser.add_argument("--cpu", type=int, default=0,
+                        help="the CPU both sides are pinned to (-1: not pinned)")
     args = parser.parse_args()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+
+    def pin():
+        # Unpinned, a process now and then ran everything about twice as slowly for its whole life
+        # on this VM (MobileNet-tiny: 21 or 33 thousand queries/s by process; pinned, 32-35 on
+        # either CPU); both sides run on the same CPU.
+        if args.cpu >= 0:
+            os.sched_setaffinity(0, {args.cpu})
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -71,10 +80,12 @@ def main() -> int:
                 repetitions = max(5, REPETITIONS.get(name, 100) // args.rounds)
                 subprocess.run([str(args.nercc), "bench", "model", "--model", str(model), "--input", "random",
                                 "--batches", args.batches, "--repetitions", str(repetitions),
-                                "--json", str(native_json)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+                                "--json", str(native_json)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               preexec_fn=pin)
                 subprocess.run([sys.executable, str(ROOT / "ops/bench/onnxruntime_bench.py"), "--model", str(model),
                                 "--batches", args.batches, "--seconds", str(args.seconds / args.rounds),
-                                "--json", str(ort_json)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+                                "--json", str(ort_json)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               preexec_fn=pin)
                 natives.append({int(r["batch"]): r["queries_per_second"]
                                 for r in json.loads(native_json.read_text())["results"]})
                 ort_doc = json.loads(ort_json.read_text())
