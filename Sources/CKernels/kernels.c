@@ -2,7 +2,6 @@
 
 #include <cblas.h>
 
-
 // ---------------------------------------------------------------------------------------------
 // CPU dispatch
 
@@ -37,8 +36,8 @@ int nercc_kernels_use_avx2(void) {
 // Depthwise convolution
 
 // One sample's depthwise window products, channels last: yt[p][c] = Σ_taps wt[t][c] ·
-// xt[p's input position + tap t's offset][c] over `lanes` channels (a multiple of 8); xt is zero-padded
-// so that every tap reads inside it.
+// xt[p's input position + tap t's offset][c] over `lanes` channels (a multiple of 8); xt is
+// zero-padded so that every tap reads inside it.
 static void channels_last_baseline(
     float *restrict yt, const float *restrict xt, const float *restrict wt, long lanes, long padded_w,
     const nercc_window *g) {
@@ -378,78 +377,72 @@ long nercc_winograd_scratch(long batch, long channels, long out_channels, const 
 
 // The input transform of one sample: V[ξ][t][c] = (Bᵀ·d·B)[ξ] for the 4×4 patch d at the top-left
 // corner (2·ty, 2·tx) of tile t, over whole channel blocks; Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
-// 0 1 0 −1]. `v_stride` is the distance between the 16 matrices. Compiled twice.
-#define INPUT_TRANSFORM_BODY                                                                       \
-    for (long ty = 0; ty < tiles_h; ty++) {                                                        \
-        for (long tx = 0; tx < tiles_w; tx++) {                                                    \
-            const float *corner = xt + (2 * ty * padded_w + 2 * tx) * lanes;                       \
-            float *out = v + (ty * tiles_w + tx) * lanes;                                          \
-            for (long c = 0; c < lanes; c += 8) {                                                  \
-                float t[4][4][8];                                                                  \
-                for (int j = 0; j < 4; j++) {                                                      \
-                    const float *d0 = corner + j * lanes + c, *d1 = d0 + padded_w * lanes;         \
-                    const float *d2 = d1 + padded_w * lanes, *d3 = d2 + padded_w * lanes;          \
-                    for (int l = 0; l < 8; l++) {                                                  \
-                        t[0][j][l] = d0[l] - d2[l];                                                \
-                        t[1][j][l] = d1[l] + d2[l];                                                \
-                        t[2][j][l] = d2[l] - d1[l];                                                \
-                        t[3][j][l] = d1[l] - d3[l];                                                \
-                    }                                                                              \
-                }                                                                                  \
-                for (int i = 0; i < 4; i++) {                                                      \
-                    float *o0 = out + (i * 4) * v_stride + c, *o1 = o0 + v_stride;                 \
-                    float *o2 = o1 + v_stride, *o3 = o2 + v_stride;                                \
-                    for (int l = 0; l < 8; l++) {                                                  \
-                        o0[l] = t[i][0][l] - t[i][2][l];                                           \
-                        o1[l] = t[i][1][l] + t[i][2][l];                                           \
-                        o2[l] = t[i][2][l] - t[i][1][l];                                           \
-                        o3[l] = t[i][1][l] - t[i][3][l];                                           \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
-
-// The output transform of one sample: Y = Aᵀ·m·A (2×2) per tile from M[ξ][t][o], Aᵀ = [1 1 1 0;
-// 0 1 −1 −1], into channels-last yt[position][o] (positions past the output dropped).
-#define OUTPUT_TRANSFORM_BODY                                                                      \
-    for (long ty = 0; ty < tiles_h; ty++) {                                                        \
-        for (long tx = 0; tx < tiles_w; tx++) {                                                    \
-            const float *in = m + (ty * tiles_w + tx) * lanes;                                     \
-            for (long c = 0; c < lanes; c += 8) {                                                  \
-                float s[2][4][8];                                                                  \
-                for (int j = 0; j < 4; j++) {                                                      \
-                    const float *m0 = in + j * m_stride + c, *m1 = m0 + 4 * m_stride;             \
-                    const float *m2 = m1 + 4 * m_stride, *m3 = m2 + 4 * m_stride;                 \
-                    for (int l = 0; l < 8; l++) {                                                  \
-                        s[0][j][l] = m0[l] + m1[l] + m2[l];                                        \
-                        s[1][j][l] = m1[l] - m2[l] - m3[l];                                        \
-                    }                                                                              \
-                }                                                                                  \
-                for (int i = 0; i < 2; i++) {                                                      \
-                    const long row = 2 * ty + i;                                                   \
-                    if (row >= out_h) continue;                                                    \
-                    float *y0 = yt + (row * out_w + 2 * tx) * lanes + c;                           \
-                    for (int l = 0; l < 8; l++) y0[l] = s[i][0][l] + s[i][1][l] + s[i][2][l];      \
-                    if (2 * tx + 1 < out_w) {                                                      \
-                        float *y1 = y0 + lanes;                                                    \
-                        for (int l = 0; l < 8; l++) y1[l] = s[i][1][l] - s[i][2][l] - s[i][3][l];  \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
-
+// 0 1 0 −1]. `v_stride` is the distance between the 16 matrices.
 static void input_transform_baseline(
     float *restrict v, long v_stride, const float *restrict xt, long lanes, long padded_w, long tiles_h,
     long tiles_w) {
-    INPUT_TRANSFORM_BODY
+    for (long ty = 0; ty < tiles_h; ty++) {
+        for (long tx = 0; tx < tiles_w; tx++) {
+            const float *corner = xt + (2 * ty * padded_w + 2 * tx) * lanes;
+            float *out = v + (ty * tiles_w + tx) * lanes;
+            for (long c = 0; c < lanes; c += 8) {
+                float t[4][4][8];
+                for (int j = 0; j < 4; j++) {
+                    const float *d0 = corner + j * lanes + c, *d1 = d0 + padded_w * lanes;
+                    const float *d2 = d1 + padded_w * lanes, *d3 = d2 + padded_w * lanes;
+                    for (int l = 0; l < 8; l++) {
+                        t[0][j][l] = d0[l] - d2[l];
+                        t[1][j][l] = d1[l] + d2[l];
+                        t[2][j][l] = d2[l] - d1[l];
+                        t[3][j][l] = d1[l] - d3[l];
+                    }
+                }
+                for (int i = 0; i < 4; i++) {
+                    float *o0 = out + (i * 4) * v_stride + c, *o1 = o0 + v_stride;
+                    float *o2 = o1 + v_stride, *o3 = o2 + v_stride;
+                    for (int l = 0; l < 8; l++) {
+                        o0[l] = t[i][0][l] - t[i][2][l];
+                        o1[l] = t[i][1][l] + t[i][2][l];
+                        o2[l] = t[i][2][l] - t[i][1][l];
+                        o3[l] = t[i][1][l] - t[i][3][l];
+                    }
+                }
+            }
+        }
+    }
 }
 
+// The output transform of one sample: Y = Aᵀ·m·A (2×2) per tile from M[ξ][t][o], Aᵀ = [1 1 1 0;
+// 0 1 −1 −1], into channels-last yt[position][o] (positions past the output dropped).
 static void output_transform_baseline(
     float *restrict yt, const float *restrict m, long m_stride, long lanes, long tiles_h, long tiles_w, long out_h,
     long out_w) {
-    OUTPUT_TRANSFORM_BODY
+    for (long ty = 0; ty < tiles_h; ty++) {
+        for (long tx = 0; tx < tiles_w; tx++) {
+            const float *in = m + (ty * tiles_w + tx) * lanes;
+            for (long c = 0; c < lanes; c += 8) {
+                float s[2][4][8];
+                for (int j = 0; j < 4; j++) {
+                    const float *m0 = in + j * m_stride + c, *m1 = m0 + 4 * m_stride;
+                    const float *m2 = m1 + 4 * m_stride, *m3 = m2 + 4 * m_stride;
+                    for (int l = 0; l < 8; l++) {
+                        s[0][j][l] = m0[l] + m1[l] + m2[l];
+                        s[1][j][l] = m1[l] - m2[l] - m3[l];
+                    }
+                }
+                for (int i = 0; i < 2; i++) {
+                    const long row = 2 * ty + i;
+                    if (row >= out_h) continue;
+                    float *y0 = yt + (row * out_w + 2 * tx) * lanes + c;
+                    for (int l = 0; l < 8; l++) y0[l] = s[i][0][l] + s[i][1][l] + s[i][2][l];
+                    if (2 * tx + 1 < out_w) {
+                        float *y1 = y0 + lanes;
+                        for (int l = 0; l < 8; l++) y1[l] = s[i][1][l] - s[i][2][l] - s[i][3][l];
+                    }
+                }
+            }
+        }
+    }
 }
 
 #if NERCC_HAVE_AVX2_COPY

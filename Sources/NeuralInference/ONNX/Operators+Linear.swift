@@ -144,13 +144,14 @@ struct MatMulOperator: GraphOperator {
 /// Regular and grouped convolutions run as im2col over several samples at once — a
 /// `[C/g·kh·kw, S·H′·W′]` patch matrix for S samples — and one `cblas_sgemm` per group, so that the
 /// small feature maps of deep layers still make wide products. 1×1 convolutions at stride 1 read
-/// their input in place; larger windows at stride 1 over at least 16 channels run as one GEMM per
-/// tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input channel per
-/// group) run in a C kernel that vectorises over channels (``depthwise``), writing the bias and a
-/// fused Relu or Clip as it goes; 1×1 convolutions add the bias and apply the activation one sample
-/// at a time (``pointwise``). A convolution with constant weights over an input plane with no more
-/// positions than its window has taps is written out as one dense matrix when the model is loaded
-/// and runs as one GEMM per batch (``Unrolled``).
+/// their input in place and add the bias and the activation one sample at a time (``pointwise``).
+/// 3×3 windows at stride 1 over at least 16 channels with constant weights run by Winograd's
+/// F(2×2, 3×3) in a C kernel (``Winograd``); other windows at stride 1 over at least 16 channels as
+/// one GEMM per tap on zero-padded planes (``shiftedProducts``). Depthwise convolutions (one input
+/// channel per group) run in a C kernel that vectorises over channels (``depthwise``), writing the
+/// bias and a fused Relu or Clip as it goes. A convolution with constant weights over an input
+/// plane with no more positions than its window has taps is written out as one dense matrix when
+/// the model is loaded and runs as one GEMM per batch (``Unrolled``).
 struct ConvOperator: GraphOperator, FusableOperator {
     let strides: (Int, Int)
     let dilations: (Int, Int)
@@ -203,27 +204,27 @@ struct ConvOperator: GraphOperator, FusableOperator {
         let (oh, ow) = (geometry.oh, geometry.ow)
         let positions = oh * ow
         let isDepthwise = groupChannels == 1 && outChannels == group
+        let dense = unrolled?.fits(channels: channels, height: height, width: width) == true ? unrolled : nil
         let y = Tensor(shape: [batch, outChannels, oh, ow]) { out in
             x.withUnsafeBufferPointer { xp in
                 w.withUnsafeBufferPointer { wp in
                     // The C kernels write the bias and the bounds of the activation themselves.
                     let (low, high) = activationBounds ?? (-.infinity, .infinity)
-                    if isDepthwise && unrolled == nil {
+                    if isDepthwise && dense == nil {
                         Self.depthwise(
                             xp, wp, bias?.elements, out, batch: batch, channels: channels, geometry, low: low,
                             high: high)
                         if activationBounds == nil, let activation { UnaryOperator.applyInPlace(activation, out) }
                         return
                     }
-                    if let winograd, winograd.channels == channels, winograd.outChannels == outChannels,
-                        unrolled?.fits(channels: channels, height: height, width: width) != true
-                    {
+                    // (A convolution gets Winograd weights only where it is not unrolled.)
+                    if let winograd, winograd.channels == channels, winograd.outChannels == outChannels {
                         winograd.run(xp, bias?.elements, out, batch: batch, geometry, low: low, high: high)
                         if activationBounds == nil, let activation { UnaryOperator.applyInPlace(activation, out) }
                         return
                     }
                     let biasValues = bias?.elements
-                    if geometry.isPointwise && unrolled == nil {
+                    if geometry.isPointwise && dense == nil {
                         pointwise(
                             xp, wp, biasValues, out, batch: batch, channels: channels, outChannels: outChannels,
                             positions: positions)
@@ -235,8 +236,8 @@ struct ConvOperator: GraphOperator, FusableOperator {
                             biasValues, out.baseAddress! + s * outChannels * positions, outChannels: outChannels,
                             positions: positions)
                     }
-                    if let unrolled, unrolled.fits(channels: channels, height: height, width: width) {
-                        unrolled.run(xp, out, batch: batch)
+                    if let dense {
+                        dense.run(xp, out, batch: batch)
                     } else if group == 1 && channels >= Self.shiftedProductsMinimumChannels
                         && geometry.suitsShiftedProducts
                     {
