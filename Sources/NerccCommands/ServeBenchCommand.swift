@@ -90,6 +90,14 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Seed of the arrivals and of the workers' straggler draws.")
     var seed: UInt64 = 1
 
+    @Option(
+        help: """
+            Rounds of the open-loop points; above 1 the schemes take turns at each offered rate (in an order \
+            that rotates each round, the encoder restarted for every point), so every scheme meets the \
+            machine's slow and fast spells alike; the tables give the median of the rounds.
+            """)
+    var rounds = 1
+
     @Option(help: "Directory for serve.json, serve.csv, serve.md, the SVG plots and the services' logs.")
     var outputDir = "bench-serve"
 
@@ -102,6 +110,7 @@ struct BenchServeCommand: AsyncParsableCommand {
         guard queriesPerRequest >= 1 else { throw ValidationError("--queries-per-request must be ≥ 1") }
         guard saturationConcurrency >= 0 else { throw ValidationError("--saturation-concurrency must be ≥ 0") }
         guard deadlineMs >= 1 else { throw ValidationError("--deadline-ms must be ≥ 1") }
+        guard (1...20).contains(rounds) else { throw ValidationError("--rounds must be in 1...20") }
         _ = try parsedSchemes()
         let models = try parsedStragglers()
         let (fractions, absolute) = try parsedRates()
@@ -313,7 +322,8 @@ struct BenchServeCommand: AsyncParsableCommand {
                 defer { for s in services where s.isRunning { kill(s.process.processIdentifier, SIGKILL) } }
                 try await waitForConsumers(
                     transport, queue: topology.tasksQueue(model: loaded.name), count: workers, services: services)
-                for spec in specs {
+                /// Starts the scheme's encoder and warms the whole path up.
+                func startEncoder(_ spec: SchemeSpec) async throws -> ChildService {
                     var encoderArguments = [
                         "encoder", "--model", model, "--scheme", spec.kind.rawValue, "--workers", "\(spec.workers)",
                         "--batch", "\(spec.batchSize)", "--stragglers", "\(spec.stragglers)",
@@ -331,42 +341,70 @@ struct BenchServeCommand: AsyncParsableCommand {
                     // A short warm-up of the whole path before any measurement.
                     client.reset()
                     _ = await client.closedLoop(concurrency: 8, warmup: 0, duration: 1, drain: 2, run: "warm")
-                    var runs: [(mode: String, rate: Double?, concurrency: Int?)] = []
-                    if saturationConcurrency > 0 { runs.append(("closed", nil, saturationConcurrency)) }
-                    var offered = absolute
-                    if !fractions.isEmpty {
-                        if reference == nil, saturationConcurrency > 0 {
-                            // The reference is the first scheme's saturated rate without stragglers.
-                            let records = await measure(
-                                client, mode: "closed", rate: nil, concurrency: saturationConcurrency)
-                            let point = ServePoint(
-                                records: records.records, labels: truth, straggler: stragglerModel.name, scheme: spec,
-                                mode: "closed", offeredRate: nil, concurrency: saturationConcurrency,
-                                duration: duration, counters: records.counters)
-                            points.append(point)
-                            print(point.summaryLine)
-                            reference = point.achievedRequestsPerSecond
-                            runs.removeFirst()
-                            try await drain(transport, topology: topology, model: loaded.name)
-                        }
-                        offered = fractions.map { $0 * (reference ?? 0) }
-                    }
-                    runs += offered.map { ("open", $0, nil) }
-                    for run in runs {
-                        let measured = await measure(
-                            client, mode: run.mode, rate: run.rate, concurrency: run.concurrency)
-                        let point = ServePoint(
-                            records: measured.records, labels: truth, straggler: stragglerModel.name, scheme: spec,
-                            mode: run.mode, offeredRate: run.rate, concurrency: run.concurrency, duration: duration,
-                            counters: measured.counters)
-                        points.append(point)
-                        print(point.summaryLine)
-                        try await drain(transport, topology: topology, model: loaded.name)
-                    }
+                    return encoder
+                }
+                /// Stops the encoder; what an overloaded run left unserved must not reach the next one.
+                func stopEncoder(_ encoder: ChildService) async throws {
                     await encoder.stop()
-                    // What an overloaded run left unserved must not reach the next scheme's encoder.
                     _ = try? await transport.deleteQueue(topology.requestsQueue(model: loaded.name))
                     try await drain(transport, topology: topology, model: loaded.name)
+                }
+                /// Measures one point and records it.
+                func record(_ spec: SchemeSpec, mode: String, rate: Double?, concurrency: Int?, round: Int?)
+                    async throws
+                    -> ServePoint
+                {
+                    let roundSeed = seed &+ UInt64(max(0, (round ?? 1) - 1)) &* 1_000_003
+                    let measured = await measure(
+                        client, mode: mode, rate: rate, concurrency: concurrency, seed: roundSeed)
+                    var point = ServePoint(
+                        records: measured.records, labels: truth, straggler: stragglerModel.name, scheme: spec,
+                        mode: mode, offeredRate: rate, concurrency: concurrency, duration: duration,
+                        counters: measured.counters)
+                    point.round = round
+                    points.append(point)
+                    print(point.summaryLine)
+                    try await drain(transport, topology: topology, model: loaded.name)
+                    return point
+                }
+                if rounds == 1 {
+                    // Each scheme in turn, all its points with one encoder.
+                    for spec in specs {
+                        let encoder = try await startEncoder(spec)
+                        if saturationConcurrency > 0 {
+                            let point = try await record(
+                                spec, mode: "closed", rate: nil, concurrency: saturationConcurrency, round: nil)
+                            // The reference is the first scheme's saturated rate without stragglers.
+                            if reference == nil, !fractions.isEmpty { reference = point.achievedRequestsPerSecond }
+                        }
+                        let offered = fractions.isEmpty ? absolute : fractions.map { $0 * (reference ?? 0) }
+                        for rate in offered {
+                            _ = try await record(spec, mode: "open", rate: rate, concurrency: nil, round: nil)
+                        }
+                        try await stopEncoder(encoder)
+                    }
+                } else {
+                    // Saturation of every scheme, then the rounds: at each rate every scheme in turn.
+                    if saturationConcurrency > 0 {
+                        for spec in specs {
+                            let encoder = try await startEncoder(spec)
+                            let point = try await record(
+                                spec, mode: "closed", rate: nil, concurrency: saturationConcurrency, round: nil)
+                            if reference == nil, !fractions.isEmpty { reference = point.achievedRequestsPerSecond }
+                            try await stopEncoder(encoder)
+                        }
+                    }
+                    let offered = fractions.isEmpty ? absolute : fractions.map { $0 * (reference ?? 0) }
+                    for round in 1...rounds {
+                        for rate in offered {
+                            let shift = (round - 1) % specs.count
+                            for spec in Array(specs[shift...] + specs[..<shift]) {
+                                let encoder = try await startEncoder(spec)
+                                _ = try await record(spec, mode: "open", rate: rate, concurrency: nil, round: round)
+                                try await stopEncoder(encoder)
+                            }
+                        }
+                    }
                 }
                 for s in services.reversed() { await s.stop() }
             }
@@ -392,7 +430,9 @@ struct BenchServeCommand: AsyncParsableCommand {
     }
 
     /// One measured run, with the services' counters over it.
-    private func measure(_ client: LoadGenerator, mode: String, rate: Double?, concurrency: Int?) async -> (
+    private func measure(
+        _ client: LoadGenerator, mode: String, rate: Double?, concurrency: Int?, seed: UInt64
+    ) async -> (
         records: [RequestRecord], counters: [String: Double]
     ) {
         client.reset()

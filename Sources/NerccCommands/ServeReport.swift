@@ -38,6 +38,8 @@ struct ServePoint: Codable, Sendable {
     var mode: String
     var offeredRequestsPerSecond: Double?
     var concurrency: Int?
+    /// The round of an open-loop point measured in several (`--rounds`); nil for a single round.
+    var round: Int? = nil
     var seconds: Double
     var requests: Int
     var answered: Int
@@ -221,9 +223,49 @@ struct ServeReport: Codable {
         text.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }.reduce("") { $0 + String($1) }
     }
 
+    /// The points the tables and plots show: a point measured in several rounds appears once, as its
+    /// median round (by p99; its stages and distribution are that round's) with p50, p90, p99 and
+    /// p99.9 the medians over the rounds, max the largest, and timeouts and degraded answers summed.
+    var summaryPoints: [ServePoint] {
+        var groups: [String: [ServePoint]] = [:]
+        var order: [String] = []
+        for p in points {
+            let key = "\(p.straggler)|\(p.label)|\(p.mode)|\(p.offeredRequestsPerSecond ?? -1)|\(p.concurrency ?? -1)"
+            if groups[key] == nil { order.append(key) }
+            groups[key, default: []].append(p)
+        }
+        return order.map { key in
+            let group = groups[key]!
+            guard group.count > 1 else { return group[0] }
+            func median(_ values: [Double]) -> Double {
+                let v = values.sorted()
+                return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+            }
+            let byP99 = group.sorted { $0.latency.p99 < $1.latency.p99 }
+            var out = byP99[(byP99.count - 1) / 2]
+            out.latency.p50 = median(group.map(\.latency.p50))
+            out.latency.p90 = median(group.map(\.latency.p90))
+            out.latency.p99 = median(group.map(\.latency.p99))
+            out.latency.p999 = median(group.map(\.latency.p999))
+            out.latency.max = group.map(\.latency.max).max() ?? out.latency.max
+            out.achievedRequestsPerSecond = group.map(\.achievedRequestsPerSecond).reduce(0, +) / Double(group.count)
+            out.achievedQueriesPerSecond = group.map(\.achievedQueriesPerSecond).reduce(0, +) / Double(group.count)
+            out.timeouts = group.map(\.timeouts).reduce(0, +)
+            out.degraded = group.map(\.degraded).reduce(0, +)
+            let accuracies = group.compactMap(\.accuracy)
+            out.accuracy = accuracies.isEmpty ? nil : accuracies.reduce(0, +) / Double(accuracies.count)
+            out.round = nil
+            return out
+        }
+    }
+
+    /// Rounds per point (1 without `--rounds`).
+    var roundCount: Int { points.compactMap(\.round).max() ?? 1 }
+
     func csv() -> String {
         let header = [
-            "straggler", "scheme", "label", "N", "K", "S", "mode", "offered_rps", "concurrency", "requests", "answered",
+            "straggler", "scheme", "label", "N", "K", "S", "mode", "offered_rps", "concurrency", "round", "requests",
+            "answered",
             "ok", "degraded", "timeouts", "errors", "missing", "achieved_rps", "achieved_qps", "p50_ms", "p90_ms",
             "p99_ms", "p999_ms", "max_ms", "mean_ms", "accuracy", "tasks_per_answered_query", "published_per_query",
             "computed_per_query", "mean_rows",
@@ -238,6 +280,7 @@ struct ServeReport: Codable {
             fields.append(p.mode)
             fields.append(p.offeredRequestsPerSecond.map(f1) ?? "")
             fields.append(p.concurrency.map { "\($0)" } ?? "")
+            fields.append(p.round.map { "\($0)" } ?? "")
             fields += [p.requests, p.answered, p.ok, p.degraded, p.timeouts, p.errors, p.missing].map { "\($0)" }
             fields += [f1(p.achievedRequestsPerSecond), f1(p.achievedQueriesPerSecond)]
             let l = p.latency
@@ -259,14 +302,23 @@ struct ServeReport: Codable {
                 String(format: "Reference saturated rate (first scheme, no stragglers): %.0f requests/s.", reference))
             out.append("")
         }
-        for straggler in orderedUnique(points.map(\.straggler)) {
+        let shown = summaryPoints
+        let rounds = roundCount
+        if rounds > 1 {
+            out.append(
+                "Every open-loop point was measured in \(rounds) rounds, the schemes taking turns at each rate; the "
+                    + "tables give the median of the rounds (p50–p99.9; max: the largest; timeouts and degraded: "
+                    + "summed; the stage breakdown: the round with the median p99), and \"Rounds\" below lists each.")
+            out.append("")
+        }
+        for straggler in orderedUnique(shown.map(\.straggler)) {
             out.append("### Stragglers: \(straggler)")
             out.append("")
             out.append(
                 "| scheme | load | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | timeouts | degraded | accuracy | task messages / query | coded queries computed / query | mean k | mean rows |"
             )
             out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-            for p in points where p.straggler == straggler {
+            for p in shown where p.straggler == straggler {
                 let load =
                     p.mode == "closed"
                     ? "closed, \(p.concurrency ?? 0) in flight"
@@ -288,6 +340,27 @@ struct ServeReport: Codable {
             }
             out.append("")
         }
+        if rounds > 1 {
+            out.append("### Rounds")
+            out.append("")
+            out.append("p50 / p99 ms of each round:")
+            out.append("")
+            out.append(
+                "| stragglers | scheme | load | " + (1...rounds).map { "round \($0)" }.joined(separator: " | ") + " |")
+            out.append("|---|---|---|" + String(repeating: "---|", count: rounds))
+            for p in shown where p.mode == "open" {
+                let cells = (1...rounds).map { r in
+                    points.first {
+                        $0.round == r && $0.straggler == p.straggler && $0.label == p.label
+                            && $0.offeredRequestsPerSecond == p.offeredRequestsPerSecond
+                    }.map { String(format: "%.1f / %.1f", $0.latency.p50, $0.latency.p99) } ?? "—"
+                }
+                out.append(
+                    "| \(p.straggler) | \(p.label) | \(String(format: "%.0f/s", p.offeredRequestsPerSecond ?? 0)) | "
+                        + cells.joined(separator: " | ") + " |")
+            }
+            out.append("")
+        }
         out.append("Stage breakdown (p50 / p99 ms) of every open-loop run:")
         out.append("")
         let stageNames = orderedUnique(points.flatMap { $0.stages.keys }).sorted {
@@ -297,7 +370,7 @@ struct ServeReport: Codable {
             "| stragglers | scheme | load | "
                 + stageNames.map { String($0.drop { $0 != " " }.dropFirst()) }.joined(separator: " | ") + " |")
         out.append("|---|---|---|" + stageNames.map { _ in "---|" }.joined())
-        for p in points where p.mode == "open" {
+        for p in shown where p.mode == "open" {
             let cells = stageNames.map { name in
                 p.stages[name].map { String(format: "%.1f / %.1f", $0.p50, $0.p99) } ?? "—"
             }
@@ -310,8 +383,9 @@ struct ServeReport: Codable {
 
     func plots() -> [(String, String)] {
         var files: [(String, String)] = []
-        for straggler in orderedUnique(points.map(\.straggler)) {
-            let open = points.filter { $0.straggler == straggler && $0.mode == "open" }
+        let shown = summaryPoints
+        for straggler in orderedUnique(shown.map(\.straggler)) {
+            let open = shown.filter { $0.straggler == straggler && $0.mode == "open" }
             guard !open.isEmpty else { continue }
             for (metric, value) in [("p99", \LatencySummary.p99), ("p50", \LatencySummary.p50)] {
                 let series = orderedUnique(open.map(\.label)).map { label in

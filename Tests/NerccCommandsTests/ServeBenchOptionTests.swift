@@ -39,4 +39,42 @@ import Testing
             }
         }
     }
+
+    /// A point measured in rounds appears once in the tables, with the median of its rounds'
+    /// percentiles, and every round is listed.
+    @Test func roundsAreSummarisedByTheirMedian() throws {
+        let spec = try BenchServeCommand.scheme("nercc:12:4:3")
+        func point(round: Int?, p50: Double, p99: Double, max: Double, degraded: Int) -> ServePoint {
+            var p = ServePoint(
+                records: [], labels: nil, straggler: "none", scheme: spec, mode: "open", offeredRate: 100,
+                concurrency: nil, duration: 1, counters: [:])
+            p.round = round
+            p.latency.p50 = p50
+            p.latency.p90 = p50 * 2
+            p.latency.p99 = p99
+            p.latency.p999 = p99 * 2
+            p.latency.max = max
+            p.degraded = degraded
+            return p
+        }
+        let report = ServeReport(
+            points: [
+                point(round: 1, p50: 5, p99: 30, max: 40, degraded: 1),
+                point(round: 2, p50: 7, p99: 10, max: 12, degraded: 2),
+                point(round: 3, p50: 6, p99: 20, max: 25, degraded: 0),
+            ], machine: "test", command: "bench serve", reference: nil)
+        let shown = report.summaryPoints
+        #expect(shown.count == 1 && report.roundCount == 3)
+        #expect(shown[0].latency.p50 == 6 && shown[0].latency.p99 == 20 && shown[0].latency.p999 == 40)
+        #expect(shown[0].latency.max == 40 && shown[0].degraded == 3)
+        let markdown = report.markdown()
+        #expect(markdown.contains("| none | nercc:12:4:3 | 100/s | 5.0 / 30.0 | 7.0 / 10.0 | 6.0 / 20.0 |"))
+        // One round: the points as they are.
+        let single = ServeReport(
+            points: [point(round: nil, p50: 5, p99: 30, max: 40, degraded: 1)], machine: "test", command: "",
+            reference: nil)
+        #expect(single.summaryPoints[0].latency.p99 == 30 && single.roundCount == 1)
+        #expect(!single.markdown().contains("### Rounds"))
+        #expect(throws: (any Error).self) { try BenchServeCommand.parse(["--rounds", "0", "--rates", "10"]) }
+    }
 }
