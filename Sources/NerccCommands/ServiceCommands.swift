@@ -462,12 +462,21 @@ struct DecoderCommand: AsyncParsableCommand {
     )
     var earlyDecodeExtraShare: Double = Environment.double("NERCC_EARLY_DECODE_EXTRA_SHARE", 0.5)
 
+    @Option(
+        help:
+            "The floor of the straggler wait: a batch that holds N − 2S results (at least K), fewer than the wait allows, is decoded from them after this many ms, marked degraded; 0: off (env NERCC_EARLY_DECODE_FLOOR_AFTER_MS)."
+    )
+    var earlyDecodeFloorAfterMs: Int = Environment.int("NERCC_EARLY_DECODE_FLOOR_AFTER_MS", 100)
+
     func validate() throws {
         guard earlyDecodeAfterMs >= 0 else { throw ValidationError("--early-decode-after-ms must be ≥ 0") }
         guard earlyDecodeExtraShare.isFinite, (0...1).contains(earlyDecodeExtraShare) else {
             throw ValidationError("--early-decode-extra-share must be in 0...1, got \(earlyDecodeExtraShare)")
         }
-        try Environment.validate(["NERCC_EARLY_DECODE_AFTER_MS"], as: .integer)
+        guard (0...600_000).contains(earlyDecodeFloorAfterMs) else {
+            throw ValidationError("--early-decode-floor-after-ms must be in 0...600000 (0: off)")
+        }
+        try Environment.validate(["NERCC_EARLY_DECODE_AFTER_MS", "NERCC_EARLY_DECODE_FLOOR_AFTER_MS"], as: .integer)
         try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE"], as: .number)
         try Environment.validate(["NERCC_EARLY_DECODE"], as: .boolean)
         guard shard >= 0, shard < connection.shards else {
@@ -493,7 +502,9 @@ struct DecoderCommand: AsyncParsableCommand {
                 shard: shard, prefetch: UInt16(prefetch), consumerTag: name, cancelsLeftovers: cancelLeftovers,
                 cancelGraceMilliseconds: Int64(cancelAfterMs), acceptsManifestCopies: manifestCopies,
                 earlyDecodeAfterMilliseconds: earlyDecode ? Int64(earlyDecodeAfterMs) : nil,
-                earlyDecodeExtraShare: earlyDecodeExtraShare, authenticator: authenticator),
+                earlyDecodeExtraShare: earlyDecodeExtraShare,
+                earlyDecodeFloorAfterMilliseconds: earlyDecodeFloorAfterMs > 0 ? Int64(earlyDecodeFloorAfterMs) : nil,
+                authenticator: authenticator),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info(
             "decoder starting",

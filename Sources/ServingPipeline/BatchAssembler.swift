@@ -101,6 +101,8 @@ public struct BatchAssembler: Sendable {
         public var degraded = 0
         /// Of the degraded batches, those decoded after the straggler wait rather than at the deadline.
         public var decodedEarly = 0
+        /// Of those, the batches decoded at the floor of the wait (``EarlyDecode/floorResults``).
+        public var decodedAtFloor = 0
         /// Batches that timed out.
         public var timedOut = 0
         /// Results dropped because their coded index or length does not fit their batch.
@@ -125,16 +127,32 @@ public struct BatchAssembler: Sendable {
     /// than it waits for) is decoded from what it has, as *degraded*, once it has held that many for
     /// `afterMilliseconds` — instead of waiting for the rest up to its deadline. `minimumResults`
     /// returns nil for batches that never decode early (exact schemes, or no result to spare).
+    ///
+    /// A second, longer stage, the **floor**: a batch that holds at least `floorResults(manifest)`
+    /// results (fewer than `minimumResults`) is decoded from them once it has held that many for
+    /// `floorAfterMilliseconds`, so a batch that lost more than the first stage allows waits that
+    /// long for its next result instead of until its deadline. The longer a batch waits, the fewer
+    /// results it insists on.
     public struct EarlyDecode: Sendable {
         /// How long a batch that could be decoded approximately waits for the rest of its results.
         public var afterMilliseconds: Int64
         /// The fewest results a batch is decoded early from, or nil.
         public var minimumResults: @Sendable (BatchManifest) -> Int?
+        /// How long a batch at the floor waits (nil: no floor stage).
+        public var floorAfterMilliseconds: Int64?
+        /// The fewest results a batch is decoded from at the floor, or nil.
+        public var floorResults: @Sendable (BatchManifest) -> Int?
 
         /// Creates the rule.
-        public init(afterMilliseconds: Int64, minimumResults: @escaping @Sendable (BatchManifest) -> Int?) {
+        public init(
+            afterMilliseconds: Int64, floorAfterMilliseconds: Int64? = nil,
+            floorResults: @escaping @Sendable (BatchManifest) -> Int? = { _ in nil },
+            minimumResults: @escaping @Sendable (BatchManifest) -> Int?
+        ) {
             self.afterMilliseconds = max(0, afterMilliseconds)
             self.minimumResults = minimumResults
+            self.floorAfterMilliseconds = floorAfterMilliseconds.map { max(0, $0) }
+            self.floorResults = floorResults
         }
     }
 
@@ -157,6 +175,10 @@ public struct BatchAssembler: Sendable {
     private var earlyExpiries = Deque<Expiry>()
     /// Batches with a pending entry in `earlyExpiries`, and its time.
     private var earlyPending: [String: Int64] = [:]
+    /// When batches at the floor of the straggler wait stop waiting (non-decreasing).
+    private var floorExpiries = Deque<Expiry>()
+    /// Batches with a pending entry in `floorExpiries`, and its time.
+    private var floorPending: [String: Int64] = [:]
     private let decodable: Decodability
     /// The straggler wait, if on.
     public let earlyDecode: EarlyDecode?
@@ -314,6 +336,12 @@ public struct BatchAssembler: Sendable {
             earlyPending[first.batchID] = nil
             actions += evaluate(first.batchID, now: now, atDeadline: false, early: true)
         }
+        while let first = floorExpiries.first, first.at <= now {
+            floorExpiries.removeFirst()
+            guard floorPending[first.batchID] == first.at else { continue }
+            floorPending[first.batchID] = nil
+            actions += evaluate(first.batchID, now: now, atDeadline: false, floor: true)
+        }
         while let first = orphanExpiries.first, first.at <= now {
             orphanExpiries.removeFirst()
             guard case .collecting(nil, _, let results, let seen) = batches[first.batchID],
@@ -343,11 +371,18 @@ public struct BatchAssembler: Sendable {
         return actions
     }
 
+    /// Drops the straggler-wait entries at the head of their queues whose batch has finished, so the
+    /// decoder's timer does not wake for them (most batches finish before their wait ends).
+    private mutating func pruneStraggleTimers() {
+        while let first = earlyExpiries.first, earlyPending[first.batchID] != first.at { earlyExpiries.removeFirst() }
+        while let first = floorExpiries.first, floorPending[first.batchID] != first.at { floorExpiries.removeFirst() }
+    }
+
     /// The earliest time at which ``tick(now:)`` may have something to do (O(1)).
     public var nextDeadline: Int64? {
         [
-            deadlines.min?.at, earlyExpiries.first?.at, orphanExpiries.first?.at, retentionExpiries.first?.at,
-            heldExpiries.first?.at,
+            deadlines.min?.at, earlyExpiries.first?.at, floorExpiries.first?.at, orphanExpiries.first?.at,
+            retentionExpiries.first?.at, heldExpiries.first?.at,
         ]
         .compactMap { $0 }.min()
     }
@@ -412,7 +447,9 @@ public struct BatchAssembler: Sendable {
         index >= 0 && index < manifest.scheme.workers && values == manifest.rowCount * manifest.outputSize
     }
 
-    private mutating func evaluate(_ id: String, now: Int64, atDeadline: Bool, early: Bool = false) -> [Action] {
+    private mutating func evaluate(
+        _ id: String, now: Int64, atDeadline: Bool, early: Bool = false, floor: Bool = false
+    ) -> [Action] {
         guard case .collecting(let manifest?, let manifestTag, let all, let seen) = batches[id] else { return [] }
         var actions: [Action] = []
         let results = all.filter { Self.fits(index: $0.index, values: $0.values.count, manifest: manifest) }
@@ -433,28 +470,50 @@ public struct BatchAssembler: Sendable {
         if enough {
             batches[id] = decoding
             earlyPending[id] = nil
+            floorPending[id] = nil
+            pruneStraggleTimers()
             counters.decoded += 1
             return actions + [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
         }
-        if let earlyDecode, let minimum = earlyDecode.minimumResults(manifest), minimum < manifest.waitFor,
-            results.count >= minimum
-        {
-            if early {
+        // The straggler wait's two stages: (results it needs, how long it waits them out, whether
+        // this evaluation is that stage's timer).
+        var stages: [(least: Int, after: Int64, due: Bool, floor: Bool)] = []
+        if let earlyDecode {
+            let minimum = earlyDecode.minimumResults(manifest).flatMap { $0 < manifest.waitFor ? $0 : nil }
+            if let minimum { stages.append((minimum, earlyDecode.afterMilliseconds, early, false)) }
+            // The floor: fewer results than the first stage allows, held for longer.
+            if let after = earlyDecode.floorAfterMilliseconds, let least = earlyDecode.floorResults(manifest),
+                least < (minimum ?? manifest.waitFor)
+            {
+                stages.append((least, after, floor, true))
+            }
+        }
+        for stage in stages where results.count >= stage.least {
+            if stage.due {
                 if decodable(manifest, indices) {
                     batches[id] = decoding
+                    earlyPending[id] = nil
+                    floorPending[id] = nil
                     counters.degraded += 1
                     counters.decodedEarly += 1
+                    if stage.floor { counters.decodedAtFloor += 1 }
                     return actions + [.decode(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
                 }
-            } else if earlyPending[id] == nil {
-                // The straggler wait starts when the batch first holds enough to answer approximately.
-                let at = now + earlyDecode.afterMilliseconds
-                earlyPending[id] = at
-                earlyExpiries.append(Expiry(at: at, batchID: id))
+            } else if (stage.floor ? floorPending[id] : earlyPending[id]) == nil {
+                // A stage's wait starts when the batch first holds the results it needs.
+                let at = now + stage.after
+                if stage.floor {
+                    floorPending[id] = at
+                    floorExpiries.append(Expiry(at: at, batchID: id))
+                } else {
+                    earlyPending[id] = at
+                    earlyExpiries.append(Expiry(at: at, batchID: id))
+                }
             }
         }
         guard atDeadline else { return actions }
         earlyPending[id] = nil
+        floorPending[id] = nil
         if manifestTag == nil && !(results.count > 0 && decodable(manifest, indices)) {
             // Known only from copies, and not decodable: its manifest message was acknowledged by a
             // decoder that answered the batch and died before acknowledging these results, or is

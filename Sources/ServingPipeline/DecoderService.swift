@@ -28,6 +28,10 @@ public struct DecoderConfiguration: Sendable {
     /// The share of a batch's S it may lose beyond S when it is decoded early (0.5: a (12, 4, 3)
     /// batch may lose ⌈1.5⌉ = 2 more results, and is decoded from 7 instead of 9).
     public var earlyDecodeExtraShare: Double
+    /// The floor of the straggler wait, in milliseconds (nil: off): a batch of an approximate scheme
+    /// that holds at least ``earlyDecodeFloor(for:)`` results — fewer than the first stage allows —
+    /// is decoded from them once it has held them this long.
+    public var earlyDecodeFloorAfterMilliseconds: Int64?
     /// The key shared with the encoders (nil: off): a result must echo its task's token, manifests
     /// and abandonments must carry theirs, and manifest copies count only with their token; what
     /// does not verify is dead-lettered as `bad-token` (copies are ignored). Hedge requests carry
@@ -39,8 +43,9 @@ public struct DecoderConfiguration: Sendable {
         shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
         cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
         earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
-        authenticator: MessageAuthenticator? = nil
+        earlyDecodeFloorAfterMilliseconds: Int64? = 100, authenticator: MessageAuthenticator? = nil
     ) {
+        self.earlyDecodeFloorAfterMilliseconds = earlyDecodeFloorAfterMilliseconds.map { max(0, $0) }
         self.authenticator = authenticator
         self.earlyDecodeAfterMilliseconds = earlyDecodeAfterMilliseconds.map { max(0, $0) }
         self.earlyDecodeExtraShare = min(max(earlyDecodeExtraShare, 0), 1)
@@ -64,6 +69,12 @@ public struct DecoderConfiguration: Sendable {
         let extra = Int((extraShare * Double(stragglers)).rounded(.up))
         let minimum = max(manifest.scheme.batchSize, manifest.waitFor - extra)
         return minimum < manifest.waitFor ? max(1, minimum) : nil
+    }
+
+    /// The fewest results a batch is decoded from at the floor of the straggler wait: as many as it
+    /// may lose, S, beyond S (N − 2S), never below K; nil for exact schemes. (12, 4, 3): 6.
+    public static func earlyDecodeFloor(for manifest: BatchManifest) -> Int? {
+        earlyDecodeMinimum(for: manifest, extraShare: 1)
     }
 }
 
@@ -148,7 +159,10 @@ public final class DecoderService: Sendable {
         let codes = self.codes
         let share = configuration.earlyDecodeExtraShare
         let early = configuration.earlyDecodeAfterMilliseconds.map {
-            BatchAssembler.EarlyDecode(afterMilliseconds: $0) {
+            BatchAssembler.EarlyDecode(
+                afterMilliseconds: $0, floorAfterMilliseconds: configuration.earlyDecodeFloorAfterMilliseconds,
+                floorResults: DecoderConfiguration.earlyDecodeFloor(for:)
+            ) {
                 DecoderConfiguration.earlyDecodeMinimum(for: $0, extraShare: share)
             }
         }
@@ -400,6 +414,7 @@ public final class DecoderService: Sendable {
         for (name, value) in [
             ("results_late", c.late), ("results_duplicate", c.duplicate), ("results_orphaned", c.orphaned),
             ("batches_decoded", c.decoded), ("batches_degraded", c.degraded), ("batches_decoded_early", c.decodedEarly),
+            ("batches_decoded_at_floor", c.decodedAtFloor),
             ("batches_timed_out", c.timedOut),
             ("results_invalid", c.invalid), ("batches_abandoned", c.abandoned),
         ] {

@@ -248,6 +248,73 @@ import Testing
         #expect(job.degraded && job.results.count == 2)
     }
 
+    /// An assembler whose straggler wait decodes from 3 results after 20 ms and, at its floor, from 2
+    /// after 60 ms.
+    static func floorAssembler() -> BatchAssembler {
+        BatchAssembler(
+            retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200,
+            earlyDecode: .init(afterMilliseconds: 20, floorAfterMilliseconds: 60, floorResults: { _ in 2 }) { _ in 3 }
+        ) { _, indices in !indices.isEmpty }
+    }
+
+    /// The floor: a batch that lost more than the first stage allows waits the floor's longer time
+    /// for its next result, then is decoded from what it has; one whose next result comes first goes
+    /// on to the first stage.
+    @Test func aBatchBelowTheFirstStageIsDecodedAtTheFloorAfterItsLongerWait() throws {
+        var a = Self.floorAssembler()
+        _ = a.receive(manifest: Self.manifest(waitFor: 4, deadline: 1_000), tag: Self.tag(1), now: 0)
+        _ = a.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 1)
+        #expect(a.nextDeadline == 1_000)
+        // Two results: the floor's wait runs from now; the first stage needs three.
+        #expect(a.receive(result: Self.result(1, tag: 3), batchID: "b1", now: 4).isEmpty)
+        #expect(a.nextDeadline == 64)
+        #expect(a.tick(now: 63).isEmpty)
+        guard case .decode(let job) = try #require(a.tick(now: 64).first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(job.degraded && job.results.map(\.index) == [0, 1])
+        #expect(a.counters.decodedAtFloor == 1 && a.counters.decodedEarly == 1 && a.counters.degraded == 1)
+
+        // A third result within the floor's wait: the first stage's 20 ms decide, from three.
+        var b = Self.floorAssembler()
+        _ = b.receive(manifest: Self.manifest(waitFor: 4, deadline: 1_000), tag: Self.tag(1), now: 0)
+        _ = b.receive(result: Self.result(0, tag: 2), batchID: "b1", now: 1)
+        _ = b.receive(result: Self.result(1, tag: 3), batchID: "b1", now: 4)
+        #expect(b.receive(result: Self.result(2, tag: 4), batchID: "b1", now: 10).isEmpty)
+        #expect(b.nextDeadline == 30)
+        guard case .decode(let early) = try #require(b.tick(now: 30).first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(early.results.count == 3 && b.counters.decodedAtFloor == 0 && b.counters.decodedEarly == 1)
+        b.finished(batchID: "b1", now: 31)
+        // The floor's entry of the decoded batch does nothing when it expires.
+        #expect(b.tick(now: 64).isEmpty)
+        // A batch answered in full leaves no timer to wake for.
+        var c = Self.floorAssembler()
+        _ = c.receive(manifest: Self.manifest(waitFor: 4, deadline: 1_000), tag: Self.tag(1), now: 0)
+        for (i, index) in [0, 1, 2, 3].enumerated() {
+            _ = c.receive(result: Self.result(index, tag: UInt64(2 + i)), batchID: "b1", now: Int64(1 + i))
+        }
+        #expect(c.counters.decoded == 1)
+        #expect(c.nextDeadline == nil || c.nextDeadline! >= 500)
+    }
+
+    /// The floor of each scheme: N − 2S, never below K; none for exact schemes.
+    @Test(
+        arguments: [
+            ("nercc", 12, 4, 9, 6), ("bacc", 12, 4, 9, 6), ("nercc", 12, 8, 8, nil), ("nercc", 9, 3, 6, 3),
+            ("uncoded", 4, 4, 4, nil), ("replication", 12, 4, 4, nil),
+        ] as [(String, Int, Int, Int, Int?)])
+    func theFloorOfEachScheme(name: String, n: Int, k: Int, waitFor: Int, floor: Int?) {
+        let manifest = BatchManifest(
+            batchID: "b", model: "m", scheme: .init(name: name, workers: n, batchSize: k), waitFor: waitFor,
+            createdMilliseconds: 0, deadlineMilliseconds: 1, outputSize: 1, labels: nil,
+            members: (0..<k).map { .init(requestID: "r", index: $0, requestQueries: k) })
+        #expect(DecoderConfiguration.earlyDecodeFloor(for: manifest) == floor)
+    }
+
     /// Only the approximate schemes decode early, from at most ⌈share·S⌉ results fewer than they
     /// wait for and never from fewer than K.
     @Test(
