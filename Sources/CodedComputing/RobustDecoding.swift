@@ -234,12 +234,20 @@ extension LinearCode {
     /// Whether at least `quorum` of the copies (rows of `results`) agree with one of them. With at
     /// most A wrong copies, A + 1 that agree include an honest one, so their value is the answer:
     /// a vote of copies can decode as soon as A + 1 agree, before 2A + 1 have arrived.
-    public static func copiesAgree(_ results: Matrix, quorum: Int) -> Bool {
+    ///
+    /// `sources` (one per row; negative: unnamed) counts agreeing copies by their source instead:
+    /// copies of one source count once, an unnamed copy as a source of its own. A worker that took
+    /// several copies of a query then cannot make up the quorum by itself.
+    public static func copiesAgree(_ results: Matrix, quorum: Int, sources: [Int]? = nil) -> Bool {
         guard quorum >= 1, results.rows >= quorum else { return false }
+        precondition(sources.map { $0.count == results.rows } ?? true, "one source per copy")
         for center in 0..<results.rows {
-            var count = 0
-            for r in 0..<results.rows where agrees(results, row: r, with: results, centerRow: center) { count += 1 }
-            if count >= quorum { return true }
+            var named = Set<Int>()
+            var unnamed = 0
+            for r in 0..<results.rows where agrees(results, row: r, with: results, centerRow: center) {
+                if let source = sources?[r], source >= 0 { named.insert(source) } else { unnamed += 1 }
+            }
+            if named.count + unnamed >= quorum { return true }
         }
         return false
     }

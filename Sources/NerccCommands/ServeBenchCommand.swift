@@ -45,7 +45,12 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Worker processes (every scheme runs on the same ones).")
     var workers = 8
 
-    @Option(help: "Schemes, comma-separated scheme:N:K[:S[:A]].")
+    @Option(
+        help: ArgumentHelp(
+            "Schemes, comma-separated scheme:N:K[:S[:A]][+FLAG…].",
+            discussion:
+                "Each +FLAG (letters, digits, '-', and '=VALUE') is passed to that scheme's encoder as --FLAG, so one run can compare variants of a scheme on the same workers: nercc:12:4:3,nercc:12:4:3+no-resend."
+        ))
     var schemes = "uncoded:4:4,replication:12:4,parity:6:4:1,bacc:12:4:3,nercc:12:4:3"
 
     @Option(
@@ -136,6 +141,8 @@ struct BenchServeCommand: AsyncParsableCommand {
         var stragglers: Int
         /// A, the encoder's `--adversaries` (0: plain decoding).
         var adversaries = 0
+        /// Further flags of this scheme's encoder (`+no-resend` → `--no-resend`).
+        var encoderFlags: [String] = []
         var groupSize: Int? {
             guard kind == .parity else { return nil }
             return (1...batchSize).first { batchSize + (batchSize + $0 - 1) / $0 == workers }
@@ -147,17 +154,31 @@ struct BenchServeCommand: AsyncParsableCommand {
     }
 
     static func scheme(_ item: String) throws -> SchemeSpec {
-        let parts = item.split(separator: ":").map(String.init)
+        // scheme:N:K[:S[:A]], then the variant's encoder flags, each after a '+'.
+        let pieces = item.split(separator: "+", omittingEmptySubsequences: false).map(String.init)
+        let flags = pieces.dropFirst().map { "--\($0)" }
+        for (flag, piece) in zip(flags, pieces.dropFirst()) {
+            let name = piece.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
+            guard !name.isEmpty, name.first!.isLetter,
+                name.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" })
+            else {
+                throw ValidationError(
+                    "--schemes: '\(item)': '+\(piece)' is not an encoder flag (letters, digits and '-', then '=VALUE' if it takes one), for \(flag)"
+                )
+            }
+        }
+        let parts = pieces[0].split(separator: ":").map(String.init)
         let numbers = parts.dropFirst().map { Int($0) }
         guard (3...5).contains(parts.count), let kind = SchemeKind(rawValue: parts[0]),
             numbers.allSatisfy({ ($0 ?? -1) >= 0 }), (numbers[1] ?? 0) >= 1
         else {
-            throw ValidationError("--schemes: '\(item)' is not scheme:N:K[:S[:A]] with a known scheme")
+            throw ValidationError("--schemes: '\(item)' is not scheme:N:K[:S[:A]][+FLAG…] with a known scheme")
         }
         let n = numbers[0]!
         let k = numbers[1]!
         let s = parts.count >= 4 ? numbers[2]! : 0
-        var spec = SchemeSpec(label: item, kind: kind, workers: n, batchSize: k, stragglers: s)
+        var spec = SchemeSpec(
+            label: item, kind: kind, workers: n, batchSize: k, stragglers: s, encoderFlags: Array(flags))
         spec.adversaries = parts.count == 5 ? numbers[3]! : 0
         do {
             _ = try EncoderService.validate(
@@ -331,6 +352,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                     ]
                     if let g = spec.groupSize { encoderArguments += ["--group", "\(g)"] }
                     if spec.adversaries > 0 { encoderArguments += ["--adversaries", "\(spec.adversaries)"] }
+                    encoderArguments += spec.encoderFlags
                     let encoder = try ChildService(
                         name:
                             "encoder-\(ServeReport.fileName(stragglerModel.name))-\(ServeReport.fileName(spec.label))",

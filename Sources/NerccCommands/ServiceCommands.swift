@@ -140,6 +140,15 @@ struct EncoderCommand: AsyncParsableCommand {
         ))
     var hedgeAfterMs: Int = Environment.int("NERCC_HEDGE_AFTER_MS", 15)
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: ArgumentHelp(
+            "For bacc, nercc and nercc-ag: keep each batch's tasks for 2 s and publish those a decoder asks for again, when more than S of them are late; --no-resend does not keep them (env NERCC_RESEND).",
+            discussion:
+                "Only decoders run with --resend-after-ms above 0 ask, once per batch, through this encoder's hedge queue, which the encoder then declares even with --hedge-after-ms 0 (schemas/README.md)."
+        ))
+    var resend: Bool = Environment.bool("NERCC_RESEND", true)
+
     @Option(
         help: ArgumentHelp(
             "Byzantine workers to tolerate: each batch's decoder finds and excludes up to this many wrong results, with the spline check (nercc, nercc-ag) or ApproxIFER's locator (bacc); 0 decodes plainly (env NERCC_ADVERSARIES).",
@@ -175,7 +184,8 @@ struct EncoderCommand: AsyncParsableCommand {
                 "NERCC_ADVERSARIES",
             ], as: .integer)
         try Environment.validate(
-            ["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES", "NERCC_SLOT_BATCHES"], as: .boolean)
+            ["NERCC_MANIFEST_IN_TASKS", "NERCC_SPLIT_PARTIAL_BATCHES", "NERCC_SLOT_BATCHES", "NERCC_RESEND"],
+            as: .boolean)
     }
 
     func run() async throws {
@@ -196,7 +206,7 @@ struct EncoderCommand: AsyncParsableCommand {
             splitsPartialBatches: splitPartialBatches, publishAttempts: publishAttempts,
             publishRetryMilliseconds: Int64(publishRetryMs), maximumRows: maxRows,
             maximumRowWaitMilliseconds: Int64(rowWaitMs), sendsSlotsAlone: slotBatches,
-            hedgeAfterMilliseconds: Int64(hedgeAfterMs), adversaries: adversaries,
+            hedgeAfterMilliseconds: Int64(hedgeAfterMs), resendsTasks: resend, adversaries: adversaries,
             authenticator: try authentication.authenticator())
         let loaded = try loadModels(models)
         // Calibration profiles override the λs: the one for (N, K) those of full batches, the others
@@ -468,6 +478,12 @@ struct DecoderCommand: AsyncParsableCommand {
     )
     var earlyDecodeFloorAfterMs: Int = Environment.int("NERCC_EARLY_DECODE_FLOOR_AFTER_MS", 100)
 
+    @Option(
+        help:
+            "Resending: a batch whose encoder keeps its tasks, and that has held the results the straggler wait's first stage needs for this many ms without becoming decodable, asks the encoder once to publish again as many of the tasks it has no result of as it still waits for, and a spare; 0 (the default): off, 5 is the setting measured in docs/benchmarks.md (env NERCC_RESEND_AFTER_MS)."
+    )
+    var resendAfterMs: Int = Environment.int("NERCC_RESEND_AFTER_MS", 0)
+
     func validate() throws {
         guard earlyDecodeAfterMs >= 0 else { throw ValidationError("--early-decode-after-ms must be ≥ 0") }
         guard earlyDecodeExtraShare.isFinite, (0...1).contains(earlyDecodeExtraShare) else {
@@ -476,7 +492,11 @@ struct DecoderCommand: AsyncParsableCommand {
         guard (0...600_000).contains(earlyDecodeFloorAfterMs) else {
             throw ValidationError("--early-decode-floor-after-ms must be in 0...600000 (0: off)")
         }
-        try Environment.validate(["NERCC_EARLY_DECODE_AFTER_MS", "NERCC_EARLY_DECODE_FLOOR_AFTER_MS"], as: .integer)
+        guard (0...600_000).contains(resendAfterMs) else {
+            throw ValidationError("--resend-after-ms must be in 0...600000 (0: off), got \(resendAfterMs)")
+        }
+        try Environment.validate(
+            ["NERCC_EARLY_DECODE_AFTER_MS", "NERCC_EARLY_DECODE_FLOOR_AFTER_MS", "NERCC_RESEND_AFTER_MS"], as: .integer)
         try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE"], as: .number)
         try Environment.validate(["NERCC_EARLY_DECODE"], as: .boolean)
         guard shard >= 0, shard < connection.shards else {
@@ -504,6 +524,7 @@ struct DecoderCommand: AsyncParsableCommand {
                 earlyDecodeAfterMilliseconds: earlyDecode ? Int64(earlyDecodeAfterMs) : nil,
                 earlyDecodeExtraShare: earlyDecodeExtraShare,
                 earlyDecodeFloorAfterMilliseconds: earlyDecodeFloorAfterMs > 0 ? Int64(earlyDecodeFloorAfterMs) : nil,
+                resendAfterMilliseconds: resendAfterMs > 0 ? Int64(resendAfterMs) : nil,
                 authenticator: authenticator),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info(

@@ -137,6 +137,20 @@ public struct BatchManifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// Where to ask for tasks of the batch again: the encoder keeps every task it published for the
+    /// batch (2 s) and publishes those a ``HedgeRequest`` names in its `tasks` again. The decoder
+    /// asks once, for copies of tasks it has no result of (as many as it still waits for, and a
+    /// spare), when a batch of an approximate scheme has held
+    /// the results of its straggler wait's first stage a few milliseconds without becoming decodable:
+    /// more than S of its tasks are late, and copies of them come back sooner than the late ones.
+    public struct Resend: Codable, Sendable, Equatable {
+        /// The encoder's hedge queue (default exchange, routing key = queue name).
+        public var queue: String
+
+        /// Creates a resend description.
+        public init(queue: String) { self.queue = queue }
+    }
+
     /// Wire-format major version.
     public var version: Int
     /// The batch id (deterministic: derived from the members).
@@ -163,6 +177,8 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     public var labels: [String]?
     /// The copies held back, when the batch is hedged (absent: every task was published at once).
     public var hedge: Hedge?
+    /// Where to ask for the batch's tasks again (absent: the encoder does not keep them).
+    public var resend: Resend?
     /// The R·K members: row 0's K slots in order of the data points α_0..α_{K−1}, then row 1's, ….
     public var members: [Member]
 
@@ -170,8 +186,10 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     public init(
         version: Int = WireFormat.version, batchID: String, model: String, scheme: Scheme, waitFor: Int,
         createdMilliseconds: Int64, deadlineMilliseconds: Int64, encodedMicroseconds: Int64? = nil, outputSize: Int,
-        labels: [String]?, members: [Member], rows: Int? = nil, hedge: Hedge? = nil
+        labels: [String]?, members: [Member], rows: Int? = nil, hedge: Hedge? = nil,
+        resend: Resend? = nil
     ) {
+        self.resend = resend
         self.hedge = hedge
         self.rows = rows
         self.encodedMicroseconds = encodedMicroseconds
@@ -201,7 +219,7 @@ public struct BatchManifest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, model, scheme, members, labels, rows, hedge
+        case version, model, scheme, members, labels, rows, hedge, resend
         case batchID = "batch_id"
         case waitFor = "wait_for"
         case createdMilliseconds = "created_ms"

@@ -84,6 +84,10 @@ public struct BatchAssembler: Sendable {
         case timeOut(Job)
         /// Acknowledge at once: late, duplicate or orphaned messages.
         case ack([DeliveryTag])
+        /// Ask the batch's encoder to publish these tasks again (``EarlyDecode/resendAfterMilliseconds``),
+        /// at most once per batch: as many of the coded indices it holds no result of as it still
+        /// waits for, and one more (the lowest such indices).
+        case resend(BatchManifest, tasks: [Int])
     }
 
     /// Counters for metrics.
@@ -103,6 +107,8 @@ public struct BatchAssembler: Sendable {
         public var decodedEarly = 0
         /// Of those, the batches decoded at the floor of the wait (``EarlyDecode/floorResults``).
         public var decodedAtFloor = 0
+        /// Batches whose missing tasks were asked for again (``EarlyDecode/resendAfterMilliseconds``).
+        public var resent = 0
         /// Batches that timed out.
         public var timedOut = 0
         /// Results dropped because their coded index or length does not fit their batch.
@@ -133,6 +139,13 @@ public struct BatchAssembler: Sendable {
     /// `floorAfterMilliseconds`, so a batch that lost more than the first stage allows waits that
     /// long for its next result instead of until its deadline. The longer a batch waits, the fewer
     /// results it insists on.
+    ///
+    /// **Resending**: a batch whose manifest offers it (``BatchManifest/Resend``) and that has held
+    /// the first stage's results for `resendAfterMilliseconds` without becoming decodable asks its
+    /// encoder, once, for copies of tasks it has no result of: as many as it still waits for, and a
+    /// spare (``Action/resend(_:tasks:)``). More than S of
+    /// its tasks are late; copies of them, computed by whichever workers are free, usually come back
+    /// before the first stage's wait is over, and the batch is then decoded exactly.
     public struct EarlyDecode: Sendable {
         /// How long a batch that could be decoded approximately waits for the rest of its results.
         public var afterMilliseconds: Int64
@@ -142,13 +155,18 @@ public struct BatchAssembler: Sendable {
         public var floorAfterMilliseconds: Int64?
         /// The fewest results a batch is decoded from at the floor, or nil.
         public var floorResults: @Sendable (BatchManifest) -> Int?
+        /// How long a batch holds the first stage's results before it asks for its missing tasks
+        /// again (nil: never).
+        public var resendAfterMilliseconds: Int64?
 
         /// Creates the rule.
         public init(
             afterMilliseconds: Int64, floorAfterMilliseconds: Int64? = nil,
             floorResults: @escaping @Sendable (BatchManifest) -> Int? = { _ in nil },
+            resendAfterMilliseconds: Int64? = nil,
             minimumResults: @escaping @Sendable (BatchManifest) -> Int?
         ) {
+            self.resendAfterMilliseconds = resendAfterMilliseconds.map { max(0, $0) }
             self.afterMilliseconds = max(0, afterMilliseconds)
             self.minimumResults = minimumResults
             self.floorAfterMilliseconds = floorAfterMilliseconds.map { max(0, $0) }
@@ -179,6 +197,10 @@ public struct BatchAssembler: Sendable {
     private var floorExpiries = Deque<Expiry>()
     /// Batches with a pending entry in `floorExpiries`, and its time.
     private var floorPending: [String: Int64] = [:]
+    /// When batches ask for their missing tasks again (non-decreasing).
+    private var resendExpiries = Deque<Expiry>()
+    /// Batches with a pending entry in `resendExpiries` and its time, or `Int64.min` once asked.
+    private var resendPending: [String: Int64] = [:]
     private let decodable: Decodability
     /// The straggler wait, if on.
     public let earlyDecode: EarlyDecode?
@@ -342,6 +364,20 @@ public struct BatchAssembler: Sendable {
             floorPending[first.batchID] = nil
             actions += evaluate(first.batchID, now: now, atDeadline: false, floor: true)
         }
+        while let first = resendExpiries.first, first.at <= now {
+            resendExpiries.removeFirst()
+            guard resendPending[first.batchID] == first.at else { continue }
+            resendPending[first.batchID] = Int64.min
+            guard case .collecting(let manifest?, _, let results, _) = batches[first.batchID] else { continue }
+            // Copies of the results the batch still waits for, and one spare, in case a copy
+            // straggles too: the first of the coded indices it holds no result of.
+            let held = Set(results.map(\.index))
+            let wanted = max(1, manifest.waitFor - results.count) + 1
+            let missing = Array((0..<manifest.scheme.workers).filter { !held.contains($0) }.prefix(wanted))
+            guard !missing.isEmpty else { continue }
+            counters.resent += 1
+            actions.append(.resend(manifest, tasks: missing))
+        }
         while let first = orphanExpiries.first, first.at <= now {
             orphanExpiries.removeFirst()
             guard case .collecting(nil, _, let results, let seen) = batches[first.batchID],
@@ -371,18 +407,28 @@ public struct BatchAssembler: Sendable {
         return actions
     }
 
+    /// Forgets a batch's straggler-wait and resend timers (it is being answered).
+    private mutating func clearStraggleTimers(_ id: String) {
+        earlyPending[id] = nil
+        floorPending[id] = nil
+        resendPending[id] = nil
+    }
+
     /// Drops the straggler-wait entries at the head of their queues whose batch has finished, so the
     /// decoder's timer does not wake for them (most batches finish before their wait ends).
     private mutating func pruneStraggleTimers() {
         while let first = earlyExpiries.first, earlyPending[first.batchID] != first.at { earlyExpiries.removeFirst() }
         while let first = floorExpiries.first, floorPending[first.batchID] != first.at { floorExpiries.removeFirst() }
+        while let first = resendExpiries.first, resendPending[first.batchID] != first.at {
+            resendExpiries.removeFirst()
+        }
     }
 
     /// The earliest time at which ``tick(now:)`` may have something to do (O(1)).
     public var nextDeadline: Int64? {
         [
-            deadlines.min?.at, earlyExpiries.first?.at, floorExpiries.first?.at, orphanExpiries.first?.at,
-            retentionExpiries.first?.at, heldExpiries.first?.at,
+            deadlines.min?.at, earlyExpiries.first?.at, floorExpiries.first?.at, resendExpiries.first?.at,
+            orphanExpiries.first?.at, retentionExpiries.first?.at, heldExpiries.first?.at,
         ]
         .compactMap { $0 }.min()
     }
@@ -412,6 +458,7 @@ public struct BatchAssembler: Sendable {
         var held: [DeliveryTag] = []
         if case .decoding(let h, _) = batches[batchID] { held = h }
         batches[batchID] = nil
+        clearStraggleTimers(batchID)
         return held
     }
 
@@ -421,6 +468,7 @@ public struct BatchAssembler: Sendable {
     public mutating func abandon(batchID: String) -> [DeliveryTag]? {
         guard case .collecting(_, let manifestTag, let results, _) = batches[batchID] else { return nil }
         batches[batchID] = nil
+        clearStraggleTimers(batchID)
         counters.abandoned += 1
         return (manifestTag.map { [$0] } ?? []) + results.map(\.tag)
     }
@@ -429,8 +477,11 @@ public struct BatchAssembler: Sendable {
     public mutating func countInvalidResult() { counters.invalid += 1 }
 
     /// Whether a batch of one query decoded by a vote of copies (`adversaries` A > 0 for `bacc`,
-    /// `nercc` or `nercc-ag`) already holds A + 1 copies that agree: at most A are wrong, so they
-    /// include an honest one and fix the answer before `wait_for` = 2A + 1 results arrive.
+    /// `nercc` or `nercc-ag`) already holds A + 1 copies that agree, from A + 1 sources (the worker
+    /// and broker user results name, ``DecoderService/sources(of:)``; an unnamed result counts as a
+    /// source of its own): at most A are wrong, so they include an honest one and fix the answer
+    /// before `wait_for` = 2A + 1 results arrive. Copies of one worker count once, so a worker that
+    /// took several copies cannot outvote the others by itself.
     public static func voteAgrees(_ manifest: BatchManifest, _ results: [Result]) -> Bool {
         guard manifest.scheme.batchSize == 1, let a = manifest.scheme.adversaries, a > 0,
             results.count > a, results.count < manifest.waitFor,
@@ -438,7 +489,7 @@ public struct BatchAssembler: Sendable {
         else { return false }
         let copies = Matrix(
             rows: results.count, columns: results[0].values.count, float32Elements: results.flatMap(\.values))
-        return LinearCode.copiesAgree(copies, quorum: a + 1)
+        return LinearCode.copiesAgree(copies, quorum: a + 1, sources: DecoderService.sources(of: results))
     }
 
     /// Whether a result fits its batch: a coded index in 0..<N and R rows of the manifest's output
@@ -469,8 +520,7 @@ public struct BatchAssembler: Sendable {
             (results.count >= manifest.waitFor && decodable(manifest, indices)) || Self.voteAgrees(manifest, results)
         if enough {
             batches[id] = decoding
-            earlyPending[id] = nil
-            floorPending[id] = nil
+            clearStraggleTimers(id)
             pruneStraggleTimers()
             counters.decoded += 1
             return actions + [.decode(Job(manifest: manifest, results: results, degraded: false, tags: tags))]
@@ -481,6 +531,13 @@ public struct BatchAssembler: Sendable {
         if let earlyDecode {
             let minimum = earlyDecode.minimumResults(manifest).flatMap { $0 < manifest.waitFor ? $0 : nil }
             if let minimum { stages.append((minimum, earlyDecode.afterMilliseconds, early, false)) }
+            // Resending: once, a while after the batch first holds the first stage's results.
+            if let minimum, results.count >= minimum, manifest.resend != nil,
+                let after = earlyDecode.resendAfterMilliseconds, resendPending[id] == nil
+            {
+                resendPending[id] = now + after
+                resendExpiries.append(Expiry(at: now + after, batchID: id))
+            }
             // The floor: fewer results than the first stage allows, held for longer.
             if let after = earlyDecode.floorAfterMilliseconds, let least = earlyDecode.floorResults(manifest),
                 least < (minimum ?? manifest.waitFor)
@@ -492,8 +549,7 @@ public struct BatchAssembler: Sendable {
             if stage.due {
                 if decodable(manifest, indices) {
                     batches[id] = decoding
-                    earlyPending[id] = nil
-                    floorPending[id] = nil
+                    clearStraggleTimers(id)
                     counters.degraded += 1
                     counters.decodedEarly += 1
                     if stage.floor { counters.decodedAtFloor += 1 }
@@ -512,8 +568,7 @@ public struct BatchAssembler: Sendable {
             }
         }
         guard atDeadline else { return actions }
-        earlyPending[id] = nil
-        floorPending[id] = nil
+        clearStraggleTimers(id)
         if manifestTag == nil && !(results.count > 0 && decodable(manifest, indices)) {
             // Known only from copies, and not decodable: its manifest message was acknowledged by a
             // decoder that answered the batch and died before acknowledging these results, or is

@@ -32,6 +32,13 @@ public struct DecoderConfiguration: Sendable {
     /// that holds at least ``earlyDecodeFloor(for:)`` results — fewer than the first stage allows —
     /// is decoded from them once it has held them this long.
     public var earlyDecodeFloorAfterMilliseconds: Int64?
+    /// Resending, in milliseconds (nil: off): a batch whose manifest offers it
+    /// (``BatchManifest/Resend``) and that has held the straggler wait's first-stage results this
+    /// long without becoming decodable asks its encoder, once, to publish the tasks it has no result
+    /// of again (``BatchAssembler/EarlyDecode``). Needs the straggler wait. Off by default: near
+    /// saturation, batches whose results merely come slowly ask too, and the copies add load
+    /// (docs/benchmarks.md, "Resending the late tasks").
+    public var resendAfterMilliseconds: Int64?
     /// The key shared with the encoders (nil: off): a result must echo its task's token, manifests
     /// and abandonments must carry theirs, and manifest copies count only with their token; what
     /// does not verify is dead-lettered as `bad-token` (copies are ignored). Hedge requests carry
@@ -43,8 +50,10 @@ public struct DecoderConfiguration: Sendable {
         shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
         cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
         earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
-        earlyDecodeFloorAfterMilliseconds: Int64? = 100, authenticator: MessageAuthenticator? = nil
+        earlyDecodeFloorAfterMilliseconds: Int64? = 100, resendAfterMilliseconds: Int64? = nil,
+        authenticator: MessageAuthenticator? = nil
     ) {
+        self.resendAfterMilliseconds = resendAfterMilliseconds.map { max(0, $0) }
         self.earlyDecodeFloorAfterMilliseconds = earlyDecodeFloorAfterMilliseconds.map { max(0, $0) }
         self.authenticator = authenticator
         self.earlyDecodeAfterMilliseconds = earlyDecodeAfterMilliseconds.map { max(0, $0) }
@@ -161,7 +170,8 @@ public final class DecoderService: Sendable {
         let early = configuration.earlyDecodeAfterMilliseconds.map {
             BatchAssembler.EarlyDecode(
                 afterMilliseconds: $0, floorAfterMilliseconds: configuration.earlyDecodeFloorAfterMilliseconds,
-                floorResults: DecoderConfiguration.earlyDecodeFloor(for:)
+                floorResults: DecoderConfiguration.earlyDecodeFloor(for:),
+                resendAfterMilliseconds: configuration.resendAfterMilliseconds
             ) {
                 DecoderConfiguration.earlyDecodeMinimum(for: $0, extraShare: share)
             }
@@ -298,6 +308,12 @@ public final class DecoderService: Sendable {
                     switch action {
                     case .ack(let tags):
                         for t in tags { try? await transport.ack(t) }
+                    case .resend(let manifest, let tasks):
+                        guard let queue = manifest.resend?.queue else { continue }
+                        metrics.increment("tasks_resend_requested", by: Double(tasks.count))
+                        group.addTask {
+                            await self.requestHedge(batchID: manifest.batchID, queue: queue, tasks: tasks)
+                        }
                     case .decode(let job), .timeOut(let job):
                         inFlight += 1
                         let batchID = job.manifest.batchID
@@ -363,10 +379,11 @@ public final class DecoderService: Sendable {
         logger.info("decoder drained")
     }
 
-    /// Asks the encoder of a hedged batch for the copies it held back (transient, best effort: if
-    /// the request is lost, the batch still has its first task and its deadline).
-    private func requestHedge(batchID: String, queue: String) async {
-        let body = JSONBody.encode(HedgeRequest(batchID: batchID))
+    /// Asks the encoder of a hedged batch for the copies it held back, or, with `tasks`, to publish
+    /// those tasks of a batch again (transient, best effort: if the request is lost, the batch still
+    /// has its first task, or its straggler wait, and its deadline).
+    private func requestHedge(batchID: String, queue: String, tasks: [Int]? = nil) async {
+        let body = JSONBody.encode(HedgeRequest(batchID: batchID, tasks: tasks))
         var headers: [String: HeaderValue] = [
             WireFormat.Header.version: .int(Int64(WireFormat.version)),
             WireFormat.Header.batchID: .string(batchID),
@@ -383,9 +400,9 @@ public final class DecoderService: Sendable {
             body: body)
         do {
             try await transport.publish(request)
-            metrics.increment("hedge_requests_sent")
+            metrics.increment(tasks == nil ? "hedge_requests_sent" : "resend_requests_sent")
         } catch {
-            metrics.increment("hedge_requests_failed")
+            metrics.increment(tasks == nil ? "hedge_requests_failed" : "resend_requests_failed")
             logger.debug("a hedge request was not confirmed", metadata: ["batch": "\(batchID)", "error": "\(error)"])
         }
     }
@@ -415,6 +432,7 @@ public final class DecoderService: Sendable {
             ("results_late", c.late), ("results_duplicate", c.duplicate), ("results_orphaned", c.orphaned),
             ("batches_decoded", c.decoded), ("batches_degraded", c.degraded), ("batches_decoded_early", c.decodedEarly),
             ("batches_decoded_at_floor", c.decodedAtFloor),
+            ("batches_resent", c.resent),
             ("batches_timed_out", c.timedOut),
             ("results_invalid", c.invalid), ("batches_abandoned", c.abandoned),
         ] {
@@ -711,6 +729,9 @@ public final class DecoderService: Sendable {
                 return WireFormatError(
                     .badRequest, "the manifest's hedge needs a queue name of 1–255 bytes and after_ms ≥ 0")
             }
+        }
+        if let resend = manifest.resend, resend.queue.isEmpty || resend.queue.utf8.count > 255 {
+            return WireFormatError(.badRequest, "the manifest's resend needs a queue name of 1–255 bytes")
         }
         return nil
     }

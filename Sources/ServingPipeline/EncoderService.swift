@@ -85,6 +85,11 @@ public struct EncoderConfiguration: Sendable {
     /// copies are held back and published when the decoder asks for them, which it does when the
     /// batch is not decodable this long after it was encoded (``BatchManifest/Hedge``).
     public var hedgeAfterMilliseconds: Int64
+    /// Keep the tasks of every batch of an approximate scheme (`bacc`, `nercc`, `nercc-ag`) that has
+    /// results to spare for 2 s, and publish those a decoder names again (``BatchManifest/Resend``):
+    /// a batch that lost more than S tasks to stragglers then gets copies of them instead of waiting
+    /// out its straggler wait.
+    public var resendsTasks: Bool
     /// A: Byzantine results each batch's decoder finds and excludes (`bacc`, `nercc`, `nercc-ag`).
     /// Full batches wait for N − S results, which must meet the robust decoder's bound; a partial
     /// batch's smaller code tolerates the largest A′ ≤ A its own `wait_for` allows (often 0 for a
@@ -102,9 +107,10 @@ public struct EncoderConfiguration: Sendable {
         maximumRequestBytes: Int = 16 << 20, consumerTag: String = "encoder", profiles: [CalibratedLambdas] = [],
         copiesManifestIntoTasks: Bool = true, splitsPartialBatches: Bool = true, publishAttempts: Int = 3,
         publishRetryMilliseconds: Int64 = 200, maximumRows: Int = 8, maximumRowWaitMilliseconds: Int64 = 30,
-        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15, adversaries: Int = 0,
-        authenticator: MessageAuthenticator? = nil
+        sendsSlotsAlone: Bool = true, hedgeAfterMilliseconds: Int64 = 15, resendsTasks: Bool = true,
+        adversaries: Int = 0, authenticator: MessageAuthenticator? = nil
     ) {
+        self.resendsTasks = resendsTasks
         self.authenticator = authenticator
         self.adversaries = adversaries
         self.hedgeAfterMilliseconds = max(0, hedgeAfterMilliseconds)
@@ -197,6 +203,21 @@ public final class EncoderService: Sendable {
     let held = Mutex(HeldCopies<OutgoingMessage>(retentionMilliseconds: EncoderService.hedgeRetentionMilliseconds))
     /// How long held-back copies are kept: a decoder asks within the hedge delay plus its lag.
     static let hedgeRetentionMilliseconds: Int64 = 2_000
+    /// The tasks of batches a decoder may ask for again (``EncoderConfiguration/resendsTasks``), by
+    /// coded index.
+    let sent = Mutex(HeldCopies<KeptTask>(retentionMilliseconds: EncoderService.hedgeRetentionMilliseconds))
+
+    /// A task kept to be published again, with its coded index.
+    struct KeptTask: Sendable {
+        var index: Int
+        var message: OutgoingMessage
+    }
+
+    /// Whether batches of this encoder's scheme offer their tasks again: an approximate scheme, with
+    /// the hedge queue to ask on.
+    var resending: Bool {
+        configuration.resendsTasks && [.bacc, .nercc, .nerccAgnostic].contains(code.kind)
+    }
 
     /// This encoder's hedge queue (``ServingTopology/hedgeQueue(encoder:)`` of its consumer tag).
     public var hedgeQueue: String { topology.hedgeQueue(encoder: configuration.consumerTag) }
@@ -455,7 +476,8 @@ public final class EncoderService: Sendable {
         for model in models.keys where code.kind == .parity {
             declared = declared.merged(with: topology.taskQueue(model: taskModel(model, index: code.batchSize)))
         }
-        let hedging = configuration.hedgeAfterMilliseconds > 0
+        // The hedge queue carries requests for held-back copies and for tasks to publish again.
+        let hedging = configuration.hedgeAfterMilliseconds > 0 || resending
         if hedging { declared = declared.merged(with: topology.hedges(encoder: configuration.consumerTag)) }
         try await transport.declare(declared)
         let validator = RequestValidator(
@@ -978,6 +1000,8 @@ public final class EncoderService: Sendable {
         let hedged = first != nil
         let publishNow = first.map { Array(batchCode.publishOrder.prefix($0)) } ?? batchCode.publishOrder
         let heldBack = first.map { Array(batchCode.publishOrder.dropFirst($0)) } ?? []
+        // A batch with results to spare keeps its tasks, to publish those a decoder names again.
+        let resends = !hedged && resending && batchCode.waitFor < config.workers
         let manifest = BatchManifest(
             batchID: batchID, model: name,
             scheme: .init(
@@ -991,7 +1015,8 @@ public final class EncoderService: Sendable {
             members: batch.queries.map(\.member), rows: rows > 1 ? rows : nil,
             hedge: hedged
                 ? .init(tasks: heldBack, queue: hedgeQueue, afterMilliseconds: configuration.hedgeAfterMilliseconds)
-                : nil)
+                : nil,
+            resend: resends ? .init(queue: hedgeQueue) : nil)
         let version: HeaderValue = .int(Int64(WireFormat.version))
         let manifestBody = JSONBody.encode(manifest)
         let authenticator = configuration.authenticator
@@ -1043,6 +1068,11 @@ public final class EncoderService: Sendable {
         }
         // Held back before anything is published, so a decoder's request always finds them.
         if hedged { held.withLock { $0.hold(heldBack.map(task), batchID: batchID, now: now) } }
+        let messages = Dictionary(uniqueKeysWithValues: publishNow.map { ($0, task($0)) })
+        if resends {
+            let kept = publishNow.map { KeptTask(index: $0, message: messages[$0]!) }
+            sent.withLock { $0.hold(kept, batchID: batchID, now: now) }
+        }
         do {
             // The manifest and the tasks go out together: the manifest's replicated write then
             // overlaps the tasks' trip through the workers instead of adding to it (the decoder holds
@@ -1050,7 +1080,7 @@ public final class EncoderService: Sendable {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await self.transport.publish(manifestMessage) }
                 for n in publishNow {
-                    let message = task(n)
+                    let message = messages[n]!
                     tasks.addTask { try await self.transport.publish(message) }
                 }
                 try await tasks.waitForAll()
@@ -1063,9 +1093,11 @@ public final class EncoderService: Sendable {
             completions.post(.published(batch, key))
         } catch let error as MessagingError {
             if hedged { _ = held.withLock { $0.take(batchID: batchID, now: now) } }
+            if resends { _ = sent.withLock { $0.take(batchID: batchID, now: now) } }
             sink.yield(.publishFailed(batch, key, error, manifest))
         } catch {
             if hedged { _ = held.withLock { $0.take(batchID: batchID, now: now) } }
+            if resends { _ = sent.withLock { $0.take(batchID: batchID, now: now) } }
             sink.yield(
                 .publishFailed(batch, key, MessagingError(.protocolError, "\(error)", isRetryable: true), manifest))
         }
@@ -1118,20 +1150,30 @@ public final class EncoderService: Sendable {
             try? await rejection.reject(delivery, code: code, reason: reason, requestID: nil)
             return
         }
-        let copies = held.withLock { $0.take(batchID: request.batchID, now: clock.now()) }
+        let copies: [OutgoingMessage]?
+        if let wanted = request.tasks {
+            // Tasks to publish again: those of the batch this encoder still keeps, once.
+            let indices = Set(wanted)
+            copies = sent.withLock { $0.take(batchID: request.batchID, now: clock.now()) }.map { kept in
+                kept.filter { indices.contains($0.index) }.map(\.message)
+            }
+        } else {
+            copies = held.withLock { $0.take(batchID: request.batchID, now: clock.now()) }
+        }
         try? await transport.ack(delivery.tag)
         guard let copies else {
             metrics.increment("hedge_requests_unknown")
             return
         }
-        metrics.increment("hedge_requests")
+        let resend = request.tasks != nil
+        metrics.increment(resend ? "resend_requests" : "hedge_requests")
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 for message in copies { tasks.addTask { try await self.transport.publish(message) } }
                 try await tasks.waitForAll()
             }
             metrics.increment("tasks_published", by: Double(copies.count))
-            metrics.increment("hedge_tasks_published", by: Double(copies.count))
+            metrics.increment(resend ? "tasks_resent" : "hedge_tasks_published", by: Double(copies.count))
         } catch {
             metrics.increment("hedge_publish_failed")
             logger.debug(

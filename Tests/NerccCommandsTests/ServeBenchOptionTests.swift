@@ -19,6 +19,24 @@ import Testing
         }
     }
 
+    /// A variant of a scheme names its own encoder flags after '+', so that one run compares it
+    /// with the plain scheme on the same workers; the label keeps the whole item.
+    @Test func aVariantPassesItsFlagsToItsEncoder() throws {
+        let plain = try BenchServeCommand.scheme("nercc:12:4:3")
+        #expect(plain.encoderFlags.isEmpty && plain.label == "nercc:12:4:3")
+        let variant = try BenchServeCommand.scheme("nercc:12:4:3+no-resend+hedge-after-ms=0")
+        #expect(variant.encoderFlags == ["--no-resend", "--hedge-after-ms=0"])
+        #expect(variant.label == "nercc:12:4:3+no-resend+hedge-after-ms=0" && variant.stragglers == 3)
+        for bad in ["nercc:12:4:3+", "nercc:12:4:3+-x", "nercc:12:4:3+no resend", "nercc:12:4:3+=1"] {
+            do {
+                _ = try BenchServeCommand.scheme(bad)
+                Issue.record("'\(bad)' was accepted")
+            } catch {
+                #expect("\(error)".contains("is not an encoder flag"), "\(error)")
+            }
+        }
+    }
+
     @Test func byzantineWorkersAreTheFirstCountOfThePool() throws {
         let command = try BenchServeCommand.parse([
             "--stragglers", "none,byzantine:1:negate,byzantine:2:gaussian:100", "--rates", "10",

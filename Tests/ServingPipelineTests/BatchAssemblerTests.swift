@@ -69,6 +69,40 @@ import Testing
         #expect(!BatchAssembler.voteAgrees(plain, job.results))
     }
 
+    /// A + 1 agreeing copies decide a vote only from A + 1 sources: four identical wrong copies from
+    /// one worker (it took all four copies published at once) do not, and the batch waits for copies
+    /// of other workers; copies without a worker id count as sources of their own.
+    @Test func copiesOfOneWorkerCountOnceInTheVote() throws {
+        let manifest = BatchManifest(
+            batchID: "v", model: "m", scheme: .init(name: "nercc", workers: 7, batchSize: 1, adversaries: 3),
+            waitFor: 7, createdMilliseconds: 0, deadlineMilliseconds: 1_000, outputSize: 2, labels: nil,
+            members: [.init(requestID: "r", index: 0, requestQueries: 1)])
+        func copy(_ index: Int, _ values: [Float], worker: String?, user: String? = nil) -> BatchAssembler.Result {
+            .init(index: index, values: values, tag: Self.tag(UInt64(index + 10)), worker: worker, user: user)
+        }
+        var a = Self.assembler()
+        #expect(a.receive(manifest: manifest, tag: Self.tag(1), now: 0).isEmpty)
+        for i in 0..<4 { #expect(a.receive(result: copy(i, [9, 9], worker: "liar"), batchID: "v", now: 1).isEmpty) }
+        // The same worker id under two broker users is two sources.
+        let liars = (0..<4).map { copy($0, [9, 9], worker: "w", user: $0 < 2 ? "u1" : "u2") }
+        #expect(!BatchAssembler.voteAgrees(manifest, liars))
+        #expect(
+            BatchAssembler.voteAgrees(
+                manifest,
+                liars.map {
+                    var r = $0; r.user = "u\($0.index)"; return r
+                }))
+        // Two honest copies: six results, and no four sources agree yet.
+        _ = a.receive(result: copy(4, [1, -1], worker: "h1"), batchID: "v", now: 2)
+        #expect(a.receive(result: copy(5, [1, -1], worker: nil), batchID: "v", now: 2).isEmpty)
+        #expect(a.counters.decoded == 0)
+        // Four honest copies from three workers and one unnamed agree; four where two share a
+        // worker do not.
+        let honest = [copy(3, [1, -1], worker: "h3"), copy(4, [1, -1], worker: "h1"), copy(5, [1, -1], worker: nil)]
+        #expect(BatchAssembler.voteAgrees(manifest, honest + [copy(6, [1, -1], worker: "h2")]))
+        #expect(!BatchAssembler.voteAgrees(manifest, honest + [copy(6, [1, -1], worker: "h1")]))
+    }
+
     @Test func lateAndDuplicateResultsAreAckedCountedAndNotDecodedAgain() {
         var a = Self.assembler()
         _ = a.receive(manifest: Self.manifest(waitFor: 1), tag: Self.tag(1), now: 0)
@@ -299,6 +333,88 @@ import Testing
         }
         #expect(c.counters.decoded == 1)
         #expect(c.nextDeadline == nil || c.nextDeadline! >= 500)
+    }
+
+    /// An assembler that decodes from 3 results after 20 ms, and asks for missing tasks 5 ms after
+    /// a batch first holds 3.
+    static func resendAssembler() -> BatchAssembler {
+        BatchAssembler(
+            retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200,
+            earlyDecode: .init(afterMilliseconds: 20, resendAfterMilliseconds: 5) { _ in 3 }
+        ) { _, indices in !indices.isEmpty }
+    }
+
+    /// Resending: a batch whose manifest offers it and that holds the first stage's results asks,
+    /// once and 5 ms later, for copies of tasks it has no result of (as many as it still waits for,
+    /// and a spare); when copies make it whole it is
+    /// decoded exactly, not degraded. A batch decoded first, or whose manifest does not offer it,
+    /// never asks.
+    @Test func aBatchThatLostMoreThanSAsksOnceForItsMissingTasks() throws {
+        var offered = Self.manifest(waitFor: 4, deadline: 1_000)
+        offered.resend = .init(queue: "nercc.hedge.e")
+        var a = Self.resendAssembler()
+        _ = a.receive(manifest: offered, tag: Self.tag(1), now: 0)
+        for (i, index) in [4, 0].enumerated() {
+            #expect(a.receive(result: Self.result(index, tag: UInt64(2 + i)), batchID: "b1", now: Int64(1 + i)).isEmpty)
+        }
+        #expect(a.nextDeadline == 1_000)
+        // The third result: the first stage's wait (20 ms) and the resend (5 ms) start.
+        #expect(a.receive(result: Self.result(2, tag: 4), batchID: "b1", now: 10).isEmpty)
+        #expect(a.nextDeadline == 15)
+        #expect(a.tick(now: 14).isEmpty)
+        #expect(a.tick(now: 15) == [.resend(offered, tasks: [1, 3])])
+        #expect(a.counters.resent == 1)
+        // Asked once: no second request however long the batch waits.
+        #expect(a.nextDeadline == 30)
+        #expect(a.tick(now: 29).isEmpty)
+        // A copy of task 3 arrives: four results, decoded exactly.
+        guard
+            case .decode(let job) = try #require(
+                a.receive(result: Self.result(3, tag: 5), batchID: "b1", now: 20).first)
+        else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(!job.degraded && job.results.map(\.index) == [4, 0, 2, 3])
+        #expect(a.counters.degraded == 0 && a.counters.decoded == 1)
+        a.finished(batchID: "b1", now: 21)
+        #expect(a.tick(now: 30).isEmpty)
+
+        // Holding 3 of N = 8 and waiting for 6: copies of the 3 results it still waits for and a
+        // spare, the lowest of the indices it has no result of.
+        var wide = offered
+        wide.scheme.workers = 8
+        wide.waitFor = 6
+        var w = Self.resendAssembler()
+        _ = w.receive(manifest: wide, tag: Self.tag(1), now: 0)
+        for (i, index) in [0, 2, 6].enumerated() {
+            _ = w.receive(result: Self.result(index, tag: UInt64(2 + i)), batchID: "b1", now: 1)
+        }
+        #expect(w.tick(now: 6) == [.resend(wide, tasks: [1, 3, 4, 5])])
+
+        // Decoded before the resend is due: nothing is asked for.
+        var b = Self.resendAssembler()
+        _ = b.receive(manifest: offered, tag: Self.tag(1), now: 0)
+        for (i, index) in [0, 1, 2].enumerated() {
+            _ = b.receive(result: Self.result(index, tag: UInt64(2 + i)), batchID: "b1", now: Int64(1 + i))
+        }
+        #expect(b.receive(result: Self.result(3, tag: 5), batchID: "b1", now: 4).count == 1)
+        b.finished(batchID: "b1", now: 5)
+        #expect(b.tick(now: 10).isEmpty && b.counters.resent == 0)
+
+        // A manifest without resend: the batch waits out the first stage and is decoded degraded.
+        var c = Self.resendAssembler()
+        _ = c.receive(manifest: Self.manifest(waitFor: 4, deadline: 1_000), tag: Self.tag(1), now: 0)
+        for (i, index) in [0, 1, 2].enumerated() {
+            _ = c.receive(result: Self.result(index, tag: UInt64(2 + i)), batchID: "b1", now: Int64(1 + i))
+        }
+        #expect(c.nextDeadline == 23)
+        #expect(c.tick(now: 10).isEmpty && c.counters.resent == 0)
+        guard case .decode(let degraded) = try #require(c.tick(now: 23).first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(degraded.degraded && degraded.results.count == 3)
     }
 
     /// The floor of each scheme: N − 2S, never below K; none for exact schemes.

@@ -297,6 +297,17 @@ import Testing
         try await Self.expectRejected(manifest, mentioning: mention)
     }
 
+    @Test(arguments: ["", String(repeating: "q", count: 256)])
+    func aManifestWithABadResendQueueIsDeadLettered(queue: String) async throws {
+        let members = (0..<4).map { BatchManifest.Member(requestID: "r", index: $0, requestQueries: 4) }
+        let manifest = BatchManifest(
+            batchID: batchIdentifier(members: members), model: "linear",
+            scheme: .init(name: "nercc", workers: 12, batchSize: 4, stragglers: 3), waitFor: 9,
+            createdMilliseconds: 1_000, deadlineMilliseconds: 600_000, outputSize: 2, labels: nil, members: members,
+            resend: .init(queue: queue))
+        try await Self.expectRejected(manifest, mentioning: "resend")
+    }
+
     /// Sends `manifest` to the decoder and expects it dead-lettered `bad-request` with a reason
     /// that mentions `mention`.
     static func expectRejected(_ manifest: BatchManifest, mentioning mention: String) async throws {

@@ -258,7 +258,8 @@ struct LinearModel: InferenceModel {
     /// More workers straggle than the code tolerates (3 of N = 8 where S = 2), but a batch of an
     /// approximate scheme does not wait for its deadline: once it holds N − S − ⌈S/2⌉ = 5 results and
     /// the rest are late by the straggler wait, it is decoded from those five, marked degraded, and
-    /// the estimates are the coding library's from the same five results.
+    /// the estimates are the coding library's from the same five results (resending off: the
+    /// straggler wait alone).
     @Test(.timeLimit(.minutes(1)), arguments: [SchemeKind.nercc, .bacc])
     func aBatchMissingMoreThanSResultsIsAnsweredDegradedAfterTheStragglerWait(kind: SchemeKind) async throws {
         let transport = InMemoryTransport()
@@ -267,28 +268,110 @@ struct LinearModel: InferenceModel {
         // The deadline is ten minutes away: only the straggler wait can answer within the time limit.
         let runs = try Self.services(
             transport, scheme: scheme, workers: 8, stop: stop, stragglers: 2, silent: 3,
-            decoder: DecoderConfiguration(earlyDecodeAfterMilliseconds: 20)
+            decoder: DecoderConfiguration(earlyDecodeAfterMilliseconds: 20, resendAfterMilliseconds: nil)
         ) { $0.deadlineMilliseconds = 600_000 }
         let queries: [[Float]] = (0..<4).map { i in [Float(i) - 1, 0.5 * Float(i), 2 - Float(i * i) / 4] }
         let records = try await Self.request(queries, of: runs, workers: 8, on: transport, stop: stop) { !$0.isEmpty }
         let record = try #require(records.first)
         #expect(record.status == .degraded)
         #expect(record.received == 5 && record.needed == 6)
-        // Which five answered depends on which workers took which task: the estimates must be the
-        // library's decode from one of the 56 sets of five.
+        // Which five answered depends on which workers took which task.
+        try Self.expectDecodeOfSomeResults(record, queries: queries, scheme: scheme, count: 5)
+    }
+
+    /// Expects `record`'s estimates to be the coding library's decode from one of the sets of
+    /// `count` results of the batch of `queries` (K = 4, the linear model).
+    static func expectDecodeOfSomeResults(
+        _ record: PredictionRecord, queries: [[Float]], scheme: SchemeConfiguration, count: Int
+    ) throws {
         let code = try LinearCode(scheme)
+        let n = scheme.workers
         let coded = try code.encode(Matrix(rows: 4, columns: 3, float32Elements: queries.flatMap { $0 }))
-        let y = try LinearModel().predict(flatInputs: coded.elements.map { Float($0) }, count: 8)
+        let y = try LinearModel().predict(flatInputs: coded.elements.map { Float($0) }, count: n)
         let outputs = record.predictions.sorted { $0.index < $1.index }.flatMap(\.outputs).map(Double.init)
         var matches = 0
-        for mask in 0..<256 where mask.nonzeroBitCount == 5 {
-            let received = (0..<8).filter { mask & (1 << $0) != 0 }
+        for mask in 0..<(1 << n) where mask.nonzeroBitCount == count {
+            let received = (0..<n).filter { mask & (1 << $0) != 0 }
             let rows = Matrix(
-                rows: 5, columns: 2, float32Elements: received.flatMap { y[($0 * 2)..<($0 * 2 + 2)] })
+                rows: count, columns: 2, float32Elements: received.flatMap { y[($0 * 2)..<($0 * 2 + 2)] })
             let estimates = try code.decode(rows, received: received)
             if zip(estimates.elements, outputs).allSatisfy({ abs($0 - $1) <= 1e-4 }) { matches += 1 }
         }
-        #expect(matches >= 1, "the answer is not the decode of any five results: \(outputs)")
+        #expect(matches >= 1, "the answer is not the decode of any \(count) results: \(outputs)")
+    }
+
+    /// Resending: the same three silent workers, but the encoder keeps the batch's tasks, and the
+    /// decoder, 5 ms after it holds five results, asks for copies of two of the three it has none of
+    /// (the one it still waits for, and a spare); copies computed by the workers that answer make
+    /// the batch whole, and it is answered in full (not degraded)
+    /// long before its ten-minute straggler wait (the floor is off: only the copies can answer).
+    @Test(.timeLimit(.minutes(1)), arguments: [SchemeKind.nercc, .bacc])
+    func aBatchMissingMoreThanSResultsGetsCopiesOfItsMissingTasks(kind: SchemeKind) async throws {
+        let transport = InMemoryTransport()
+        let scheme = SchemeConfiguration(kind: kind, workers: 8, batchSize: 4)
+        let stop = StopSignal()
+        let encoderMetrics = ServiceMetrics()
+        let decoderMetrics = ServiceMetrics()
+        let runs = try Self.services(
+            transport, scheme: scheme, workers: 8, stop: stop, stragglers: 2, silent: 3,
+            decoder: DecoderConfiguration(
+                earlyDecodeAfterMilliseconds: 600_000, earlyDecodeFloorAfterMilliseconds: nil,
+                resendAfterMilliseconds: 5),
+            encoderMetrics: encoderMetrics, decoderMetrics: decoderMetrics
+        ) { $0.deadlineMilliseconds = 600_000 }
+        let queries: [[Float]] = (0..<4).map { i in [Float(i) - 1, 0.5 * Float(i), 2 - Float(i * i) / 4] }
+        let records = try await Self.request(queries, of: runs, workers: 8, on: transport, stop: stop) { !$0.isEmpty }
+        let record = try #require(records.first)
+        #expect(record.status == .ok)
+        #expect(record.received == 6 && record.needed == 6)
+        try Self.expectDecodeOfSomeResults(record, queries: queries, scheme: scheme, count: 6)
+        #expect(decoderMetrics.value("batches_resent") == 1)
+        #expect(decoderMetrics.value("tasks_resend_requested") == 2)
+        #expect(decoderMetrics.value("resend_requests_sent") == 1)
+        #expect(encoderMetrics.value("resend_requests") == 1)
+        #expect(encoderMetrics.value("tasks_resent") == 2)
+        #expect(encoderMetrics.value("tasks_published") == 10)
+        let manifest = try #require(
+            transport.published.first { $0.properties.type == WireFormat.MessageType.manifest }.map {
+                try JSONDecoder().decode(BatchManifest.self, from: Data($0.body))
+            })
+        #expect(manifest.resend?.queue == "nercc.hedge.encoder" && manifest.hedge == nil)
+        let request = try #require(
+            transport.published.first { $0.properties.type == WireFormat.MessageType.hedge }.map {
+                try JSONDecoder().decode(HedgeRequest.self, from: Data($0.body))
+            })
+        #expect(request.batchID == manifest.batchID && request.tasks?.count == 2)
+        // Each task published again is one the batch had no result of: a coded index sent twice.
+        let tasks = transport.published.filter { $0.properties.type == WireFormat.MessageType.task }
+        let twice = Dictionary(grouping: tasks.compactMap(\.properties.messageID)) { $0 }.filter { $0.value.count == 2 }
+        #expect(Set(twice.keys) == Set(request.tasks!.map { "\(manifest.batchID)/\($0)" }))
+    }
+
+    /// With `--no-resend`, a batch offers no copies: its manifest has no `resend`, and the decoder
+    /// asks for nothing, whatever its own setting.
+    @Test(.timeLimit(.minutes(1))) func anEncoderThatDoesNotResendOffersNothing() async throws {
+        let transport = InMemoryTransport()
+        let scheme = SchemeConfiguration(kind: .nercc, workers: 8, batchSize: 4)
+        let stop = StopSignal()
+        let decoderMetrics = ServiceMetrics()
+        let runs = try Self.services(
+            transport, scheme: scheme, workers: 8, stop: stop, stragglers: 2, silent: 3,
+            decoder: DecoderConfiguration(earlyDecodeAfterMilliseconds: 30, resendAfterMilliseconds: 1),
+            decoderMetrics: decoderMetrics
+        ) {
+            $0.deadlineMilliseconds = 600_000
+            $0.resendsTasks = false
+        }
+        let queries: [[Float]] = (0..<4).map { i in [Float(i), 1, -Float(i)] }
+        let records = try await Self.request(queries, of: runs, workers: 8, on: transport, stop: stop) { !$0.isEmpty }
+        #expect(records.first?.status == .degraded && records.first?.received == 5)
+        #expect(decoderMetrics.value("batches_resent") == 0)
+        #expect(!transport.published.contains { $0.properties.type == WireFormat.MessageType.hedge })
+        let manifest = try #require(
+            transport.published.first { $0.properties.type == WireFormat.MessageType.manifest }.map {
+                try JSONDecoder().decode(BatchManifest.self, from: Data($0.body))
+            })
+        #expect(manifest.resend == nil)
     }
 
     /// When the predictions cannot be published (the broker nacks them, as under a resource

@@ -29,7 +29,8 @@
 Besides the schema, the cross-field checks that JSON Schema cannot express (schemas/README.md):
 envelope body length = 4 x x-nercc-rows x product(x-nercc-shape), deterministic message ids, manifest members =
 rows x scheme.batch_size, N and wait_for as the scheme implies, a hedge only on a batch any one result
-decodes and only of tasks that exist, and the batch id rule, prediction class =
+decodes and only of tasks that exist, a resend only on an unhedged batch of bacc, nercc or nercc-ag
+with results to spare, and the batch id rule, prediction class =
 argmax of its outputs, timestamps of one clock in order, a manifest copy (x-nercc-manifest) on a
 task or result that is a valid manifest of the message's batch (x-nercc-manifest-token only
 beside it, which the envelope schemas say with dependentRequired), an abandonment's manifest that
@@ -236,6 +237,18 @@ def check_batch_manifest(msg: dict) -> list[str]:
             problems.append(f"$.hedge: a batch of {rows} rows is never hedged")
         if len(hedge["queue"].encode("utf-8")) > 255:
             problems.append(f"$.hedge.queue: {len(hedge['queue'].encode('utf-8'))} bytes in UTF-8; a queue name has at most 255")
+    resend = msg.get("resend")
+    if resend is not None:
+        # Tasks kept to be published again: only a batch of an approximate scheme with results to
+        # spare, and never a hedged one (its copies are held back instead).
+        if name not in ("bacc", "nercc", "nercc-ag"):
+            problems.append(f"$.resend: {name} batches are never resent; only bacc, nercc and nercc-ag")
+        if wait_for >= n:
+            problems.append(f"$.resend: wait_for = {wait_for} leaves no result of N = {n} to spare")
+        if hedge is not None:
+            problems.append("$.resend: a hedged batch holds its copies back instead")
+        if len(resend["queue"].encode("utf-8")) > 255:
+            problems.append(f"$.resend.queue: {len(resend['queue'].encode('utf-8'))} bytes in UTF-8; a queue name has at most 255")
     if msg["deadline_ms"] < msg["created_ms"]:
         problems.append("$.deadline_ms: earlier than created_ms")
     encoded = msg.get("encoded_us")
