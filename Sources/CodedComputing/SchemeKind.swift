@@ -34,6 +34,10 @@ public enum SchemeKind: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// Whether the scheme's decoder approximates (`bacc`, `nercc`, `nercc-ag`): it decodes
+    /// gracefully from fewer results than it waits for, which the straggler wait and resending use.
+    public var isApproximate: Bool { self == .bacc || self == .nercc || self == .nerccAgnostic }
+
     /// Parses a scheme name, naming the valid ones when it is unknown.
     public static func parse(_ name: String) throws(CodingSchemeError) -> SchemeKind {
         guard let kind = SchemeKind(rawValue: name.lowercased()) else {

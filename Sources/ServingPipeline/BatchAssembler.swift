@@ -143,9 +143,9 @@ public struct BatchAssembler: Sendable {
     /// **Resending**: a batch whose manifest offers it (``BatchManifest/Resend``) and that has held
     /// the first stage's results for `resendAfterMilliseconds` without becoming decodable asks its
     /// encoder, once, for copies of tasks it has no result of: as many as it still waits for, and a
-    /// spare (``Action/resend(_:tasks:)``). More than S of
-    /// its tasks are late; copies of them, computed by whichever workers are free, usually come back
-    /// before the first stage's wait is over, and the batch is then decoded exactly.
+    /// spare (``Action/resend(_:tasks:)``). More than S of its tasks are late; copies of them,
+    /// computed by whichever workers are free, usually come back before the first stage's wait is
+    /// over, and the batch is then decoded from all the results it waits for.
     public struct EarlyDecode: Sendable {
         /// How long a batch that could be decoded approximately waits for the rest of its results.
         public var afterMilliseconds: Int64

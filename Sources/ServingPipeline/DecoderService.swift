@@ -71,9 +71,7 @@ public struct DecoderConfiguration: Sendable {
     /// wait for, and they give up at most ⌈share · S⌉ more (S = N − wait_for), never going below K
     /// results. (12, 4, 3) with share 0.5: 7 results instead of 9.
     public static func earlyDecodeMinimum(for manifest: BatchManifest, extraShare: Double) -> Int? {
-        guard let kind = SchemeKind(rawValue: manifest.scheme.name),
-            [.bacc, .nercc, .nerccAgnostic].contains(kind)
-        else { return nil }
+        guard let kind = SchemeKind(rawValue: manifest.scheme.name), kind.isApproximate else { return nil }
         let stragglers = manifest.scheme.workers - manifest.waitFor
         let extra = Int((extraShare * Double(stragglers)).rounded(.up))
         let minimum = max(manifest.scheme.batchSize, manifest.waitFor - extra)

@@ -207,7 +207,7 @@ public final class EncoderService: Sendable {
     /// coded index.
     let sent = Mutex(HeldCopies<KeptTask>(retentionMilliseconds: EncoderService.hedgeRetentionMilliseconds))
 
-    /// A task kept to be published again, with its coded index.
+    /// A task message with its coded index (kept, when its batch resends, to be published again).
     struct KeptTask: Sendable {
         var index: Int
         var message: OutgoingMessage
@@ -216,7 +216,7 @@ public final class EncoderService: Sendable {
     /// Whether batches of this encoder's scheme offer their tasks again: an approximate scheme, with
     /// the hedge queue to ask on.
     var resending: Bool {
-        configuration.resendsTasks && [.bacc, .nercc, .nerccAgnostic].contains(code.kind)
+        configuration.resendsTasks && code.kind.isApproximate
     }
 
     /// This encoder's hedge queue (``ServingTopology/hedgeQueue(encoder:)`` of its consumer tag).
@@ -1068,19 +1068,15 @@ public final class EncoderService: Sendable {
         }
         // Held back before anything is published, so a decoder's request always finds them.
         if hedged { held.withLock { $0.hold(heldBack.map(task), batchID: batchID, now: now) } }
-        let messages = Dictionary(uniqueKeysWithValues: publishNow.map { ($0, task($0)) })
-        if resends {
-            let kept = publishNow.map { KeptTask(index: $0, message: messages[$0]!) }
-            sent.withLock { $0.hold(kept, batchID: batchID, now: now) }
-        }
+        let outgoing = publishNow.map { KeptTask(index: $0, message: task($0)) }
+        if resends { sent.withLock { $0.hold(outgoing, batchID: batchID, now: now) } }
         do {
             // The manifest and the tasks go out together: the manifest's replicated write then
             // overlaps the tasks' trip through the workers instead of adding to it (the decoder holds
             // results that arrive before their manifest).
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await self.transport.publish(manifestMessage) }
-                for n in publishNow {
-                    let message = messages[n]!
+                for message in outgoing.map(\.message) {
                     tasks.addTask { try await self.transport.publish(message) }
                 }
                 try await tasks.waitForAll()
