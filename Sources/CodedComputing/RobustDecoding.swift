@@ -155,7 +155,8 @@ extension LinearCode {
                 "robust decoding applies to bacc, nercc and nercc-ag, not \(kind.rawValue)")
         }
         let needed = robustMinimumResults(adversaries: adversaries, method: method)
-        let agreed = isCopies && results.isFinite && Self.copiesAgree(results, quorum: adversaries + 1)
+        let agreed =
+            isCopies && results.isFinite && Self.copiesAgree(results, quorum: adversaries + 1, sources: sources)
         guard received.count >= needed || agreed else {
             let bound =
                 isCopies
@@ -167,7 +168,7 @@ extension LinearCode {
                     + "\(bound) = \(needed) results, got \(received.count)")
         }
         guard results.isFinite else { throw CodingSchemeError(.nonFiniteInput, "the results hold NaN or infinity") }
-        if isCopies { return Self.copiesVote(results, received: received) }
+        if isCopies { return Self.copiesVote(results, received: received, sources: sources) }
         let points = received.map { workerPoints[$0] }
         switch method {
         case .median:
@@ -257,14 +258,24 @@ extension LinearCode {
     /// A of 2A + 1 or more wrong, or A + 1 agreeing (``copiesAgree(_:quorum:)``) among at most 2A + 1
     /// — so it is exact; a copy is excluded when it differs from the median by more than
     /// ``copiesAgreement`` of the median's largest magnitude.
-    static func copiesVote(_ results: Matrix, received: [Int]) -> RobustDecoding {
+    ///
+    /// With `sources` (one per row; negative: unnamed, a source of its own) the median is taken over
+    /// the first copy of each source, so a worker that took several copies of the query weighs as
+    /// one worker: with at most A dishonest sources, the median is exact when 2A + 1 sources answered
+    /// or A + 1 of them agree.
+    static func copiesVote(_ results: Matrix, received: [Int], sources: [Int]? = nil) -> RobustDecoding {
         let n = results.rows
+        var voters = Array(0..<n)
+        if let sources {
+            var seen = Set<Int>()
+            voters = voters.filter { sources[$0] < 0 || seen.insert(sources[$0]).inserted }
+        }
         var median = Matrix(rows: 1, columns: results.columns)
-        var values = [Double](repeating: 0, count: n)
+        var values = [Double](repeating: 0, count: voters.count)
         for c in 0..<results.columns {
-            for r in 0..<n { values[r] = results[r, c] }
+            for (v, r) in voters.enumerated() { values[v] = results[r, c] }
             values.sort()
-            median.elements[c] = values[n / 2]
+            median.elements[c] = values[voters.count / 2]
         }
         let excluded = (0..<n).filter { !agrees(results, row: $0, with: median, centerRow: 0) }
         let out = Set(excluded)

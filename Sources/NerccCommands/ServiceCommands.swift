@@ -145,7 +145,7 @@ struct EncoderCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "For bacc, nercc and nercc-ag: keep each batch's tasks for 2 s and publish those a decoder asks for again, when more than S of them are late; --no-resend does not keep them (env NERCC_RESEND).",
             discussion:
-                "Only decoders run with --resend-after-ms above 0 ask, once per batch, through this encoder's hedge queue, which the encoder then declares even with --hedge-after-ms 0 (schemas/README.md)."
+                "Decoders ask (unless run with --resend-after-ms 0), once per batch, through this encoder's hedge queue, which the encoder then declares even with --hedge-after-ms 0 (schemas/README.md)."
         ))
     var resend: Bool = Environment.bool("NERCC_RESEND", true)
 
@@ -480,9 +480,15 @@ struct DecoderCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Resending: a batch whose encoder keeps its tasks, and that has held the results the straggler wait's first stage needs for this many ms without becoming decodable, asks the encoder once to publish again as many of the tasks it has no result of as it still waits for, and a spare; 0 (the default): off, 5 is the setting measured in docs/benchmarks.md (env NERCC_RESEND_AFTER_MS)."
+            "Resending: a batch whose encoder keeps its tasks, and that has held the results the straggler wait's first stage needs for this many ms without becoming decodable, asks the encoder once to publish again as many of the tasks it has no result of as it still waits for, and a spare; with the adaptive trigger (--resend-gap-multiple) the least it waits; 0: off (env NERCC_RESEND_AFTER_MS)."
     )
-    var resendAfterMs: Int = Environment.int("NERCC_RESEND_AFTER_MS", 0)
+    var resendAfterMs: Int = Environment.int("NERCC_RESEND_AFTER_MS", 5)
+
+    @Option(
+        help:
+            "The adaptive resend trigger: a batch asks after this multiple of the upper quartile of how long recent batches took from holding the first stage's results to being decodable, and never before --resend-after-ms; a trigger at or beyond the straggler wait asks for nothing. 0: the fixed --resend-after-ms (env NERCC_RESEND_GAP_MULTIPLE)."
+    )
+    var resendGapMultiple: Double = Environment.double("NERCC_RESEND_GAP_MULTIPLE", 3)
 
     func validate() throws {
         guard earlyDecodeAfterMs >= 0 else { throw ValidationError("--early-decode-after-ms must be ≥ 0") }
@@ -497,7 +503,11 @@ struct DecoderCommand: AsyncParsableCommand {
         }
         try Environment.validate(
             ["NERCC_EARLY_DECODE_AFTER_MS", "NERCC_EARLY_DECODE_FLOOR_AFTER_MS", "NERCC_RESEND_AFTER_MS"], as: .integer)
-        try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE"], as: .number)
+        guard resendGapMultiple.isFinite, (0...1_000).contains(resendGapMultiple) else {
+            throw ValidationError(
+                "--resend-gap-multiple must be in 0...1000 (0: a fixed trigger), got \(resendGapMultiple)")
+        }
+        try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE", "NERCC_RESEND_GAP_MULTIPLE"], as: .number)
         try Environment.validate(["NERCC_EARLY_DECODE"], as: .boolean)
         guard shard >= 0, shard < connection.shards else {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
@@ -525,7 +535,7 @@ struct DecoderCommand: AsyncParsableCommand {
                 earlyDecodeExtraShare: earlyDecodeExtraShare,
                 earlyDecodeFloorAfterMilliseconds: earlyDecodeFloorAfterMs > 0 ? Int64(earlyDecodeFloorAfterMs) : nil,
                 resendAfterMilliseconds: resendAfterMs > 0 ? Int64(resendAfterMs) : nil,
-                authenticator: authenticator),
+                resendGapMultiple: resendGapMultiple, authenticator: authenticator),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info(
             "decoder starting",

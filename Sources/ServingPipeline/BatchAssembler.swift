@@ -146,6 +146,14 @@ public struct BatchAssembler: Sendable {
     /// spare (``Action/resend(_:tasks:)``). More than S of its tasks are late; copies of them,
     /// computed by whichever workers are free, usually come back before the first stage's wait is
     /// over, and the batch is then decoded from all the results it waits for.
+    ///
+    /// The resend trigger **adapts** (`resendGapMultiple` > 0): it is `resendGapMultiple` times the
+    /// upper quartile of how long recent batches took from holding the first stage's results to
+    /// being decodable, and never less than `resendAfterMilliseconds`. A batch that is asked for,
+    /// or decoded degraded, counts as not decodable in that time, so the quartile holds while fewer
+    /// than a quarter of the batches straggle. Near saturation results come further apart, the
+    /// quartile grows, and batches whose results merely come slowly do not ask; a trigger at or
+    /// beyond the first stage's wait asks for nothing.
     public struct EarlyDecode: Sendable {
         /// How long a batch that could be decoded approximately waits for the rest of its results.
         public var afterMilliseconds: Int64
@@ -156,17 +164,21 @@ public struct BatchAssembler: Sendable {
         /// The fewest results a batch is decoded from at the floor, or nil.
         public var floorResults: @Sendable (BatchManifest) -> Int?
         /// How long a batch holds the first stage's results before it asks for its missing tasks
-        /// again (nil: never).
+        /// again (nil: never); with an adaptive trigger, the least it waits.
         public var resendAfterMilliseconds: Int64?
+        /// The adaptive trigger's multiple of the recent upper quartile (0: the fixed
+        /// `resendAfterMilliseconds`).
+        public var resendGapMultiple: Double
 
         /// Creates the rule.
         public init(
             afterMilliseconds: Int64, floorAfterMilliseconds: Int64? = nil,
             floorResults: @escaping @Sendable (BatchManifest) -> Int? = { _ in nil },
-            resendAfterMilliseconds: Int64? = nil,
+            resendAfterMilliseconds: Int64? = nil, resendGapMultiple: Double = 0,
             minimumResults: @escaping @Sendable (BatchManifest) -> Int?
         ) {
             self.resendAfterMilliseconds = resendAfterMilliseconds.map { max(0, $0) }
+            self.resendGapMultiple = resendGapMultiple.isFinite ? max(0, resendGapMultiple) : 0
             self.afterMilliseconds = max(0, afterMilliseconds)
             self.minimumResults = minimumResults
             self.floorAfterMilliseconds = floorAfterMilliseconds.map { max(0, $0) }
@@ -197,10 +209,16 @@ public struct BatchAssembler: Sendable {
     private var floorExpiries = Deque<Expiry>()
     /// Batches with a pending entry in `floorExpiries`, and its time.
     private var floorPending: [String: Int64] = [:]
-    /// When batches ask for their missing tasks again (non-decreasing).
-    private var resendExpiries = Deque<Expiry>()
-    /// Batches with a pending entry in `resendExpiries` and its time, or `Int64.min` once asked.
+    /// When batches ask for their missing tasks again (an adaptive trigger changes its delay, so
+    /// this is a heap).
+    private var resendExpiries = Heap<Expiry>()
+    /// Batches with a pending entry in `resendExpiries` and its time, `Int64.min` once asked, or
+    /// `Int64.max` when the trigger was beyond the first stage's wait.
     private var resendPending: [String: Int64] = [:]
+    /// When each collecting batch first held the first stage's results (for the adaptive trigger).
+    private var heldMinimumSince: [String: Int64] = [:]
+    /// How long recent batches took from holding the first stage's results to being decodable.
+    private var recentGaps = RecentGaps()
     private let decodable: Decodability
     /// The straggler wait, if on.
     public let earlyDecode: EarlyDecode?
@@ -364,8 +382,8 @@ public struct BatchAssembler: Sendable {
             floorPending[first.batchID] = nil
             actions += evaluate(first.batchID, now: now, atDeadline: false, floor: true)
         }
-        while let first = resendExpiries.first, first.at <= now {
-            resendExpiries.removeFirst()
+        while let first = resendExpiries.min, first.at <= now {
+            resendExpiries.removeMin()
             guard resendPending[first.batchID] == first.at else { continue }
             resendPending[first.batchID] = Int64.min
             guard case .collecting(let manifest?, _, let results, _) = batches[first.batchID] else { continue }
@@ -412,6 +430,7 @@ public struct BatchAssembler: Sendable {
         earlyPending[id] = nil
         floorPending[id] = nil
         resendPending[id] = nil
+        heldMinimumSince[id] = nil
     }
 
     /// Drops the straggler-wait entries at the head of their queues whose batch has finished, so the
@@ -419,15 +438,38 @@ public struct BatchAssembler: Sendable {
     private mutating func pruneStraggleTimers() {
         while let first = earlyExpiries.first, earlyPending[first.batchID] != first.at { earlyExpiries.removeFirst() }
         while let first = floorExpiries.first, floorPending[first.batchID] != first.at { floorExpiries.removeFirst() }
-        while let first = resendExpiries.first, resendPending[first.batchID] != first.at {
-            resendExpiries.removeFirst()
+        while let first = resendExpiries.min, resendPending[first.batchID] != first.at { resendExpiries.removeMin() }
+    }
+
+    /// How long a batch that holds the first stage's results now waits before it asks for its
+    /// missing tasks again (nil: resending is off). With an adaptive trigger: the recent upper
+    /// quartile times ``EarlyDecode/resendGapMultiple``, at least ``EarlyDecode/resendAfterMilliseconds``,
+    /// and `Int64.max` while more than a quarter of recent batches were not decodable in time.
+    public var resendAfterMilliseconds: Int64? {
+        guard let earlyDecode, let least = earlyDecode.resendAfterMilliseconds else { return nil }
+        guard earlyDecode.resendGapMultiple > 0, let quartile = recentGaps.upperQuartile else { return least }
+        guard quartile < Int64.max else { return Int64.max }
+        let scaled = (Double(quartile) * earlyDecode.resendGapMultiple).rounded(.up)
+        return max(least, scaled < 1e15 ? Int64(scaled) : Int64.max)
+    }
+
+    /// Records how long a batch took from first holding the first stage's results to being
+    /// decodable (`Int64.max` when it asked for copies first, or was not decodable in full).
+    private mutating func recordGap(_ id: String, now: Int64, decodable: Bool = true) {
+        guard let earlyDecode, earlyDecode.resendAfterMilliseconds != nil, earlyDecode.resendGapMultiple > 0 else {
+            return
+        }
+        if let since = heldMinimumSince[id] {
+            recentGaps.record(decodable && resendPending[id] != Int64.min ? now - since : Int64.max)
+        } else if decodable {
+            recentGaps.record(0)  // It became decodable with the result that gave it the first stage's.
         }
     }
 
     /// The earliest time at which ``tick(now:)`` may have something to do (O(1)).
     public var nextDeadline: Int64? {
         [
-            deadlines.min?.at, earlyExpiries.first?.at, floorExpiries.first?.at, resendExpiries.first?.at,
+            deadlines.min?.at, earlyExpiries.first?.at, floorExpiries.first?.at, resendExpiries.min?.at,
             orphanExpiries.first?.at, retentionExpiries.first?.at, heldExpiries.first?.at,
         ]
         .compactMap { $0 }.min()
@@ -483,13 +525,29 @@ public struct BatchAssembler: Sendable {
     /// before `wait_for` = 2A + 1 results arrive. Copies of one worker count once, so a worker that
     /// took several copies cannot outvote the others by itself.
     public static func voteAgrees(_ manifest: BatchManifest, _ results: [Result]) -> Bool {
-        guard manifest.scheme.batchSize == 1, let a = manifest.scheme.adversaries, a > 0,
-            results.count > a, results.count < manifest.waitFor,
-            let kind = SchemeKind(rawValue: manifest.scheme.name), kind.servingRobustMethod != nil
-        else { return false }
+        guard isVote(manifest), let a = manifest.scheme.adversaries, results.count > a else { return false }
         let copies = Matrix(
             rows: results.count, columns: results[0].values.count, float32Elements: results.flatMap(\.values))
         return LinearCode.copiesAgree(copies, quorum: a + 1, sources: DecoderService.sources(of: results))
+    }
+
+    /// Whether a batch is one query decoded by a vote of copies: K = 1 of `bacc`, `nercc` or
+    /// `nercc-ag` with `adversaries` A > 0.
+    static func isVote(_ manifest: BatchManifest) -> Bool {
+        guard manifest.scheme.batchSize == 1, let a = manifest.scheme.adversaries, a > 0,
+            let kind = SchemeKind(rawValue: manifest.scheme.name)
+        else { return false }
+        return kind.servingRobustMethod != nil
+    }
+
+    /// Whether the results a batch waits for are enough by their sources too: a vote of copies
+    /// needs its `wait_for` = 2A + 1 copies from as many sources (or every copy there is), since the
+    /// vote weighs each source once (`LinearCode.copiesVote`) and an honest
+    /// majority needs 2A + 1 of them. Other batches count results.
+    public static func enoughSources(_ manifest: BatchManifest, _ results: [Result]) -> Bool {
+        guard isVote(manifest), results.count < manifest.scheme.workers else { return true }
+        return Set(DecoderService.sources(of: results).enumerated().map { $1 < 0 ? -1 - $0 : $1 }).count
+            >= manifest.waitFor
     }
 
     /// Whether a result fits its batch: a coded index in 0..<N and R rows of the manifest's output
@@ -517,8 +575,11 @@ public struct BatchAssembler: Sendable {
         let decoding = State.decoding(
             held: manifestTag == nil ? results.map(\.tag) : [], manifestArrived: manifestTag != nil)
         let enough =
-            (results.count >= manifest.waitFor && decodable(manifest, indices)) || Self.voteAgrees(manifest, results)
+            (results.count >= manifest.waitFor && decodable(manifest, indices) && Self.enoughSources(manifest, results))
+            || Self.voteAgrees(manifest, results)
+        let minimum = earlyDecode?.minimumResults(manifest).flatMap { $0 < manifest.waitFor ? $0 : nil }
         if enough {
+            if let minimum, results.count >= minimum { recordGap(id, now: now) }
             batches[id] = decoding
             clearStraggleTimers(id)
             pruneStraggleTimers()
@@ -529,14 +590,18 @@ public struct BatchAssembler: Sendable {
         // this evaluation is that stage's timer).
         var stages: [(least: Int, after: Int64, due: Bool, floor: Bool)] = []
         if let earlyDecode {
-            let minimum = earlyDecode.minimumResults(manifest).flatMap { $0 < manifest.waitFor ? $0 : nil }
             if let minimum { stages.append((minimum, earlyDecode.afterMilliseconds, early, false)) }
             // Resending: once, a while after the batch first holds the first stage's results.
-            if let minimum, results.count >= minimum, manifest.resend != nil,
-                let after = earlyDecode.resendAfterMilliseconds, resendPending[id] == nil
-            {
-                resendPending[id] = now + after
-                resendExpiries.append(Expiry(at: now + after, batchID: id))
+            if let minimum, results.count >= minimum, earlyDecode.resendAfterMilliseconds != nil {
+                if heldMinimumSince[id] == nil { heldMinimumSince[id] = now }
+                if manifest.resend != nil, resendPending[id] == nil, let after = resendAfterMilliseconds {
+                    if earlyDecode.resendGapMultiple > 0 && after >= earlyDecode.afterMilliseconds {
+                        resendPending[id] = Int64.max  // The first stage's wait ends first.
+                    } else {
+                        resendPending[id] = now + after
+                        resendExpiries.insert(Expiry(at: now + after, batchID: id))
+                    }
+                }
             }
             // The floor: fewer results than the first stage allows, held for longer.
             if let after = earlyDecode.floorAfterMilliseconds, let least = earlyDecode.floorResults(manifest),
@@ -548,6 +613,7 @@ public struct BatchAssembler: Sendable {
         for stage in stages where results.count >= stage.least {
             if stage.due {
                 if decodable(manifest, indices) {
+                    recordGap(id, now: now, decodable: false)
                     batches[id] = decoding
                     clearStraggleTimers(id)
                     counters.degraded += 1
@@ -568,6 +634,7 @@ public struct BatchAssembler: Sendable {
             }
         }
         guard atDeadline else { return actions }
+        recordGap(id, now: now, decodable: false)
         clearStraggleTimers(id)
         if manifestTag == nil && !(results.count > 0 && decodable(manifest, indices)) {
             // Known only from copies, and not decodable: its manifest message was acknowledged by a
@@ -585,5 +652,28 @@ public struct BatchAssembler: Sendable {
         }
         counters.timedOut += 1
         return actions + [.timeOut(Job(manifest: manifest, results: results, degraded: true, tags: tags))]
+    }
+}
+
+/// How long recent batches took from holding the straggler wait's first-stage results to being
+/// decodable (``BatchAssembler/EarlyDecode/resendGapMultiple``): the last 256, `Int64.max` for
+/// those that were not decodable in full without asking for copies.
+struct RecentGaps {
+    static let capacity = 256
+    /// Samples before the quartile is trusted.
+    static let least = 32
+    private var samples = Deque<Int64>()
+    private var sinceUpdate = 0
+    /// The upper quartile of the samples (nil: too few yet), brought up to date every 16 samples.
+    private(set) var upperQuartile: Int64?
+
+    mutating func record(_ gap: Int64) {
+        samples.append(max(0, gap))
+        if samples.count > Self.capacity { samples.removeFirst() }
+        sinceUpdate += 1
+        guard samples.count >= Self.least, upperQuartile == nil || sinceUpdate >= 16 else { return }
+        sinceUpdate = 0
+        let sorted = samples.sorted()
+        upperQuartile = sorted[(sorted.count * 3) / 4]
     }
 }

@@ -35,10 +35,12 @@ public struct DecoderConfiguration: Sendable {
     /// Resending, in milliseconds (nil: off): a batch whose manifest offers it
     /// (``BatchManifest/Resend``) and that has held the straggler wait's first-stage results this
     /// long without becoming decodable asks its encoder, once, to publish the tasks it has no result
-    /// of again (``BatchAssembler/EarlyDecode``). Needs the straggler wait. Off by default: near
-    /// saturation, batches whose results merely come slowly ask too, and the copies add load
-    /// (docs/benchmarks.md, "Resending the late tasks").
+    /// of again (``BatchAssembler/EarlyDecode``); with the adaptive trigger (`resendGapMultiple`),
+    /// the least it waits. Needs the straggler wait (docs/benchmarks.md, "Resending the late tasks").
     public var resendAfterMilliseconds: Int64?
+    /// The adaptive resend trigger's multiple of recent batches' upper quartile
+    /// (``BatchAssembler/EarlyDecode/resendGapMultiple``; 0: the fixed `resendAfterMilliseconds`).
+    public var resendGapMultiple: Double
     /// The key shared with the encoders (nil: off): a result must echo its task's token, manifests
     /// and abandonments must carry theirs, and manifest copies count only with their token; what
     /// does not verify is dead-lettered as `bad-token` (copies are ignored). Hedge requests carry
@@ -50,9 +52,10 @@ public struct DecoderConfiguration: Sendable {
         shard: Int = 0, prefetch: UInt16 = 4_000, consumerTag: String = "decoder", cancelsLeftovers: Bool = true,
         cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
         earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
-        earlyDecodeFloorAfterMilliseconds: Int64? = 100, resendAfterMilliseconds: Int64? = nil,
-        authenticator: MessageAuthenticator? = nil
+        earlyDecodeFloorAfterMilliseconds: Int64? = 100, resendAfterMilliseconds: Int64? = 5,
+        resendGapMultiple: Double = 3, authenticator: MessageAuthenticator? = nil
     ) {
+        self.resendGapMultiple = resendGapMultiple.isFinite ? max(0, resendGapMultiple) : 0
         self.resendAfterMilliseconds = resendAfterMilliseconds.map { max(0, $0) }
         self.earlyDecodeFloorAfterMilliseconds = earlyDecodeFloorAfterMilliseconds.map { max(0, $0) }
         self.authenticator = authenticator
@@ -169,7 +172,8 @@ public final class DecoderService: Sendable {
             BatchAssembler.EarlyDecode(
                 afterMilliseconds: $0, floorAfterMilliseconds: configuration.earlyDecodeFloorAfterMilliseconds,
                 floorResults: DecoderConfiguration.earlyDecodeFloor(for:),
-                resendAfterMilliseconds: configuration.resendAfterMilliseconds
+                resendAfterMilliseconds: configuration.resendAfterMilliseconds,
+                resendGapMultiple: configuration.resendGapMultiple
             ) {
                 DecoderConfiguration.earlyDecodeMinimum(for: $0, extraShare: share)
             }
@@ -369,6 +373,12 @@ public final class DecoderService: Sendable {
                     }
                 }
                 publishCounters(assembler.counters)
+                if let trigger = assembler.resendAfterMilliseconds,
+                    let wait = configuration.earlyDecodeAfterMilliseconds
+                {
+                    // The trigger in force; the straggler wait's length when batches do not ask.
+                    metrics.set("resend_after_ms", Double(min(trigger, wait)))
+                }
                 if consumersLeft == 0 && inFlight == 0 && !announcing { break }
             }
             metrics.set("consuming", 0)

@@ -317,6 +317,30 @@ struct RobustFixtures: Decodable {
         #expect(error?.message.contains("2A + 1 (a vote of copies of one query) = 7") == true)
     }
 
+    /// With sources, the vote weighs each worker once: a worker that took three of five copies
+    /// and lies in all of them does not move the median, and all three are excluded.
+    @Test func aWorkerWithSeveralCopiesWeighsOnceInTheVote() throws {
+        let code = try LinearCode(.init(kind: .nercc, workers: 9, batchSize: 1))
+        let honest = try Self.honestResults(code: code)
+        let y = Self.negate(honest, rows: [0, 1, 2]).selectingRows([0, 1, 2, 3, 4])
+        let counted = try code.robustDecode(y, received: [0, 1, 2, 3, 4], adversaries: 1, method: .spline)
+        #expect((counted.estimates - honest.selectingRows([0])).maxAbsolute > 0.5 * honest.maxAbsolute)
+        let weighed = try code.robustDecode(
+            y, received: [0, 1, 2, 3, 4], adversaries: 1, method: .spline, sources: [7, 7, 7, 8, -1])
+        #expect((weighed.estimates - honest.selectingRows([0])).maxAbsolute <= 1e-5 * honest.maxAbsolute)
+        #expect(weighed.excluded == [0, 1, 2] && weighed.used == [3, 4])
+        // Two copies of one source do not make a quorum of A + 1 = 2 sources.
+        let one = #expect(throws: CodingSchemeError.self) {
+            try code.robustDecode(
+                y.selectingRows([3, 4]), received: [3, 4], adversaries: 1, method: .spline, sources: [8, 8])
+        }
+        #expect(one?.code == .insufficientResults)
+        #expect(
+            try code.robustDecode(
+                y.selectingRows([3, 4]), received: [3, 4], adversaries: 1, method: .spline, sources: [8, 9]
+            ).excluded.isEmpty)
+    }
+
     @Test func codesWithoutAnInterpolantAreRefused() throws {
         let code = try LinearCode(.init(kind: .replication, workers: 12, batchSize: 4))
         let y = Matrix(rows: 12, columns: 2, repeating: 1)

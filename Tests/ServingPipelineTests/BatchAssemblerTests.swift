@@ -103,6 +103,29 @@ import Testing
         #expect(!BatchAssembler.voteAgrees(manifest, honest + [copy(6, [1, -1], worker: "h1")]))
     }
 
+    /// A vote of copies waits for its 2A + 1 copies from as many sources: five copies of which three
+    /// come from one worker are not yet enough, and a sixth from a third honest worker decides it.
+    @Test func aVoteWaitsForCopiesFromEnoughSources() {
+        let manifest = BatchManifest(
+            batchID: "v", model: "m", scheme: .init(name: "nercc", workers: 9, batchSize: 1, adversaries: 2),
+            waitFor: 5, createdMilliseconds: 0, deadlineMilliseconds: 1_000, outputSize: 2, labels: nil,
+            members: [.init(requestID: "r", index: 0, requestQueries: 1)])
+        func copy(_ index: Int, _ values: [Float], worker: String) -> BatchAssembler.Result {
+            .init(index: index, values: values, tag: Self.tag(UInt64(index + 10)), worker: worker)
+        }
+        var a = Self.assembler()
+        _ = a.receive(manifest: manifest, tag: Self.tag(1), now: 0)
+        for i in 0..<3 { #expect(a.receive(result: copy(i, [9, 9], worker: "liar"), batchID: "v", now: 1).isEmpty) }
+        _ = a.receive(result: copy(3, [1, -1], worker: "h1"), batchID: "v", now: 2)
+        #expect(a.receive(result: copy(4, [1, -1], worker: "h2"), batchID: "v", now: 2).isEmpty)
+        #expect(a.counters.decoded == 0)
+        #expect(a.receive(result: copy(5, [1, -1], worker: "h3"), batchID: "v", now: 3).count == 1)
+        #expect(a.counters.decoded == 1)
+        // Results that name no worker count one source each, as before.
+        let unnamed = (0..<5).map { BatchAssembler.Result(index: $0, values: [1, -1], tag: Self.tag(UInt64($0))) }
+        #expect(BatchAssembler.enoughSources(manifest, unnamed))
+    }
+
     @Test func lateAndDuplicateResultsAreAckedCountedAndNotDecodedAgain() {
         var a = Self.assembler()
         _ = a.receive(manifest: Self.manifest(waitFor: 1), tag: Self.tag(1), now: 0)
@@ -415,6 +438,68 @@ import Testing
             return
         }
         #expect(degraded.degraded && degraded.results.count == 3)
+    }
+
+    /// The adaptive resend trigger: three times the upper quartile of how long recent batches took
+    /// from holding the first stage's results to being decodable, never below the least trigger;
+    /// batches that asked count as not decodable in time, and a trigger at or beyond the first
+    /// stage's wait asks for nothing.
+    @Test func theResendTriggerFollowsHowFarApartResultsCome() throws {
+        func assembler() -> BatchAssembler {
+            BatchAssembler(
+                retentionMilliseconds: 500, orphanTimeoutMilliseconds: 200,
+                earlyDecode: .init(afterMilliseconds: 20, resendAfterMilliseconds: 5, resendGapMultiple: 3) { _ in 3 }
+            ) { _, indices in !indices.isEmpty }
+        }
+        func offered(_ id: String, resend: Bool = true) -> BatchManifest {
+            var m = Self.manifest(id: id, waitFor: 4, deadline: 100_000)
+            m.resend = resend ? .init(queue: "nercc.hedge.e") : nil
+            return m
+        }
+        /// A batch at `t` that holds three results at once and its fourth `gap` ms later; the
+        /// actions on the way.
+        func batch(
+            _ a: inout BatchAssembler, _ id: String, at t: Int64, gap: Int64, resend: Bool = true
+        ) -> [BatchAssembler.Action] {
+            var actions = a.receive(manifest: offered(id, resend: resend), tag: Self.tag(1), now: t)
+            for index in 0..<3 { actions += a.receive(result: Self.result(index, tag: 2), batchID: id, now: t) }
+            actions += a.tick(now: t + gap - 1)
+            actions += a.receive(result: Self.result(3, tag: 3), batchID: id, now: t + gap)
+            a.finished(batchID: id, now: t + gap)
+            return actions
+        }
+        var a = assembler()
+        #expect(a.resendAfterMilliseconds == 5)  // Too few batches yet: the least trigger.
+        for i in 0..<32 { _ = batch(&a, "q\(i)", at: Int64(i) * 100, gap: 4) }
+        #expect(a.resendAfterMilliseconds == 12)
+        // A batch whose results come 4 ms apart no longer asks at 5 ms; one that waits 12 ms does.
+        #expect(batch(&a, "slow", at: 5_000, gap: 11).allSatisfy { if case .resend = $0 { false } else { true } })
+        #expect(batch(&a, "late", at: 6_000, gap: 13).contains(.resend(offered("late"), tasks: [3, 4])))
+        #expect(a.counters.resent == 1)
+
+        // Results 7 ms apart (from encoders that do not offer resending, so none asks meanwhile): a 21 ms trigger is beyond the 20 ms wait, so nothing is asked for and
+        // the batch that loses a result is decoded degraded when the wait ends.
+        var b = assembler()
+        for i in 0..<32 { _ = batch(&b, "q\(i)", at: Int64(i) * 100, gap: 7, resend: false) }
+        #expect(b.counters.resent == 0)
+        #expect(b.resendAfterMilliseconds == 21)
+        _ = b.receive(manifest: offered("lost"), tag: Self.tag(1), now: 9_000)
+        for index in 0..<3 { _ = b.receive(result: Self.result(index, tag: 2), batchID: "lost", now: 9_000) }
+        #expect(b.tick(now: 9_019).isEmpty)  // No resend at 9,005 ms, nor at 9,019.
+        guard case .decode(let job) = try #require(b.tick(now: 9_020).first) else {
+            Issue.record("expected a decode action")
+            return
+        }
+        #expect(job.degraded && b.counters.resent == 0)
+
+        // More than a quarter of the batches asked before they became decodable: the quartile is
+        // not known, and batches stop asking until the results come closer again.
+        var c = assembler()
+        for i in 0..<32 { _ = batch(&c, "q\(i)", at: Int64(i) * 100, gap: 6) }
+        #expect(c.counters.resent == 32)
+        #expect(c.resendAfterMilliseconds == Int64.max)
+        for i in 0..<160 { _ = batch(&c, "r\(i)", at: 10_000 + Int64(i) * 100, gap: 1) }
+        #expect(c.counters.resent == 32 && c.resendAfterMilliseconds == 5)
     }
 
     /// The floor of each scheme: N − 2S, never below K; none for exact schemes.
