@@ -328,6 +328,8 @@ struct LinearModel: InferenceModel {
         #expect(decoderMetrics.value("batches_resent") == 1)
         #expect(decoderMetrics.value("tasks_resend_requested") == 2)
         #expect(decoderMetrics.value("resend_requests_sent") == 1)
+        // Too few batches for the adaptive trigger yet: the least, 5 ms, is in force.
+        #expect(decoderMetrics.gauge("resend_after_ms") == 5)
         #expect(encoderMetrics.value("resend_requests") == 1)
         #expect(encoderMetrics.value("tasks_resent") == 2)
         #expect(encoderMetrics.value("tasks_published") == 10)
@@ -366,6 +368,7 @@ struct LinearModel: InferenceModel {
         let records = try await Self.request(queries, of: runs, workers: 8, on: transport, stop: stop) { !$0.isEmpty }
         #expect(records.first?.status == .degraded && records.first?.received == 5)
         #expect(decoderMetrics.value("batches_resent") == 0)
+        #expect(decoderMetrics.gauge("resend_after_ms") == 1)
         #expect(!transport.published.contains { $0.properties.type == WireFormat.MessageType.hedge })
         let manifest = try #require(
             transport.published.first { $0.properties.type == WireFormat.MessageType.manifest }.map {
