@@ -19,6 +19,10 @@ public struct RobustStudyDecoder: Sendable {
     public var threshold = RobustDetection.defaultThreshold
     /// The smoothing ρ of the spline check's fit.
     public var detectionSmoothing = RobustDetection.detectionSmoothing
+    /// Evidence across trials (nil: none): each worker index's history of being flagged, one tick
+    /// per trial, and the results of quarantined workers left out before decoding
+    /// (``SourceReputation``). Meaningful with persistent adversaries.
+    public var quarantine: QuarantinePolicy?
 
     /// Creates a decoder.
     public init(
@@ -105,17 +109,28 @@ extension AccuracyStudy {
         return Array(order.prefix(count)).sorted()
     }
 
+    /// The adversaries of a trial when the same workers lie in every trial: the first A of the N
+    /// worker indices shuffled by `seed` (one order per setting) that answered in this trial.
+    static func persistentAdversaries(received: [Int], workers: Int, count: Int, seed: UInt64) -> [Int] {
+        var rng = SeededGenerator(seed: seed ^ 0x5E_7A_D0_11)
+        let answered = Set(received)
+        return Array(Array(0..<workers).shuffled(using: &rng).filter { answered.contains($0) }.prefix(count)).sorted()
+    }
+
     /// Runs every decoder on every setting, number of adversaries and attack, on identical batches,
     /// straggler sets, adversary sets and corrupted values. Each robust decoder is told to tolerate
     /// max(A, `tolerate`) adversaries: with `tolerate` above the A actually present, the study measures
     /// what a decoder configured for the worst case costs when fewer (or no) workers misbehave.
     ///
     /// The workers' outputs are computed once per (setting, trial, code); an adversary's corrupted row
-    /// depends only on the trial, its worker index and the attack.
+    /// depends only on the trial, its worker index and the attack. With `persistentAdversaries` the
+    /// same worker indices lie in every trial of a setting (as a faulty machine does in serving),
+    /// instead of a new set per trial; decoders with a ``RobustStudyDecoder/quarantine`` keep their
+    /// evidence across the trials of each (setting, A, attack).
     public func runRobustness(
         settings: [StudySetting], adversaryCounts: @Sendable (StudySetting) -> [Int], attacks: [StudyAttack],
         decoders: [RobustStudyDecoder], trials: Int, seed: UInt64, tolerate: Int = 0,
-        progress: (Int, Int) -> Void = { _, _ in }
+        persistentAdversaries: Bool = false, progress: (Int, Int) -> Void = { _, _ in }
     ) throws -> [RobustnessResult] {
         struct Tally {
             var metrics: [ReconstructionMetrics] = []
@@ -136,6 +151,10 @@ extension AccuracyStudy {
             }
             let counts = adversaryCounts(setting)
             var tallies: [String: Tally] = [:]
+            var reputations: [String: SourceReputation<Int>] = [:]
+            let settingSeed =
+                seed &+ UInt64(setting.workers) &* 1_000_003 &+ UInt64(setting.batchSize) &* 1_009
+                &+ UInt64(setting.stragglers)
             func key(_ decoder: String, _ a: Int, _ attack: String) -> String { "\(decoder)\u{1}\(a)\u{1}\(attack)" }
             for (trial, (picks, stragglerSeed)) in plan(setting, trials: trials, seed: seed).enumerated() {
                 let x = queries.selectingRows(picks)
@@ -147,7 +166,11 @@ extension AccuracyStudy {
                 for (label, code) in codes { coded[label] = try outputs(code.encode(x)) }
                 for attack in attacks {
                     for a in counts {
-                        let bad = Self.adversaries(received: received, count: a, seed: stragglerSeed)
+                        let bad =
+                            persistentAdversaries
+                            ? Self.persistentAdversaries(
+                                received: received, workers: setting.workers, count: a, seed: settingSeed)
+                            : Self.adversaries(received: received, count: a, seed: stragglerSeed)
                         for decoder in decoders {
                             guard let code = codes[decoder.code], var y = coded[decoder.code] else { continue }
                             for w in bad {
@@ -158,14 +181,35 @@ extension AccuracyStudy {
                             let lambda = decoder.decoderLambda.map { f in
                                 { (count: Int) -> Double? in f(setting.workers, setting.batchSize, count) }
                             }
-                            var tally = tallies[key(decoder.label, a, attack.name)] ?? Tally()
+                            let k = key(decoder.label, a, attack.name)
+                            var tally = tallies[k] ?? Tally()
                             do {
-                                let decoded = try code.robustDecode(
-                                    y.selectingRows(received), received: received,
-                                    adversaries: decoder.method == nil ? 0 : max(a, tolerate),
-                                    method: decoder.method ?? .spline,
-                                    lambdaDecoder: lambda, threshold: decoder.threshold,
-                                    detectionSmoothing: decoder.detectionSmoothing)
+                                let told = decoder.method == nil ? 0 : max(a, tolerate)
+                                let decoded: RobustDecoding
+                                if let policy = decoder.quarantine {
+                                    var reputation = reputations[k] ?? SourceReputation(policy: policy)
+                                    let now = Int64(trial)
+                                    let quarantined = received.map { reputation.isQuarantined($0, now: now) }
+                                    decoded = try code.robustDecode(
+                                        y.selectingRows(received), received: received, adversaries: told,
+                                        method: decoder.method ?? .spline, lambdaDecoder: lambda,
+                                        threshold: decoder.threshold, detectionSmoothing: decoder.detectionSmoothing,
+                                        sources: received, quarantined: quarantined)
+                                    // Evidence only from a check that looked for adversaries.
+                                    if told - quarantined.count(where: { $0 }) > 0 {
+                                        let excluded = Set(decoded.excluded)
+                                        for (w, q) in zip(received, quarantined) where !q {
+                                            reputation.record(w, flagged: excluded.contains(w), now: now)
+                                        }
+                                    }
+                                    reputations[k] = reputation
+                                } else {
+                                    decoded = try code.robustDecode(
+                                        y.selectingRows(received), received: received, adversaries: told,
+                                        method: decoder.method ?? .spline,
+                                        lambdaDecoder: lambda, threshold: decoder.threshold,
+                                        detectionSmoothing: decoder.detectionSmoothing)
+                                }
                                 tally.metrics.append(
                                     ReconstructionMetrics(estimates: decoded.estimates, exact: exact, labels: truth))
                                 let excluded = Set(decoded.excluded)
@@ -177,7 +221,7 @@ extension AccuracyStudy {
                                 tally.refused += 1
                                 tally.refusal = tally.refusal ?? error.message
                             }
-                            tallies[key(decoder.label, a, attack.name)] = tally
+                            tallies[k] = tally
                         }
                     }
                 }

@@ -86,6 +86,10 @@ extension EvaluateCommand {
         ]
     }
 
+    /// The study's quarantine: serving's window, minimum and share, one tick per trial, and a
+    /// quarantine of 1,000 trials (serving's 60 s are thousands of batches under load).
+    static let studyQuarantine = DecoderConfiguration.defaultQuarantine.lasting(1_000)
+
     func runRobustness(queries: Matrix, labels truth: [Int], grid: [StudySetting], profiles: [CalibrationProfile])
         throws
     {
@@ -98,6 +102,11 @@ extension EvaluateCommand {
             var decoders = Self.robustDecoders(
                 lambdaEncoder: lambdaEncoder, lambdaDecoder: lambdaDecoder,
                 profiles: profiles.filter { $0.model == model.name })
+            if persistentAdversaries, var quarantined = decoders.first(where: { $0.method == .spline }) {
+                quarantined.label += " + quarantine"
+                quarantined.quarantine = Self.studyQuarantine
+                decoders.append(quarantined)
+            }
             for i in decoders.indices {
                 decoders[i].threshold = splineThreshold
                 decoders[i].detectionSmoothing = detectionSmoothing
@@ -108,7 +117,8 @@ extension EvaluateCommand {
                     Array(Set(specs.map { $0.resolve(workers: setting.workers) })).sorted()
                         .filter { $0 <= setting.workers - setting.stragglers }
                 },
-                attacks: attacks, decoders: decoders, trials: trials, seed: seed, tolerate: tolerate
+                attacks: attacks, decoders: decoders, trials: trials, seed: seed, tolerate: tolerate,
+                persistentAdversaries: persistentAdversaries
             ) { done, total in
                 if !quiet && (done % 10 == 0 || done == total) {
                     FileHandle.standardError.write(Data("\r\(model.name): \(done)/\(total) trials".utf8))

@@ -100,6 +100,12 @@ struct EvaluateCommand: AsyncParsableCommand {
     )
     var tolerate: Int = 0
 
+    @Flag(
+        help:
+            "The same workers lie in every trial of a setting (as a faulty machine does in serving), and the study adds nercc + spline check + quarantine, which keeps each worker's history across trials."
+    )
+    var persistentAdversaries = false
+
     @Option(help: "The spline check's flagging threshold, in robust standard deviations.")
     var splineThreshold: Double = RobustDetection.defaultThreshold
 

@@ -490,6 +490,12 @@ struct DecoderCommand: AsyncParsableCommand {
     )
     var resendGapMultiple: Double = Environment.double("NERCC_RESEND_GAP_MULTIPLE", 3)
 
+    @Option(
+        help:
+            "The quarantine of Byzantine workers: for batches decoded with --adversaries, a worker (x-nercc-worker with its user_id) that the robust decoder flagged in more than half of the last 16 batches it answered (at least 8) has its results left out for this many seconds, and each batch it answers tolerates one adversary fewer among the rest; 0: off (env NERCC_QUARANTINE_SECONDS)."
+    )
+    var quarantineSeconds: Int = Environment.int("NERCC_QUARANTINE_SECONDS", 60)
+
     func validate() throws {
         guard earlyDecodeAfterMs >= 0 else { throw ValidationError("--early-decode-after-ms must be ≥ 0") }
         guard earlyDecodeExtraShare.isFinite, (0...1).contains(earlyDecodeExtraShare) else {
@@ -508,6 +514,10 @@ struct DecoderCommand: AsyncParsableCommand {
                 "--resend-gap-multiple must be in 0...1000 (0: a fixed trigger), got \(resendGapMultiple)")
         }
         try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE", "NERCC_RESEND_GAP_MULTIPLE"], as: .number)
+        guard (0...86_400).contains(quarantineSeconds) else {
+            throw ValidationError("--quarantine-seconds must be in 0...86400 (0: off), got \(quarantineSeconds)")
+        }
+        try Environment.validate(["NERCC_QUARANTINE_SECONDS"], as: .integer)
         try Environment.validate(["NERCC_EARLY_DECODE"], as: .boolean)
         guard shard >= 0, shard < connection.shards else {
             throw ValidationError("--shard must be in 0..<\(connection.shards), got \(shard)")
@@ -535,7 +545,9 @@ struct DecoderCommand: AsyncParsableCommand {
                 earlyDecodeExtraShare: earlyDecodeExtraShare,
                 earlyDecodeFloorAfterMilliseconds: earlyDecodeFloorAfterMs > 0 ? Int64(earlyDecodeFloorAfterMs) : nil,
                 resendAfterMilliseconds: resendAfterMs > 0 ? Int64(resendAfterMs) : nil,
-                resendGapMultiple: resendGapMultiple, authenticator: authenticator),
+                resendGapMultiple: resendGapMultiple, authenticator: authenticator,
+                quarantine: quarantineSeconds > 0
+                    ? DecoderConfiguration.defaultQuarantine.lasting(Int64(quarantineSeconds) * 1_000) : nil),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info(
             "decoder starting",

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Messaging
 import ServingMessages
+import Synchronization
 
 /// Settings of a decoder.
 public struct DecoderConfiguration: Sendable {
@@ -46,6 +47,17 @@ public struct DecoderConfiguration: Sendable {
     /// does not verify is dead-lettered as `bad-token` (copies are ignored). Hedge requests carry
     /// this decoder's token (``MessageAuthenticator``).
     public var authenticator: MessageAuthenticator?
+    /// The quarantine of workers flagged in most of their recent batches (nil: off), in
+    /// milliseconds: for batches decoded robustly (A > 0), a source (`x-nercc-worker` with its
+    /// `user_id`) that the robust decoder flagged in more than half of the last 16 batches it
+    /// answered (at least 8) has its results left out for 60 s, and the batch tolerates one
+    /// adversary fewer for each quarantined source that answered it (``SourceReputation``).
+    public var quarantine: QuarantinePolicy?
+
+    /// The default quarantine: flagged in more than half of the last 16 batches (at least 8), for
+    /// 60 s.
+    public static let defaultQuarantine = QuarantinePolicy(
+        window: 16, minimumBatches: 8, share: 0.5, duration: 60_000)
 
     /// Creates a configuration.
     public init(
@@ -53,8 +65,10 @@ public struct DecoderConfiguration: Sendable {
         cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
         earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
         earlyDecodeFloorAfterMilliseconds: Int64? = 100, resendAfterMilliseconds: Int64? = 5,
-        resendGapMultiple: Double = 3, authenticator: MessageAuthenticator? = nil
+        resendGapMultiple: Double = 3, authenticator: MessageAuthenticator? = nil,
+        quarantine: QuarantinePolicy? = nil
     ) {
+        self.quarantine = quarantine
         self.resendGapMultiple = resendGapMultiple.isFinite ? max(0, resendGapMultiple) : 0
         self.resendAfterMilliseconds = resendAfterMilliseconds.map { max(0, $0) }
         self.earlyDecodeFloorAfterMilliseconds = earlyDecodeFloorAfterMilliseconds.map { max(0, $0) }
@@ -123,6 +137,8 @@ public final class DecoderService: Sendable {
     let logger: Logger
     let metrics: ServiceMetrics
     let codes = CodeCache()
+    /// Each worker's record of being flagged, and its quarantine (``DecoderConfiguration/quarantine``).
+    let reputation: Mutex<SourceReputation<String>>
 
     /// Creates a decoder.
     public init(
@@ -135,6 +151,8 @@ public final class DecoderService: Sendable {
         self.clock = clock
         self.logger = logger
         self.metrics = metrics
+        self.reputation = Mutex(
+            SourceReputation(policy: configuration.quarantine ?? DecoderConfiguration.defaultQuarantine))
     }
 
     private enum Event: Sendable {
@@ -775,16 +793,36 @@ public final class DecoderService: Sendable {
                 if let requested = manifest.scheme.adversaries, requested > 0,
                     let method = code.kind.servingRobustMethod
                 {
+                    // Quarantined workers' results are left out, unless too few would remain to
+                    // decode; the batch was collected as usual (they count towards its wait, so
+                    // it is not held up), and is decoded from the others.
+                    let now = clock.now()
+                    let keys = usable.map { Self.sourceKey(worker: $0.worker, user: $0.user) }
+                    var marks = keys.map { key in key.map { isQuarantined($0, now: now) } ?? false }
+                    if !code.canDecode(received: zip(usable, marks).filter { !$1 }.map(\.0.index)) {
+                        marks = marks.map { _ in false }
+                    }
+                    let present = Set(zip(keys, marks).compactMap { $1 ? $0 : nil })
                     // A batch decoded from fewer results than it waits for (degraded) tolerates what
-                    // they allow, possibly none; it still says which it excluded.
-                    let a = code.tolerableAdversaries(requested, results: usable.count)
+                    // they allow, possibly none; it still says which it excluded. Each quarantined
+                    // source that answered is one of the A adversaries accounted for.
+                    let a = code.tolerableAdversaries(
+                        max(0, requested - present.count), results: marks.count { !$0 })
                     let robust = try code.robustDecode(
-                        y, received: usable.map(\.index), adversaries: a, method: method,
+                        y, received: usable.map(\.index), adversaries: a + present.count, method: method,
                         lambdaDecoder: { manifest.scheme.lambdaDecoder(received: $0) },
-                        sources: Self.sources(of: usable))
+                        sources: Self.sources(of: usable), quarantined: marks)
                     estimates = robust.estimates
                     excluded = robust.excluded
-                    countFlagged(robust.excluded, among: usable, batchID: manifest.batchID)
+                    let quarantinedIndices = Set(zip(usable, marks).filter { $1 }.map(\.0.index))
+                    for result in zip(usable, marks).filter({ $1 }).map(\.0) {
+                        metrics.increment(
+                            "results_quarantined",
+                            labels: [("worker", result.worker ?? ""), ("user", result.user ?? "")])
+                    }
+                    let flagged = robust.excluded.filter { !quarantinedIndices.contains($0) }
+                    countFlagged(flagged, among: usable, batchID: manifest.batchID)
+                    if a > 0 { record(flagged: Set(flagged), among: usable, keys: keys, marks: marks, now: now) }
                 } else {
                     estimates = try code.decode(
                         y, received: usable.map(\.index),
@@ -845,8 +883,6 @@ public final class DecoderService: Sendable {
         return nil
     }
 
-    /// Counts and logs the results a robust decode excluded, per worker id (the `x-nercc-worker` the
-    /// worker claims) and broker user (the `user_id` the broker checked; empty when absent).
     /// Each result's source for robust decoding: its worker, as its `x-nercc-worker` header and its
     /// broker user (`user_id`) name it together; −1 when it names no worker.
     static func sources(of results: [BatchAssembler.Result]) -> [Int] {
@@ -860,6 +896,50 @@ public final class DecoderService: Sendable {
         }
     }
 
+    /// The key a worker's reputation is kept under: its `x-nercc-worker` and broker `user_id`
+    /// together; nil for a result that names no worker (it has no history).
+    static func sourceKey(worker: String?, user: String?) -> String? {
+        guard let worker, !worker.isEmpty else { return nil }
+        return "\(user ?? "")\u{0}\(worker)"
+    }
+
+    /// Whether the source under `key` is quarantined at `now` (never, with the quarantine off).
+    private func isQuarantined(_ key: String, now: Int64) -> Bool {
+        configuration.quarantine != nil && reputation.withLock { $0.isQuarantined(key, now: now) }
+    }
+
+    /// Adds one batch's outcome to the history of every source that answered it and was checked
+    /// (not quarantined); logs and counts the sources this puts in quarantine.
+    private func record(
+        flagged: Set<Int>, among results: [BatchAssembler.Result], keys: [String?], marks: [Bool], now: Int64
+    ) {
+        guard configuration.quarantine != nil else { return }
+        var outcome: [String: Bool] = [:]
+        for (result, (key, mark)) in zip(results, zip(keys, marks)) where !mark {
+            guard let key else { continue }
+            outcome[key] = (outcome[key] ?? false) || flagged.contains(result.index)
+        }
+        let entered = reputation.withLock { r in
+            let entered = outcome.filter { r.record($0.key, flagged: $0.value, now: now) }.keys
+            // Set under the lock, so that a decode that finished earlier cannot overwrite it.
+            metrics.set("quarantined_sources", Double(r.quarantined(now: now).count))
+            return Array(entered)
+        }
+        for key in entered {
+            let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false)
+            let (user, worker) = (String(parts.first ?? ""), String(parts.last ?? ""))
+            metrics.increment("sources_quarantined", labels: [("worker", worker), ("user", user)])
+            logger.warning(
+                "quarantined a worker flagged in most of its recent batches",
+                metadata: [
+                    "worker": "\(worker)", "user": "\(user)",
+                    "seconds": "\(Double(configuration.quarantine?.duration ?? 0) / 1000)",
+                ])
+        }
+    }
+
+    /// Counts and logs the results a robust decode excluded, per worker id (the `x-nercc-worker` the
+    /// worker claims) and broker user (the `user_id` the broker checked; empty when absent).
     private func countFlagged(_ excluded: [Int], among results: [BatchAssembler.Result], batchID: String) {
         guard !excluded.isEmpty else { return }
         metrics.increment("batches_with_excluded_results")

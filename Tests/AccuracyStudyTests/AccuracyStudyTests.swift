@@ -196,6 +196,47 @@ import Testing
         #expect(results.first { $0.scheme == "nercc" }?.refused == 0)
     }
 
+    /// The same two workers lie in every trial, blatantly in about three trials of four and too
+    /// little to be seen in the rest: the spline check alone finds them only in the blatant
+    /// trials; with the quarantine (evidence across trials) they are flagged in most of their
+    /// first 8 trials, quarantined, and left out of every later one.
+    @Test func theQuarantineFindsPersistentAdversariesThatSomeBatchesHide() throws {
+        let sometimes = StudyAttack(name: "sometimes") { values, seed in
+            var rng = SeededGenerator(seed: seed)
+            let blatant = Int.random(in: 0..<4, using: &rng) > 0
+            return values.map { $0 + (blatant ? 1_000 : 1e-9) }
+        }
+        var decoders = Self.decoders().filter { $0.method == .spline }
+        var quarantined = decoders[0]
+        quarantined.label += " + quarantine"
+        quarantined.quarantine = QuarantinePolicy(duration: 1_000)
+        decoders.append(quarantined)
+        let results = try AccuracyStudyTests.study().runRobustness(
+            settings: [StudySetting(workers: 24, batchSize: 4, stragglers: 0)], adversaryCounts: { _ in [2] },
+            attacks: [sometimes], decoders: decoders, trials: 40, seed: 4, persistentAdversaries: true)
+        let alone = try #require(results.first { $0.scheme == "nercc + spline check" })
+        let across = try #require(results.first { $0.scheme == "nercc + spline check + quarantine" })
+        #expect(alone.adversariesPresent == 80 && across.adversariesPresent == 80)
+        #expect(try #require(alone.recall) < 0.9)
+        // About 8 trials of each liar before the quarantine, of which about a quarter missed.
+        let (before, after) = (try #require(alone.recall), try #require(across.recall))
+        #expect(after >= 0.9 && after >= before + 0.1)
+        // A hidden liar leaves the check a budget it spends on honest results now and then; once
+        // the liars are quarantined it has none left to spend.
+        #expect(try #require(across.falsePositives) < (try #require(alone.falsePositives)))
+    }
+
+    @Test func persistentAdversariesAreTheSameWorkersInEveryTrialAndNested() {
+        let all = Array(0..<12)
+        let three = AccuracyStudy.persistentAdversaries(received: all, workers: 12, count: 3, seed: 5)
+        let one = AccuracyStudy.persistentAdversaries(received: all, workers: 12, count: 1, seed: 5)
+        #expect(three.count == 3 && Set(one).isSubset(of: Set(three)))
+        // A straggling adversary is replaced by the next worker of the same order.
+        let received = all.filter { $0 != three[0] }
+        let again = AccuracyStudy.persistentAdversaries(received: received, workers: 12, count: 3, seed: 5)
+        #expect(Set(three).subtracting([three[0]]).isSubset(of: Set(again)) && !again.contains(three[0]))
+    }
+
     @Test func adversarySetsAreNestedAndDrawnFromTheReceivedWorkers() {
         let received = [0, 2, 3, 5, 7, 8, 11]
         let one = AccuracyStudy.adversaries(received: received, count: 1, seed: 9)

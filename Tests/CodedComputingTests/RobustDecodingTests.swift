@@ -357,3 +357,91 @@ struct RobustFixtures: Decodable {
         #expect(try RobustMethod.parse("locator") == .locator)
     }
 }
+
+/// Evidence across batches: ``SourceReputation`` and the robust decode that leaves quarantined
+/// sources out.
+@Suite struct SourceReputationTests {
+    @Test func aSourceFlaggedInMostOfItsBatchesIsQuarantinedUntilItsTimeIsUp() {
+        var reputation = SourceReputation<String>(
+            policy: QuarantinePolicy(window: 16, minimumBatches: 8, share: 0.5, duration: 100))
+        // Flagged in 7 of 8: quarantined at the eighth batch, not before.
+        let outcomes = [true, true, false, true, true, true, true, true]
+        for (t, flagged) in outcomes.enumerated() {
+            let entered = reputation.record("liar", flagged: flagged, now: Int64(t))
+            #expect(entered == (t == 7), "batch \(t)")
+            // An honest source flagged once in its batches stays.
+            reputation.record("honest", flagged: t == 3, now: Int64(t))
+        }
+        let (liar, honest) = (reputation.isQuarantined("liar", now: 50), reputation.isQuarantined("honest", now: 50))
+        #expect(liar && !honest)
+        #expect(reputation.quarantined(now: 50) == ["liar"])
+        // While quarantined nothing is recorded; at the end of the quarantine the history is clean.
+        let recorded = reputation.record("liar", flagged: true, now: 60)
+        let released = !reputation.isQuarantined("liar", now: 107)
+        #expect(!recorded && released)
+        #expect(reputation.flags(of: "liar") == (0, 0))
+        #expect(reputation.quarantined(now: 107).isEmpty)
+    }
+
+    @Test func exactlyHalfIsNotEnoughAndTheWindowForgets() {
+        var reputation = SourceReputation<Int>(policy: QuarantinePolicy(window: 4, minimumBatches: 4, duration: 10))
+        // Flagged in 2 of 4: not more than half.
+        for (t, flagged) in [true, false, true, false].enumerated() {
+            let entered = reputation.record(1, flagged: flagged, now: Int64(t))
+            #expect(!entered)
+        }
+        #expect(reputation.flags(of: 1) == (2, 4))
+        // Two clean batches push the old flags out of the window of 4.
+        reputation.record(1, flagged: false, now: 4)
+        reputation.record(1, flagged: false, now: 5)
+        #expect(reputation.flags(of: 1) == (1, 4))
+        // A policy out of range is clamped.
+        let clamped = QuarantinePolicy(window: 100, minimumBatches: 0, share: .nan, duration: -5, capacity: 0)
+        #expect(clamped.window == 64 && clamped.minimumBatches == 1 && clamped.share == 0.5)
+        #expect(clamped.duration == 1 && clamped.capacity == 1)
+    }
+
+    @Test func beyondItsCapacityTheSourceSeenLongestAgoIsForgottenButNotAQuarantine() {
+        var reputation = SourceReputation<Int>(
+            policy: QuarantinePolicy(window: 2, minimumBatches: 1, duration: 1_000, capacity: 2))
+        let entered = reputation.record(0, flagged: true, now: 0)
+        reputation.record(1, flagged: false, now: 1)
+        reputation.record(2, flagged: false, now: 2)
+        let kept = reputation.isQuarantined(0, now: 3)
+        #expect(entered && kept)
+        #expect(reputation.flags(of: 1) == (0, 0))
+        #expect(reputation.flags(of: 2) == (0, 1))
+    }
+
+    /// nercc (40, 10) on a smooth function with workers 3 and 17 negated: told A = 2 with worker 3
+    /// quarantined, the decode leaves it out and looks for one adversary among the rest, finding 17;
+    /// both are in `excluded`, and the estimates match the decode without them.
+    @Test func aQuarantinedSourceIsLeftOutAndCountsAgainstA() throws {
+        let code = try LinearCode(SchemeConfiguration(kind: .nercc, workers: 40, batchSize: 10))
+        let x = Matrix(rows: 10, columns: 2, elements: (0..<20).map { sin(Double($0) / 3) })
+        let coded = try code.encode(x)
+        var y = Matrix(
+            rows: coded.rows, columns: coded.columns, elements: coded.elements.map { 1 + $0 + 0.5 * $0 * $0 })
+        for w in [3, 17] {
+            for c in 0..<y.columns { y[w, c] = -y[w, c] }
+        }
+        let received = Array(0..<40)
+        let marks = received.map { $0 == 3 }
+        let decoded = try code.robustDecode(
+            y, received: received, adversaries: 2, method: .spline, sources: received, quarantined: marks)
+        #expect(decoded.excluded == [3, 17])
+        let honest = received.filter { $0 != 3 && $0 != 17 }
+        let reference = try code.decode(y.selectingRows(honest), received: honest)
+        #expect(decoded.used == honest)
+        for (a, b) in zip(decoded.estimates.elements, reference.elements) { #expect(abs(a - b) <= 1e-9 * (1 + abs(b))) }
+        // With too few results left to decode, nothing is left out.
+        let few = [0, 1]
+        let small = try code.robustDecode(
+            y.selectingRows(few), received: few, adversaries: 0, method: .spline, sources: few,
+            quarantined: [true, false])
+        #expect(small.excluded.isEmpty && small.used == few)
+        #expect(throws: CodingSchemeError.self) {
+            try code.robustDecode(y, received: received, adversaries: 1, method: .spline, sources: nil, quarantined: [])
+        }
+    }
+}

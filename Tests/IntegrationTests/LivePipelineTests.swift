@@ -20,6 +20,29 @@ struct LivePipelineTests {
         return (0..<64).map { r in array.values[(r * 784)..<((r + 1) * 784)].map { Float($0) } }
     }()
 
+    /// nercc (40, 10) with `--adversaries 3`, padded batches, two honest workers and a third that
+    /// negates every output (slowed, so that it holds few tasks of a batch), connected as
+    /// `liarURL`'s user when given.
+    static func systemWithLiar(prefix: String, decoder: [String], liarURL: String? = nil) async throws
+        -> [ServiceProcess]
+    {
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "40", "--batch", "10", "--stragglers", "0", "--deadline-ms",
+                "60000", "--adversaries", "3", "--partial-batches", "pad",
+            ],
+            workers: [[], []], decoder: decoder)
+        services.append(
+            try ServiceProcess(
+                [
+                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", "negate",
+                    "--prefetch", "1", "--straggler-probability", "1", "--straggler-delay-ms", "40",
+                ], prefix: prefix, name: "liar", url: liarURL))
+        #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 3), "the liar did not start")
+        return services
+    }
+
     /// Starts a decoder, an encoder and workers; waits until they all consume.
     static func system(
         prefix: String, scheme: [String], workers: [[String]], waitForWorkers: Int? = nil, decoder: [String] = [],
@@ -261,13 +284,6 @@ struct LivePipelineTests {
     @Test func aByzantineWorkerIsExcludedAndFlagged() async throws {
         let prefix = LiveSystem.prefix()
         let port = 19_000 + Int.random(in: 0..<900)
-        var services = try await Self.system(
-            prefix: prefix,
-            scheme: [
-                "--scheme", "nercc", "--workers", "40", "--batch", "10", "--stragglers", "0", "--deadline-ms",
-                "60000", "--adversaries", "3", "--partial-batches", "pad",
-            ],
-            workers: [[], []], decoder: ["--http-port", "\(port)"])
         // The liar connects as a broker user of its own, which its results' user_id then names.
         let user = "\(prefix)-liar-user"
         #expect(
@@ -278,13 +294,9 @@ struct LivePipelineTests {
             try await LivePermissionTests.managementPUT(
                 "/api/permissions/%2F/\(user)", ["configure": ".*", "write": ".*", "read": ".*"]) / 100 == 2)
         let base = try RabbitMQURL(LiveSystem.amqpURL!)
-        services.append(
-            try ServiceProcess(
-                [
-                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", "negate",
-                    "--prefetch", "1", "--straggler-probability", "1", "--straggler-delay-ms", "40",
-                ], prefix: prefix, name: "liar", url: "amqp://\(user):pw@\(base.host):\(base.port)/%2F"))
-        #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 3), "the liar did not start")
+        let services = try await Self.systemWithLiar(
+            prefix: prefix, decoder: ["--http-port", "\(port)"],
+            liarURL: "amqp://\(user):pw@\(base.host):\(base.port)/%2F")
         let client = try await TestClient.connect(prefix: prefix)
         try await client.send(queries: Array(Self.images[0..<20]), id: "robust")
         let replies = try await client.collect { TestClient.answered($0) >= 20 }
@@ -311,6 +323,46 @@ struct LivePipelineTests {
             "the liar is flagged under its broker user: \(flagged)")
         // The predictions say which broker user published them: the decoder's.
         #expect(replies.allSatisfy { $0.properties.userID == base.user }, "\(replies.map(\.properties.userID))")
+        await client.transport.close()
+        _ = services
+    }
+
+    /// The quarantine against RabbitMQ: nercc (40, 10) with `--adversaries 3`, a decoder with
+    /// `--quarantine-seconds 600`, and a worker process that negates every output (slowed, so that
+    /// it holds one or two tasks of a batch). Over sixteen batches the liar is flagged in most of its
+    /// first, then quarantined: the decoder counts the quarantine and the results it left out
+    /// against the liar's worker id and no honest worker's, and every answer agrees with the local
+    /// model.
+    @Test func aWorkerFlaggedInMostOfItsBatchesIsQuarantined() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        let services = try await Self.systemWithLiar(
+            prefix: prefix, decoder: ["--http-port", "\(port)", "--quarantine-seconds", "600"])
+        let client = try await TestClient.connect(prefix: prefix)
+        let queries = (0..<160).map { Self.images[$0 % Self.images.count] }
+        try await client.send(queries: queries, id: "quarantine")
+        let records = TestClient.predictions(try await client.collect { TestClient.answered($0) >= 160 })
+        var agree = 0
+        for record in records {
+            for prediction in record.predictions {
+                let local = try Self.model.predict(flatRows: queries[prediction.index], count: 1)
+                let best = local.indices.max { local[$0] < local[$1] } ?? 0
+                if best == prediction.predictedClass { agree += 1 }
+            }
+        }
+        #expect(agree >= 156, "\(agree) of 160 predictions agree with the local model")
+        let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+        let lines = metrics.split(separator: "\n")
+        func counted(_ name: String, _ worker: String) -> Double {
+            lines.filter { $0.hasPrefix("nercc_decoder_\(name)_total") && $0.contains("worker=\"\(worker)\"") }
+                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        }
+        #expect(counted("sources_quarantined", "\(prefix)-liar") == 1, "\(lines.filter { $0.contains("quarantin") })")
+        #expect(counted("results_quarantined", "\(prefix)-liar") >= 1)
+        for honest in ["\(prefix)-w0", "\(prefix)-w1"] {
+            #expect(counted("sources_quarantined", honest) == 0, "\(honest) was quarantined")
+        }
+        #expect(metrics.contains("nercc_decoder_quarantined_sources 1"), "one worker in quarantine")
         await client.transport.close()
         _ = services
     }

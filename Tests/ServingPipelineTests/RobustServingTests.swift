@@ -66,24 +66,7 @@ import Testing
         let runs = try Self.services(
             transport, workers: 40, liar: 5, decoderMetrics: decoderMetrics, liarMetrics: liarMetrics, stop: stop
         ) { $0.padsPartialBatches = true }
-        let queries: [[Float]] = (0..<20).map { i in
-            let t = Float(i)
-            return [sin(t), cos(1.3 * t), sin(0.7 * t + 1)]
-        }
-        let records = try await InMemoryPipelineTests.request(
-            queries, of: runs, workers: 40, on: transport, stop: stop
-        ) { $0.reduce(0) { $0 + $1.predictions.count } >= 20 }
-        let model = LinearModel()
-        for record in records {
-            for prediction in record.predictions {
-                let exact = try model.predict(flatInputs: queries[prediction.index], count: 1)
-                // The spline decodes a linear model from the remaining points to within its
-                // approximation error; a negated result left in moves the outputs by tenths.
-                for (got, want) in zip(prediction.outputs, exact) {
-                    #expect(abs(got - want) <= 2e-2 * (1 + abs(want)), "query \(prediction.index)")
-                }
-            }
-        }
+        let records = try await Self.expectModelAnswers(20, step: 1, runs: runs, transport: transport, stop: stop)
         let corrupted = liarMetrics.value("results_corrupted")
         #expect(corrupted >= 1)
         let excluded = records.flatMap { $0.excluded ?? [] }
@@ -94,21 +77,49 @@ import Testing
 }
 
 extension RobustServingTests {
+    /// Sends `count` smooth queries (t = i·`step`) to forty workers and expects every answer to be
+    /// the linear model's: the spline decodes it from the remaining points to within its
+    /// approximation error, where a negated result left in moves the outputs by tenths.
+    static func expectModelAnswers(
+        _ count: Int, step: Float, runs: [@Sendable () async throws -> Void], transport: InMemoryTransport,
+        stop: StopSignal
+    ) async throws -> [PredictionRecord] {
+        let queries: [[Float]] = (0..<count).map { i in
+            let t = Float(i) * step
+            return [sin(t), cos(1.3 * t), sin(0.7 * t + 1)]
+        }
+        let records = try await InMemoryPipelineTests.request(
+            queries, of: runs, workers: 40, on: transport, stop: stop
+        ) { $0.reduce(0) { $0 + $1.predictions.count } >= count }
+        let model = LinearModel()
+        for record in records {
+            for prediction in record.predictions {
+                let exact = try model.predict(flatInputs: queries[prediction.index], count: 1)
+                for (got, want) in zip(prediction.outputs, exact) {
+                    #expect(abs(got - want) <= 2e-2 * (1 + abs(want)), "query \(prediction.index)")
+                }
+            }
+        }
+        return records
+    }
+
     /// An encoder of nercc (40, 10) with A = 3 and a 1 ms batch wait, a decoder, and `workers`
     /// workers with prefetch 1, of which worker `liar` negates every output.
     static func services(
         _ transport: InMemoryTransport, workers: Int, liar: Int, decoderMetrics: ServiceMetrics,
-        liarMetrics: ServiceMetrics, stop: StopSignal, configure: (inout EncoderConfiguration) -> Void = { _ in }
+        liarMetrics: ServiceMetrics, stop: StopSignal, decoder: DecoderConfiguration = .init(),
+        liarDelay: StragglerInjection = .none, configure: (inout EncoderConfiguration) -> Void = { _ in }
     ) throws -> [@Sendable () async throws -> Void] {
         try InMemoryPipelineTests.services(
             transport, scheme: SchemeConfiguration(kind: .nercc, workers: 40, batchSize: 10), workers: workers,
-            stop: stop, decoderMetrics: decoderMetrics, workerMetrics: [liar: liarMetrics],
+            stop: stop, decoder: decoder, decoderMetrics: decoderMetrics, workerMetrics: [liar: liarMetrics],
             workerConfigurations: Dictionary(
                 uniqueKeysWithValues: (0..<workers).map {
                     (
                         $0,
                         WorkerConfiguration(
                             prefetch: 1, workerID: $0 == liar ? "liar" : "honest-\($0)",
+                            stragglers: $0 == liar ? liarDelay : .none,
                             byzantine: $0 == liar ? ByzantineInjection(mode: .negate) : .none)
                     )
                 })
@@ -116,6 +127,43 @@ extension RobustServingTests {
             $0.maximumBatchWaitMilliseconds = 1
             $0.adversaries = 3
             configure(&$0)
+        }
+    }
+
+    /// Thirty batches of nercc (40, 10) with A = 1, one negating worker among forty and the
+    /// quarantine on: once the spline check has flagged the liar in most of the batches it answered
+    /// (at least 8), the decoder quarantines it and leaves its later results out on arrival,
+    /// counted against it, and decodes those batches from the honest results alone (A − 1 = 0 left
+    /// to look for); no honest worker is quarantined and every answer stays the model's.
+    @Test(.timeLimit(.minutes(1))) func aWorkerFlaggedInMostOfItsBatchesIsQuarantined() async throws {
+        let transport = InMemoryTransport()
+        let stop = StopSignal()
+        let decoderMetrics = ServiceMetrics()
+        let liarMetrics = ServiceMetrics()
+        let runs = try Self.services(
+            transport, workers: 40, liar: 5, decoderMetrics: decoderMetrics, liarMetrics: liarMetrics, stop: stop,
+            decoder: DecoderConfiguration(quarantine: DecoderConfiguration.defaultQuarantine),
+            // Slowed, so that it holds one task of a batch (two would be more than A).
+            liarDelay: StragglerInjection(probability: 1, delay: .fixed(milliseconds: 5))
+        ) {
+            $0.padsPartialBatches = true
+            $0.adversaries = 1
+        }
+        _ = try await Self.expectModelAnswers(300, step: 1.0 / 7, runs: runs, transport: transport, stop: stop)
+        let liar = [("worker", "liar"), ("user", "")]
+        #expect(decoderMetrics.value("sources_quarantined", labels: liar) == 1)
+        #expect(decoderMetrics.gauge("quarantined_sources") == 1)
+        let left = decoderMetrics.value("results_quarantined", labels: liar)
+        // Flagged in its first 8 batches, quarantined for the rest.
+        #expect(left >= 1)
+        // Every corrupted result was either flagged by the spline check or left out as quarantined.
+        #expect(decoderMetrics.value("results_flagged", labels: liar) + left == liarMetrics.value("results_corrupted"))
+        // In batches the slowed liar holds no task of, the check told A = 1 flags an honest result
+        // at an end of this curve (docs/robustness.md, "Told to tolerate more adversaries"); the
+        // tasks move between workers, so no honest worker is flagged in most of its batches.
+        for worker in 0..<40 where worker != 5 {
+            let honest = [("worker", "honest-\(worker)"), ("user", "")]
+            #expect(decoderMetrics.value("sources_quarantined", labels: honest) == 0)
         }
     }
 
