@@ -23,6 +23,9 @@ public struct RobustStudyDecoder: Sendable {
     /// per trial, and the results of quarantined workers left out before decoding
     /// (``SourceReputation``). Meaningful with persistent adversaries.
     public var quarantine: QuarantinePolicy?
+    /// Whether results are first checked for the model's output shape (``OutputCheck``, fitted per
+    /// setting on honest outputs of the study's calibration queries) and those that fail are left out.
+    public var outputCheck = false
 
     /// Creates a decoder.
     public init(
@@ -100,6 +103,26 @@ public struct RobustnessResult: Sendable, Equatable, Codable {
 }
 
 extension AccuracyStudy {
+    /// Batches of calibration queries whose coded outputs fit a setting's output check.
+    static let outputCheckBatches = 200
+
+    /// The output check of a code: fitted on the model's outputs of ``outputCheckBatches`` coded
+    /// batches of K calibration queries each (drawn by `seed`), so on the shapes honest workers
+    /// return for this code.
+    func fitOutputCheck(code: LinearCode, calibration: Matrix, seed: UInt64) throws -> OutputCheck {
+        var rng = SeededGenerator(seed: seed ^ 0x0C_4E_C4)
+        var elements: [Double] = []
+        var columns = 0
+        for _ in 0..<Self.outputCheckBatches {
+            let picks = (0..<code.batchSize).map { _ in Int.random(in: 0..<calibration.rows, using: &rng) }
+            let y = try outputs(code.encode(calibration.selectingRows(picks)))
+            elements += y.elements
+            columns = y.columns
+        }
+        return try OutputCheck(
+            fitting: Matrix(rows: elements.count / max(columns, 1), columns: columns, elements: elements))
+    }
+
     /// The adversaries of a trial: the first A of the received workers shuffled by `seed`, so the
     /// sets are nested in A (the adversaries at A = 2 include those at A = 1) and identical for every
     /// decoder of a code.
@@ -130,7 +153,8 @@ extension AccuracyStudy {
     public func runRobustness(
         settings: [StudySetting], adversaryCounts: @Sendable (StudySetting) -> [Int], attacks: [StudyAttack],
         decoders: [RobustStudyDecoder], trials: Int, seed: UInt64, tolerate: Int = 0,
-        persistentAdversaries: Bool = false, progress: (Int, Int) -> Void = { _, _ in }
+        persistentAdversaries: Bool = false, calibration: Matrix? = nil,
+        progress: (Int, Int) -> Void = { _, _ in }
     ) throws -> [RobustnessResult] {
         struct Tally {
             var metrics: [ReconstructionMetrics] = []
@@ -148,6 +172,16 @@ extension AccuracyStudy {
             for decoder in decoders where codes[decoder.code] == nil {
                 guard let config = decoder.configure(setting.workers, setting.batchSize) else { continue }
                 codes[decoder.code] = try LinearCode(config)
+            }
+            var outputChecks: [String: OutputCheck] = [:]
+            for decoder in decoders where decoder.outputCheck && outputChecks[decoder.code] == nil {
+                guard let code = codes[decoder.code] else { continue }
+                guard let calibration else {
+                    throw CodingSchemeError(
+                        .invalidParameter, "\(decoder.label) needs calibration queries to fit its output check on")
+                }
+                outputChecks[decoder.code] = try fitOutputCheck(
+                    code: code, calibration: calibration, seed: seed &+ UInt64(setting.workers))
             }
             let counts = adversaryCounts(setting)
             var tallies: [String: Tally] = [:]
@@ -186,6 +220,7 @@ extension AccuracyStudy {
                             do {
                                 let told = decoder.method == nil ? 0 : max(a, tolerate)
                                 let decoded: RobustDecoding
+                                let check = decoder.outputCheck ? outputChecks[decoder.code] : nil
                                 if let policy = decoder.quarantine {
                                     var reputation = reputations[k] ?? SourceReputation(policy: policy)
                                     let now = Int64(trial)
@@ -194,7 +229,7 @@ extension AccuracyStudy {
                                         y.selectingRows(received), received: received, adversaries: told,
                                         method: decoder.method ?? .spline, lambdaDecoder: lambda,
                                         threshold: decoder.threshold, detectionSmoothing: decoder.detectionSmoothing,
-                                        sources: received, quarantined: quarantined)
+                                        outputCheck: check, sources: received, quarantined: quarantined)
                                     // Evidence only from a check that looked for adversaries.
                                     if told - quarantined.count(where: { $0 }) > 0 {
                                         let excluded = Set(decoded.excluded)
@@ -208,7 +243,8 @@ extension AccuracyStudy {
                                         y.selectingRows(received), received: received, adversaries: told,
                                         method: decoder.method ?? .spline,
                                         lambdaDecoder: lambda, threshold: decoder.threshold,
-                                        detectionSmoothing: decoder.detectionSmoothing)
+                                        detectionSmoothing: decoder.detectionSmoothing, outputCheck: check, sources: nil
+                                    )
                                 }
                                 tally.metrics.append(
                                     ReconstructionMetrics(estimates: decoded.estimates, exact: exact, labels: truth))

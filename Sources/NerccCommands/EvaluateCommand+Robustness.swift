@@ -90,9 +90,10 @@ extension EvaluateCommand {
     /// quarantine of 1,000 trials (serving's 60 s are thousands of batches under load).
     static let studyQuarantine = DecoderConfiguration.defaultQuarantine.lasting(1_000)
 
-    func runRobustness(queries: Matrix, labels truth: [Int], grid: [StudySetting], profiles: [CalibrationProfile])
-        throws
-    {
+    func runRobustness(
+        queries: Matrix, labels truth: [Int], grid: [StudySetting], profiles: [CalibrationProfile],
+        calibration: Matrix? = nil
+    ) throws {
         let specs = try parsedAdversaries()
         let attacks = try parsedAttacks()
         var all: [RobustnessResult] = []
@@ -107,6 +108,20 @@ extension EvaluateCommand {
                 quarantined.quarantine = Self.studyQuarantine
                 decoders.append(quarantined)
             }
+            if let calibration {
+                guard calibration.columns == queries.columns else {
+                    throw CommandError(
+                        "--output-check: the calibration queries have \(calibration.columns) values each, the evaluation queries \(queries.columns)"
+                    )
+                }
+                for base in decoders.filter({ $0.method == .spline }) {
+                    var checked = base
+                    checked.label = base.label.replacingOccurrences(
+                        of: "spline check", with: "output check + spline check")
+                    checked.outputCheck = true
+                    decoders.append(checked)
+                }
+            }
             for i in decoders.indices {
                 decoders[i].threshold = splineThreshold
                 decoders[i].detectionSmoothing = detectionSmoothing
@@ -118,7 +133,7 @@ extension EvaluateCommand {
                         .filter { $0 <= setting.workers - setting.stragglers }
                 },
                 attacks: attacks, decoders: decoders, trials: trials, seed: seed, tolerate: tolerate,
-                persistentAdversaries: persistentAdversaries
+                persistentAdversaries: persistentAdversaries, calibration: calibration
             ) { done, total in
                 if !quiet && (done % 10 == 0 || done == total) {
                     FileHandle.standardError.write(Data("\r\(model.name): \(done)/\(total) trials".utf8))

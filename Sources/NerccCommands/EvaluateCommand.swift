@@ -106,6 +106,13 @@ struct EvaluateCommand: AsyncParsableCommand {
     )
     var persistentAdversaries = false
 
+    @Option(
+        name: .customLong("output-check"),
+        help:
+            "Calibration queries (.npy, 2-D) to fit an output check on (the model's outputs of coded calibration batches): the robustness study adds nercc + output check + spline check, which leaves out results whose shape is not the model's before the spline check."
+    )
+    var outputCheckQueries: String?
+
     @Option(help: "The spline check's flagging threshold, in robust standard deviations.")
     var splineThreshold: Double = RobustDetection.defaultThreshold
 
@@ -197,7 +204,9 @@ struct EvaluateCommand: AsyncParsableCommand {
         let grid = try Self.grid(settings: parsedSettings(), shares: parsedShares(), partialBatches: partialBatches)
         let profiles = try profile.map(loadProfile)
         if !adversaries.isEmpty {
-            try runRobustness(queries: queries, labels: truth, grid: grid, profiles: profiles)
+            try runRobustness(
+                queries: queries, labels: truth, grid: grid, profiles: profiles,
+                calibration: try outputCheckQueries.map(MatrixFiles.read))
             return
         }
         var all: [StudyResult] = []

@@ -226,6 +226,56 @@ import Testing
         #expect(try #require(across.falsePositives) < (try #require(alone.falsePositives)))
     }
 
+    /// A classifier-like model with 3 inputs and 5 logits: a bump of 5 for the class whose centre is
+    /// nearest x₀, around −1 elsewhere.
+    static func classifierStudy(rows: Int, seed: UInt64) -> (study: AccuracyStudy, calibration: Matrix) {
+        let forward: AccuracyStudy.Forward = { inputs, count in
+            (0..<count).flatMap { r -> [Float] in
+                let x = Array(inputs[(r * 3)..<(r * 3 + 3)])
+                return (0..<5).map { c in
+                    let d = x[0] - (Float(c) - 2) / 2
+                    return 5 * Float(exp(Double(-4 * d * d))) - 1 + 0.2 * x[1] - 0.1 * x[2]
+                }
+            }
+        }
+        var rng = SeededGenerator(seed: seed)
+        let queries = Matrix(rows: rows, columns: 3, elements: (0..<(3 * rows)).map { _ in rng.nextGaussian() })
+        let calibration = Matrix(rows: rows, columns: 3, elements: (0..<(3 * rows)).map { _ in rng.nextGaussian() })
+        let labels = (0..<rows).map { r in min(4, max(0, Int(((queries[r, 0] * 2) + 2).rounded()))) }
+        return (
+            AccuracyStudy(
+                modelName: "bumps", inputSize: 3, outputSize: 5, queries: queries, labels: labels, forward: forward),
+            calibration
+        )
+    }
+
+    @Test func theOutputCheckIsFittedOnCalibrationQueriesAndLeavesOutResultsOfAnotherShape() throws {
+        let (study, calibration) = Self.classifierStudy(rows: 60, seed: 8)
+        let constant = StudyAttack(name: "constant") { values, _ in values.map { _ in 0.5 } }
+        var decoders = Self.decoders().filter { $0.method == .spline }
+        var checked = decoders[0]
+        checked.label = "nercc + output check + spline check"
+        checked.outputCheck = true
+        decoders.append(checked)
+        let setting = StudySetting(workers: 24, batchSize: 4, stragglers: 0)
+        #expect(throws: CodingSchemeError.self) {
+            try study.runRobustness(
+                settings: [setting], adversaryCounts: { _ in [1] }, attacks: [constant], decoders: decoders,
+                trials: 2, seed: 4)
+        }
+        let results = try study.runRobustness(
+            settings: [setting], adversaryCounts: { _ in [0, 2] }, attacks: [constant], decoders: decoders,
+            trials: 20, seed: 4, calibration: calibration)
+        let row = try #require(results.first { $0.scheme == checked.label && $0.adversaries == 2 })
+        #expect(row.adversariesPresent == 40)
+        #expect(row.recall == 1 && row.precision == 1)
+        let alone = try #require(results.first { $0.scheme == "nercc + spline check" && $0.adversaries == 2 })
+        #expect(try #require(alone.recall) < 1, "\(alone.recall ?? 0)")
+        let clean = try #require(results.first { $0.scheme == checked.label && $0.adversaries == 0 })
+        let plain = try #require(results.first { $0.scheme == "nercc + spline check" && $0.adversaries == 0 })
+        #expect(clean.logitMSE == plain.logitMSE, "with A = 0 nothing is checked")
+    }
+
     @Test func persistentAdversariesAreTheSameWorkersInEveryTrialAndNested() {
         let all = Array(0..<12)
         let three = AccuracyStudy.persistentAdversaries(received: all, workers: 12, count: 3, seed: 5)
