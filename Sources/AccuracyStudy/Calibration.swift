@@ -22,11 +22,15 @@ public struct CalibrationProfile: Sendable, Equatable, Codable {
     public var trials: Int
     /// Mean logit MSE reached, by received count.
     public var meanSquaredErrorByReceived: [String: Double]
+    /// The output check fitted on the model's outputs of coded calibration batches at λ_enc
+    /// (``OutputCheck``); absent in profiles written before it existed, and for models with fewer
+    /// than three outputs.
+    public var outputCheck: OutputCheck?
 
     /// Creates a profile.
     public init(
         model: String, workers: Int, batchSize: Int, lambdaEncoder: Double, lambdaDecoderByReceived: [String: Double],
-        objective: String, trials: Int, meanSquaredErrorByReceived: [String: Double]
+        objective: String, trials: Int, meanSquaredErrorByReceived: [String: Double], outputCheck: OutputCheck? = nil
     ) {
         self.model = model
         self.workers = workers
@@ -36,6 +40,7 @@ public struct CalibrationProfile: Sendable, Equatable, Codable {
         self.objective = objective
         self.trials = trials
         self.meanSquaredErrorByReceived = meanSquaredErrorByReceived
+        self.outputCheck = outputCheck
     }
 
     /// λ_dec for `received` results: the calibrated count nearest to it.
@@ -52,6 +57,7 @@ public struct CalibrationProfile: Sendable, Equatable, Codable {
         case lambdaEncoder = "lambda_enc"
         case lambdaDecoderByReceived = "lambda_dec_by_received"
         case meanSquaredErrorByReceived = "logit_mse_by_received"
+        case outputCheck = "output_check"
     }
 }
 

@@ -104,12 +104,12 @@ public struct RobustnessResult: Sendable, Equatable, Codable {
 
 extension AccuracyStudy {
     /// Batches of calibration queries whose coded outputs fit a setting's output check.
-    static let outputCheckBatches = 200
+    public static let outputCheckBatches = 200
 
     /// The output check of a code: fitted on the model's outputs of ``outputCheckBatches`` coded
     /// batches of K calibration queries each (drawn by `seed`), so on the shapes honest workers
     /// return for this code.
-    func fitOutputCheck(code: LinearCode, calibration: Matrix, seed: UInt64) throws -> OutputCheck {
+    public func fitOutputCheck(code: LinearCode, calibration: Matrix, seed: UInt64) throws -> OutputCheck {
         var rng = SeededGenerator(seed: seed ^ 0x0C_4E_C4)
         var elements: [Double] = []
         var columns = 0

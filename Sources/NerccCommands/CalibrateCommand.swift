@@ -14,7 +14,9 @@ struct CalibrateCommand: AsyncParsableCommand {
             reconstruction MSE on logits over fixed batches and straggler sets. λ_enc is one value (the encoder \
             cannot know who will straggle); λ_dec is chosen per number of results received. Pass the profile to \
             `nercc encoder --profile`; the decoder then uses the λ_dec for the count it actually received. Use a \
-            split disjoint from the evaluation split (the default is the shipped calibration split).
+            split disjoint from the evaluation split (the default is the shipped calibration split). The profile \
+            also holds the output check (the shape of the model's outputs on coded queries), which \
+            `nercc decoder --profile` applies to batches served with --adversaries.
             """)
 
     @Option(help: "The model: a model.json or an ONNX graph (.onnx).")
@@ -41,6 +43,12 @@ struct CalibrateCommand: AsyncParsableCommand {
     @Option(help: "Where to write the profile (JSON).")
     var output: String
 
+    @Flag(
+        help:
+            "Fit only the output check, into the existing profile at --output (its model, N and K must match; its λs are kept)."
+    )
+    var outputCheckOnly = false
+
     func validate() throws {
         guard batch >= 1, workers >= max(batch, 2) else { throw ValidationError("need N ≥ K ≥ 1 and N ≥ 2") }
         guard trials >= 1 else { throw ValidationError("--trials must be ≥ 1") }
@@ -65,12 +73,29 @@ struct CalibrateCommand: AsyncParsableCommand {
             modelName: loaded.name, inputSize: loaded.inputSize, outputSize: loaded.outputSize, queries: queries,
             labels: Array(repeating: 0, count: queries.rows)
         ) { inputs, count in try loaded.predict(flatInputs: inputs, count: count) }
-        let started = Date()
-        let profile = try Calibration(study: study).calibrate(
-            workers: workers, batchSize: batch, stragglerCounts: counts, trials: trials, seed: seed
-        ) { FileHandle.standardError.write(Data("\rcalibrating: \($0)      ".utf8)) }
-        let seconds = Date().timeIntervalSince(started)
-        FileHandle.standardError.write(Data(String(format: "\rcalibrated in %.1f s                 \n", seconds).utf8))
+        var profile: CalibrationProfile
+        if outputCheckOnly {
+            profile = try loadProfile(output)
+            guard profile.model == loaded.name, profile.workers == workers, profile.batchSize == batch else {
+                throw CommandError(
+                    "'\(output)' is the profile of \(profile.model) with N = \(profile.workers), K = \(profile.batchSize), not of \(loaded.name) with N = \(workers), K = \(batch)"
+                )
+            }
+        } else {
+            let started = Date()
+            profile = try Calibration(study: study).calibrate(
+                workers: workers, batchSize: batch, stragglerCounts: counts, trials: trials, seed: seed
+            ) { FileHandle.standardError.write(Data("\rcalibrating: \($0)      ".utf8)) }
+            let seconds = Date().timeIntervalSince(started)
+            FileHandle.standardError.write(
+                Data(String(format: "\rcalibrated in %.1f s                 \n", seconds).utf8))
+        }
+        // The output check, on the shapes honest workers return for this code at the chosen λ_enc.
+        if loaded.outputSize >= OutputCheck.minimumOutputs {
+            let code = try LinearCode(
+                .init(kind: .nercc, workers: workers, batchSize: batch, lambdaEncoder: profile.lambdaEncoder))
+            profile.outputCheck = try study.fitOutputCheck(code: code, calibration: queries, seed: seed)
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         do {
@@ -81,6 +106,9 @@ struct CalibrateCommand: AsyncParsableCommand {
         print("λ_enc = \(profile.lambdaEncoder)")
         for (received, lambda) in profile.lambdaDecoderByReceived.sorted(by: { Int($0.key)! > Int($1.key)! }) {
             print("|F| = \(received): λ_dec = \(lambda), logit MSE \(profile.meanSquaredErrorByReceived[received]!)")
+        }
+        if let check = profile.outputCheck {
+            print("output check fitted on \(check.samples) outputs of coded calibration batches")
         }
         print("profile written to \(output)")
     }

@@ -494,7 +494,14 @@ struct DecoderCommand: AsyncParsableCommand {
         help:
             "The quarantine of Byzantine workers: for batches decoded with --adversaries, a worker (x-nercc-worker with its user_id) that the robust decoder flagged in more than half of the last 16 batches it answered (at least 8) has its results left out for this many seconds, and each batch it answers tolerates one adversary fewer among the rest; 0: off (env NERCC_QUARANTINE_SECONDS)."
     )
-    var quarantineSeconds: Int = Environment.int("NERCC_QUARANTINE_SECONDS", 60)
+    var quarantineSeconds: Int = Environment.int("NERCC_QUARANTINE_SECONDS", 0)
+
+    @Option(
+        name: .customLong("profile"),
+        help:
+            "A calibration profile from `nercc calibrate` (repeatable; env NERCC_PROFILE, comma-separated, as the encoder's): its output check leaves out, in batches decoded with --adversaries, results that do not have the shape of the model's outputs."
+    )
+    var profiles: [String] = Environment.list("NERCC_PROFILE")
 
     func validate() throws {
         guard earlyDecodeAfterMs >= 0 else { throw ValidationError("--early-decode-after-ms must be ≥ 0") }
@@ -533,6 +540,19 @@ struct DecoderCommand: AsyncParsableCommand {
         BLAS.useCallingThreadOnly()
         ProcessMemory.keepLargeBlocksInHeap()
         let authenticator = try authentication.authenticator()
+        var outputChecks: [ModelOutputCheck] = []
+        for path in profiles {
+            let profile = try loadProfile(path)
+            guard let check = profile.outputCheck else {
+                logger.warning(
+                    "the profile has no output check: `nercc calibrate --output-check-only` adds one",
+                    metadata: ["profile": "\(path)"])
+                continue
+            }
+            outputChecks.append(
+                ModelOutputCheck(
+                    model: profile.model, workers: profile.workers, batchSize: profile.batchSize, check: check))
+        }
         let name = ServiceRunner.processName("decoder")
         let transport = try connection.transport(name: name, logger: logger)
         let metrics = ServiceMetrics(prefix: "nercc_decoder")
@@ -547,12 +567,14 @@ struct DecoderCommand: AsyncParsableCommand {
                 resendAfterMilliseconds: resendAfterMs > 0 ? Int64(resendAfterMs) : nil,
                 resendGapMultiple: resendGapMultiple, authenticator: authenticator,
                 quarantine: quarantineSeconds > 0
-                    ? DecoderConfiguration.defaultQuarantine.lasting(Int64(quarantineSeconds) * 1_000) : nil),
+                    ? DecoderConfiguration.defaultQuarantine.lasting(Int64(quarantineSeconds) * 1_000) : nil,
+                outputChecks: outputChecks),
             topology: connection.topology, logger: logger, metrics: metrics)
         logger.info(
             "decoder starting",
             metadata: [
                 "shard": "\(shard)", "authentication": "\(authenticator.map { "key \($0.keyID)" } ?? "off")",
+                "output_checks": "\(outputChecks.map { "\($0.model) N=\($0.workers) K=\($0.batchSize)" })",
             ])
         try await ServiceRunner.run(
             transport: transport, logger: logger, connection: connection, role: "decoder", metrics: metrics

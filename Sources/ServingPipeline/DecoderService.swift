@@ -5,6 +5,26 @@ import Messaging
 import ServingMessages
 import Synchronization
 
+/// The output check of one model's code, as a calibration profile carries it.
+public struct ModelOutputCheck: Sendable, Equatable {
+    /// The model it was fitted for.
+    public var model: String
+    /// N of the code it was fitted on.
+    public var workers: Int
+    /// K of the code it was fitted on.
+    public var batchSize: Int
+    /// The check.
+    public var check: OutputCheck
+
+    /// Creates one.
+    public init(model: String, workers: Int, batchSize: Int, check: OutputCheck) {
+        self.model = model
+        self.workers = workers
+        self.batchSize = batchSize
+        self.check = check
+    }
+}
+
 /// Settings of a decoder.
 public struct DecoderConfiguration: Sendable {
     /// The shard this decoder serves.
@@ -53,6 +73,12 @@ public struct DecoderConfiguration: Sendable {
     /// answered (at least 8) has its results left out for 60 s, and the batch tolerates one
     /// adversary fewer for each quarantined source that answered it (``SourceReputation``).
     public var quarantine: QuarantinePolicy?
+    /// Output checks by model and code (from calibration profiles, ``OutputCheck``): for batches
+    /// decoded robustly (A > 0), results that fail their model's check are left out before the
+    /// spline check, which looks for one adversary fewer per source left out. The check of the
+    /// batch's own (N, K) when there is one, else the model's first (partial batches use smaller
+    /// codes of the same model); none for a model without one.
+    public var outputChecks: [ModelOutputCheck] = []
 
     /// The default quarantine: flagged in more than half of the last 16 batches (at least 8), for
     /// 60 s.
@@ -66,9 +92,10 @@ public struct DecoderConfiguration: Sendable {
         earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
         earlyDecodeFloorAfterMilliseconds: Int64? = 100, resendAfterMilliseconds: Int64? = 5,
         resendGapMultiple: Double = 3, authenticator: MessageAuthenticator? = nil,
-        quarantine: QuarantinePolicy? = nil
+        quarantine: QuarantinePolicy? = nil, outputChecks: [ModelOutputCheck] = []
     ) {
         self.quarantine = quarantine
+        self.outputChecks = outputChecks
         self.resendGapMultiple = resendGapMultiple.isFinite ? max(0, resendGapMultiple) : 0
         self.resendAfterMilliseconds = resendAfterMilliseconds.map { max(0, $0) }
         self.earlyDecodeFloorAfterMilliseconds = earlyDecodeFloorAfterMilliseconds.map { max(0, $0) }
@@ -799,19 +826,30 @@ public final class DecoderService: Sendable {
                     let now = clock.now()
                     let keys = usable.map { Self.sourceKey(worker: $0.worker, user: $0.user) }
                     var marks = keys.map { key in key.map { isQuarantined($0, now: now) } ?? false }
-                    if !code.canDecode(received: zip(usable, marks).filter { !$1 }.map(\.0.index)) {
-                        marks = marks.map { _ in false }
+                    // Results that do not have the shape of the model's outputs are left out too.
+                    var failed = [Bool](repeating: false, count: usable.count)
+                    if let check = outputCheck(for: manifest), check.outputs == y.columns {
+                        failed = check.flags(y)
                     }
-                    let present = Set(zip(keys, marks).compactMap { $1 ? $0 : nil })
+                    if !code.canDecode(
+                        received: usable.indices.filter { !marks[$0] && !failed[$0] }.map { usable[$0].index })
+                    {
+                        marks = marks.map { _ in false }
+                        failed = failed.map { _ in false }
+                    }
+                    let leftOut = usable.indices.map { marks[$0] || failed[$0] }
+                    let present =
+                        Set(usable.indices.compactMap { leftOut[$0] ? keys[$0] : nil }).count
+                        + usable.indices.count { leftOut[$0] && keys[$0] == nil }
                     // A batch decoded from fewer results than it waits for (degraded) tolerates what
-                    // they allow, possibly none; it still says which it excluded. Each quarantined
-                    // source that answered is one of the A adversaries accounted for.
-                    let a = code.tolerableAdversaries(
-                        max(0, requested - present.count), results: marks.count { !$0 })
+                    // they allow, possibly none; it still says which it excluded. Each source left
+                    // out (quarantined, or failing the output check) is one of the A adversaries
+                    // accounted for.
+                    let a = code.tolerableAdversaries(max(0, requested - present), results: leftOut.count { !$0 })
                     let robust = try code.robustDecode(
-                        y, received: usable.map(\.index), adversaries: a + present.count, method: method,
+                        y, received: usable.map(\.index), adversaries: a + present, method: method,
                         lambdaDecoder: { manifest.scheme.lambdaDecoder(received: $0) },
-                        sources: Self.sources(of: usable), quarantined: marks)
+                        sources: Self.sources(of: usable), quarantined: leftOut)
                     estimates = robust.estimates
                     excluded = robust.excluded
                     let quarantinedIndices = Set(zip(usable, marks).filter { $1 }.map(\.0.index))
@@ -820,9 +858,16 @@ public final class DecoderService: Sendable {
                             "results_quarantined",
                             labels: [("worker", result.worker ?? ""), ("user", result.user ?? "")])
                     }
+                    for result in zip(usable, failed).filter({ $1 }).map(\.0) {
+                        metrics.increment(
+                            "results_failed_output_check",
+                            labels: [("worker", result.worker ?? ""), ("user", result.user ?? "")])
+                    }
                     let flagged = robust.excluded.filter { !quarantinedIndices.contains($0) }
                     countFlagged(flagged, among: usable, batchID: manifest.batchID)
-                    if a > 0 { record(flagged: Set(flagged), among: usable, keys: keys, marks: marks, now: now) }
+                    if a > 0 || failed.contains(true) {
+                        record(flagged: Set(flagged), among: usable, keys: keys, marks: marks, now: now)
+                    }
                 } else {
                     estimates = try code.decode(
                         y, received: usable.map(\.index),
@@ -901,6 +946,14 @@ public final class DecoderService: Sendable {
     static func sourceKey(worker: String?, user: String?) -> String? {
         guard let worker, !worker.isEmpty else { return nil }
         return "\(user ?? "")\u{0}\(worker)"
+    }
+
+    /// The output check for a batch's model and code (``DecoderConfiguration/outputChecks``).
+    func outputCheck(for manifest: BatchManifest) -> OutputCheck? {
+        let checks = configuration.outputChecks.filter { $0.model == manifest.model }
+        return
+            (checks.first { $0.workers == manifest.scheme.workers && $0.batchSize == manifest.scheme.batchSize }
+            ?? checks.first)?.check
     }
 
     /// Whether the source under `key` is quarantined at `now` (never, with the quarantine off).

@@ -72,6 +72,25 @@ import Testing
         #expect(try JSONDecoder().decode(CalibrationProfile.self, from: data) == profile)
     }
 
+    /// A profile carries its output check through JSON, and a profile written before the check
+    /// existed still reads, without one.
+    @Test func aProfileCarriesItsOutputCheckAndOlderProfilesStillRead() throws {
+        let (study, calibration) = RobustnessStudyTests.classifierStudy(rows: 60, seed: 9)
+        let code = try LinearCode(.init(kind: .nercc, workers: 12, batchSize: 4))
+        var profile = CalibrationProfile(
+            model: "bumps", workers: 12, batchSize: 4, lambdaEncoder: 0, lambdaDecoderByReceived: ["12": 0],
+            objective: "mean logit MSE", trials: 1, meanSquaredErrorByReceived: ["12": 0])
+        profile.outputCheck = try study.fitOutputCheck(code: code, calibration: calibration, seed: 1)
+        #expect(profile.outputCheck?.samples == AccuracyStudy.outputCheckBatches * 12)
+        let data = try JSONEncoder().encode(profile)
+        #expect(String(decoding: data, as: UTF8.self).contains("\"output_check\""))
+        #expect(try JSONDecoder().decode(CalibrationProfile.self, from: data) == profile)
+        profile.outputCheck = nil
+        let older = try JSONEncoder().encode(profile)
+        #expect(!String(decoding: older, as: UTF8.self).contains("output_check"))
+        #expect(try JSONDecoder().decode(CalibrationProfile.self, from: older).outputCheck == nil)
+    }
+
     /// On a linear model f(Σx) = Σf(x), so a parity "model" equal to f reconstructs a missing query
     /// exactly, while a parity model that answers zeros cannot: the parity rows must really go
     /// through the parity model.

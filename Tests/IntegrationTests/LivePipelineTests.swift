@@ -23,24 +23,43 @@ struct LivePipelineTests {
     /// nercc (40, 10) with `--adversaries 3`, padded batches, two honest workers and a third that
     /// negates every output (slowed, so that it holds few tasks of a batch), connected as
     /// `liarURL`'s user when given.
-    static func systemWithLiar(prefix: String, decoder: [String], liarURL: String? = nil) async throws
-        -> [ServiceProcess]
-    {
+    static func systemWithLiar(
+        prefix: String, decoder: [String], liarURL: String? = nil, liarMode: String = "negate", encoder: [String] = []
+    ) async throws -> [ServiceProcess] {
         var services = try await Self.system(
             prefix: prefix,
             scheme: [
                 "--scheme", "nercc", "--workers", "40", "--batch", "10", "--stragglers", "0", "--deadline-ms",
                 "60000", "--adversaries", "3", "--partial-batches", "pad",
-            ],
+            ] + encoder,
             workers: [[], []], decoder: decoder)
         services.append(
             try ServiceProcess(
                 [
-                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", "negate",
+                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-liar", "--byzantine", liarMode,
                     "--prefetch", "1", "--straggler-probability", "1", "--straggler-delay-ms", "40",
                 ], prefix: prefix, name: "liar", url: liarURL))
         #expect(try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 3), "the liar did not start")
         return services
+    }
+
+    /// How many predictions of `records` have the local model's class for their query.
+    static func agreeing(_ records: [PredictionRecord], queries: [[Float]]) throws -> Int {
+        var agree = 0
+        for record in records {
+            for prediction in record.predictions {
+                let local = try Self.model.predict(flatRows: queries[prediction.index], count: 1)
+                let best = local.indices.max { local[$0] < local[$1] } ?? 0
+                if best == prediction.predictedClass { agree += 1 }
+            }
+        }
+        return agree
+    }
+
+    /// A decoder counter summed over the series of one worker id, from /metrics lines.
+    static func counted(_ lines: [Substring], _ name: String, worker: String) -> Double {
+        lines.filter { $0.hasPrefix("nercc_decoder_\(name)_total") && $0.contains("worker=\"\(worker)\"") }
+            .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
     }
 
     /// Starts a decoder, an encoder and workers; waits until they all consume.
@@ -329,7 +348,7 @@ struct LivePipelineTests {
 
     /// The quarantine against RabbitMQ: nercc (40, 10) with `--adversaries 3`, a decoder with
     /// `--quarantine-seconds 600`, and a worker process that negates every output (slowed, so that
-    /// it holds one or two tasks of a batch). Over sixteen batches the liar is flagged in most of its
+    /// it holds one or two tasks of a batch). Over thirty-two batches the liar is flagged in most of its
     /// first, then quarantined: the decoder counts the quarantine and the results it left out
     /// against the liar's worker id and no honest worker's, and every answer agrees with the local
     /// model.
@@ -339,30 +358,51 @@ struct LivePipelineTests {
         let services = try await Self.systemWithLiar(
             prefix: prefix, decoder: ["--http-port", "\(port)", "--quarantine-seconds", "600"])
         let client = try await TestClient.connect(prefix: prefix)
-        let queries = (0..<160).map { Self.images[$0 % Self.images.count] }
+        let queries = (0..<320).map { Self.images[$0 % Self.images.count] }
         try await client.send(queries: queries, id: "quarantine")
-        let records = TestClient.predictions(try await client.collect { TestClient.answered($0) >= 160 })
-        var agree = 0
-        for record in records {
-            for prediction in record.predictions {
-                let local = try Self.model.predict(flatRows: queries[prediction.index], count: 1)
-                let best = local.indices.max { local[$0] < local[$1] } ?? 0
-                if best == prediction.predictedClass { agree += 1 }
-            }
-        }
-        #expect(agree >= 156, "\(agree) of 160 predictions agree with the local model")
+        let records = TestClient.predictions(try await client.collect { TestClient.answered($0) >= 320 })
+        let agree = try Self.agreeing(records, queries: queries)
+        #expect(agree >= 312, "\(agree) of 320 predictions agree with the local model")
         let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
         let lines = metrics.split(separator: "\n")
-        func counted(_ name: String, _ worker: String) -> Double {
-            lines.filter { $0.hasPrefix("nercc_decoder_\(name)_total") && $0.contains("worker=\"\(worker)\"") }
-                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
-        }
+        func counted(_ name: String, _ worker: String) -> Double { Self.counted(lines, name, worker: worker) }
         #expect(counted("sources_quarantined", "\(prefix)-liar") == 1, "\(lines.filter { $0.contains("quarantin") })")
         #expect(counted("results_quarantined", "\(prefix)-liar") >= 1)
         for honest in ["\(prefix)-w0", "\(prefix)-w1"] {
             #expect(counted("sources_quarantined", honest) == 0, "\(honest) was quarantined")
         }
         #expect(metrics.contains("nercc_decoder_quarantined_sources 1"), "one worker in quarantine")
+        await client.transport.close()
+        _ = services
+    }
+
+    /// The output check against RabbitMQ: the encoder and the decoder given the MNIST MLP's (40, 10)
+    /// calibration profile, which holds its output check, and a worker process that answers every
+    /// task with a constant. The decoder leaves the constant results out before the spline check,
+    /// counts them under `results_failed_output_check` against the liar's worker id (never an honest
+    /// one's) and among its flagged results, and every answer agrees with the local model.
+    @Test func resultsOfAnotherShapeFailTheOutputCheckFromTheProfile() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        let profile = LiveSystem.root.appendingPathComponent("profiles/mnist-mlp-N40-K10.json").path
+        let services = try await Self.systemWithLiar(
+            prefix: prefix, decoder: ["--http-port", "\(port)", "--profile", profile], liarMode: "constant:0.5",
+            encoder: ["--profile", profile])
+        let client = try await TestClient.connect(prefix: prefix)
+        let queries = (0..<40).map { Self.images[$0 % Self.images.count] }
+        try await client.send(queries: queries, id: "output-check")
+        let records = TestClient.predictions(try await client.collect { TestClient.answered($0) >= 40 })
+        let agree = try Self.agreeing(records, queries: queries)
+        #expect(agree >= 39, "\(agree) of 40 predictions agree with the local model")
+        let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+        let lines = metrics.split(separator: "\n")
+        func counted(_ name: String, _ worker: String) -> Double { Self.counted(lines, name, worker: worker) }
+        let failed = counted("results_failed_output_check", "\(prefix)-liar")
+        #expect(failed >= 1, "\(lines.filter { $0.contains("output_check") })")
+        #expect(counted("results_flagged", "\(prefix)-liar") >= failed)
+        for honest in ["\(prefix)-w0", "\(prefix)-w1"] {
+            #expect(counted("results_failed_output_check", honest) == 0, "\(honest) failed the output check")
+        }
         await client.transport.close()
         _ = services
     }

@@ -737,8 +737,9 @@ def main():
             from_flags = [command[i + 1] for i, a in enumerate(command[:-1]) if a == "--model"]
             listed = [p.strip() for p in (env.get("NERCC_MODELS") or "").split(",") if p.strip()]
             paths += [("model", p) for p in (from_flags or listed)]
-            if value("NERCC_PROFILE", "--profile"):
-                paths.append(("profile", value("NERCC_PROFILE", "--profile")))
+        # Encoders read calibration profiles for their λs, decoders for their output checks.
+        if name in ("encoder", "decoder") and value("NERCC_PROFILE", "--profile"):
+            paths.append(("profile", value("NERCC_PROFILE", "--profile")))
         if name == "worker" and value("NERCC_MODEL", "--model"):
             paths.append(("model", value("NERCC_MODEL", "--model")))
         if name == "client":
