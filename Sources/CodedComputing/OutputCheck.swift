@@ -113,9 +113,17 @@ public struct OutputCheck: Sendable, Equatable, Codable {
         return s.isFinite ? s : .infinity
     }
 
-    /// Whether each row of `results` fails the check.
+    /// Whether each row of `results` fails the check. A row of R·m values (R outputs side by side,
+    /// as a task of R rows returns them) fails when any of its R outputs does; a row whose length is
+    /// no multiple of m fails.
     public func flags(_ results: Matrix) -> [Bool] {
-        (0..<results.rows).map { score(results.row($0)) > threshold }
+        (0..<results.rows).map { r in
+            let row = results.row(r)
+            guard !row.isEmpty, row.count.isMultiple(of: outputs) else { return true }
+            return stride(from: 0, to: row.count, by: outputs).contains { start in
+                score(Array(row[start..<(start + outputs)])) > threshold
+            }
+        }
     }
 
     private func distance(_ s: [Double]) -> Double {
@@ -176,10 +184,10 @@ extension LinearCode {
     ) throws(CodingSchemeError) -> RobustDecoding {
         var marks = quarantined ?? [Bool](repeating: false, count: received.count)
         if let outputCheck, adversaries > 0, results.rows == marks.count {
-            guard results.columns == outputCheck.outputs else {
+            guard results.columns > 0, results.columns.isMultiple(of: outputCheck.outputs) else {
                 throw CodingSchemeError(
                     .shapeMismatch,
-                    "the output check was fitted on \(outputCheck.outputs) values per result, the results have \(results.columns)"
+                    "the output check was fitted on \(outputCheck.outputs) values per output, the results have \(results.columns) (no multiple of it)"
                 )
             }
             for (r, failed) in outputCheck.flags(results).enumerated() where failed { marks[r] = true }

@@ -828,7 +828,8 @@ public final class DecoderService: Sendable {
                     var marks = keys.map { key in key.map { isQuarantined($0, now: now) } ?? false }
                     // Results that do not have the shape of the model's outputs are left out too.
                     var failed = [Bool](repeating: false, count: usable.count)
-                    if let check = outputCheck(for: manifest), check.outputs == y.columns {
+                    // A result holds the outputs of the task's rows side by side.
+                    if let check = outputCheck(for: manifest), check.outputs == manifest.outputSize {
                         failed = check.flags(y)
                     }
                     if !code.canDecode(

@@ -35,6 +35,11 @@ import Testing
             #expect(check.score(row.map { _ in 0.5 }) > check.threshold, "a constant")
         }
         #expect(check.score([Double](repeating: 0, count: 9)) == .infinity, "the wrong number of values")
+        // A result of R rows holds R outputs side by side: it fails when any of them does.
+        let two = Self.rows(fresh)
+        let rows = Matrix([two[0] + two[1], two[2] + two[3].map { -$0 }])
+        #expect(check.flags(rows) == [false, true])
+        #expect(check.flags(Matrix([Array(two[4].prefix(7))])) == [true], "no multiple of m")
         #expect(check.score([.nan] + [Double](repeating: 0, count: 9)) == .infinity)
     }
 
