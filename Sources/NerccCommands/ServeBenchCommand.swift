@@ -97,14 +97,24 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     @Option(
         help: """
-            Rounds of the open-loop points; above 1 the schemes take turns at each offered rate (in an order \
-            that rotates each round, the encoder restarted for every point), so every scheme meets the \
-            machine's slow and fast spells alike; the tables give the median of the rounds.
+            Rounds of the open-loop points; above 1 every straggler model's saturation runs come first, \
+            then each round measures every straggler model in turn (the decoder and workers restarted \
+            with its injection), and at each offered rate the schemes take turns (the encoder restarted \
+            for every point); both orders rotate each round, so that every scheme and straggler model \
+            meets the machine's slow and fast spells alike. The tables give the median of the rounds.
             """)
     var rounds = 1
 
     @Option(help: "Directory for serve.json, serve.csv, serve.md, the SVG plots and the services' logs.")
     var outputDir = "bench-serve"
+
+    @Flag(
+        help: """
+            Also write every request of every point, with its due time, latency, status and the \
+            timestamps its answer carries, to <output-dir>/requests/<point>.csv (to find when a \
+            slow spell happened and in which stage).
+            """)
+    var requestLog = false
 
     @Option(help: "Measure nothing: write serve.csv, serve.md and the plots again from this serve.json.")
     var fromJson: String?
@@ -320,11 +330,19 @@ struct BenchServeCommand: AsyncParsableCommand {
         var reference: Double? = nil
         let machine = ServeReport.machineDescription()
         print("nercc bench serve: \(machine)")
+        let phases = Self.phases(models: models, rounds: rounds, saturation: saturationConcurrency > 0)
         do {
-            for stragglerModel in models {
+            for (stragglerModel, phase) in phases {
                 let logs = output.appendingPathComponent("logs")
+                let restart: UInt64
+                let suffix: String
+                switch phase {
+                case .everything: (restart, suffix) = (0, "")
+                case .saturation: (restart, suffix) = (0, "-saturation")
+                case .round(let round): (restart, suffix) = (UInt64(round), "-r\(round)")
+                }
                 let decoder = try ChildService(
-                    name: "decoder-\(ServeReport.fileName(stragglerModel.name))",
+                    name: "decoder-\(ServeReport.fileName(stragglerModel.name))\(suffix)",
                     arguments: ["decoder", "--http-port", "\(metricsPort + 1)"] + common + decoderArg,
                     logDirectory: logs)
                 var workerProcesses: [ChildService] = []
@@ -332,9 +350,10 @@ struct BenchServeCommand: AsyncParsableCommand {
                     let modelFlags = ([model] + parityModels).flatMap { ["--model", $0] }
                     workerProcesses.append(
                         try ChildService(
-                            name: "worker\(i)-\(ServeReport.fileName(stragglerModel.name))",
+                            name: "worker\(i)-\(ServeReport.fileName(stragglerModel.name))\(suffix)",
                             arguments: ["worker"] + modelFlags + [
-                                "--worker-id", "bench-w\(i)", "--seed", "\(seed &+ UInt64(i) &* 7919)",
+                                "--worker-id", "bench-w\(i)",
+                                "--seed", "\(seed &+ UInt64(i) &* 7919 &+ restart &* 1_000_003)",
                                 "--http-port", "\(metricsPort + 2 + i)",
                             ] + stragglerModel.flags(i, workers) + common + workerArg,
                             logDirectory: logs))
@@ -355,7 +374,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                     encoderArguments += spec.encoderFlags
                     let encoder = try ChildService(
                         name:
-                            "encoder-\(ServeReport.fileName(stragglerModel.name))-\(ServeReport.fileName(spec.label))",
+                            "encoder-\(ServeReport.fileName(stragglerModel.name))-\(ServeReport.fileName(spec.label))\(suffix)",
                         arguments: encoderArguments + common + encoderArg, logDirectory: logs)
                     try await waitForConsumers(
                         transport, queue: topology.requestsQueue(model: loaded.name), count: 1,
@@ -385,11 +404,21 @@ struct BenchServeCommand: AsyncParsableCommand {
                         counters: measured.counters)
                     point.round = round
                     points.append(point)
+                    if requestLog {
+                        let name = [
+                            stragglerModel.name, spec.label, mode, rate.map { String(format: "%.0f", $0) },
+                            concurrency.map { "c\($0)" }, round.map { "r\($0)" },
+                        ].compactMap { $0 }.map(ServeReport.fileName).joined(separator: "-")
+                        try ServeReport.writeRequestLog(
+                            measured.records,
+                            to: URL(fileURLWithPath: outputDir).appendingPathComponent("requests/\(name).csv"))
+                    }
                     print(point.summaryLine)
                     try await drain(transport, topology: topology, model: loaded.name)
                     return point
                 }
-                if rounds == 1 {
+                switch phase {
+                case .everything:
                     // Each scheme in turn, all its points with one encoder.
                     for spec in specs {
                         let encoder = try await startEncoder(spec)
@@ -405,26 +434,24 @@ struct BenchServeCommand: AsyncParsableCommand {
                         }
                         try await stopEncoder(encoder)
                     }
-                } else {
-                    // Saturation of every scheme, then the rounds: at each rate every scheme in turn.
-                    if saturationConcurrency > 0 {
-                        for spec in specs {
-                            let encoder = try await startEncoder(spec)
-                            let point = try await record(
-                                spec, mode: "closed", rate: nil, concurrency: saturationConcurrency, round: nil)
-                            if reference == nil, !fractions.isEmpty { reference = point.achievedRequestsPerSecond }
-                            try await stopEncoder(encoder)
-                        }
+                case .saturation:
+                    // Saturation of every scheme; the rounds come after every model's.
+                    for spec in specs {
+                        let encoder = try await startEncoder(spec)
+                        let point = try await record(
+                            spec, mode: "closed", rate: nil, concurrency: saturationConcurrency, round: nil)
+                        if reference == nil, !fractions.isEmpty { reference = point.achievedRequestsPerSecond }
+                        try await stopEncoder(encoder)
                     }
+                case .round(let round):
+                    // At each rate every scheme in turn, in an order that rotates each round.
                     let offered = fractions.isEmpty ? absolute : fractions.map { $0 * (reference ?? 0) }
-                    for round in 1...rounds {
-                        for rate in offered {
-                            let shift = (round - 1) % specs.count
-                            for spec in Array(specs[shift...] + specs[..<shift]) {
-                                let encoder = try await startEncoder(spec)
-                                _ = try await record(spec, mode: "open", rate: rate, concurrency: nil, round: round)
-                                try await stopEncoder(encoder)
-                            }
+                    for rate in offered {
+                        let shift = (round - 1) % specs.count
+                        for spec in Array(specs[shift...] + specs[..<shift]) {
+                            let encoder = try await startEncoder(spec)
+                            _ = try await record(spec, mode: "open", rate: rate, concurrency: nil, round: round)
+                            try await stopEncoder(encoder)
                         }
                     }
                 }
@@ -452,6 +479,30 @@ struct BenchServeCommand: AsyncParsableCommand {
     }
 
     /// One measured run, with the services' counters over it.
+    /// What each start of the services (decoder and workers, with one straggler model) measures.
+    enum Phase: Equatable {
+        /// In one round: every point of the model.
+        case everything
+        /// In rounds: the model's saturation runs.
+        case saturation
+        /// In rounds: the open-loop points of one round.
+        case round(Int)
+    }
+
+    /// The starts of the services, in order: in one round, each straggler model once; in rounds,
+    /// each model's saturation runs, then each round every model in turn (the order rotating each
+    /// round), so that the straggler models, like the schemes, meet the machine's slow and fast
+    /// spells alike.
+    static func phases(models: [StragglerModel], rounds: Int, saturation: Bool) -> [(StragglerModel, Phase)] {
+        guard rounds > 1 else { return models.map { ($0, .everything) } }
+        var phases: [(StragglerModel, Phase)] = saturation ? models.map { ($0, .saturation) } : []
+        for round in 1...rounds {
+            let shift = (round - 1) % max(models.count, 1)
+            phases += Array(models[shift...] + models[..<shift]).map { ($0, .round(round)) }
+        }
+        return phases
+    }
+
     private func measure(
         _ client: LoadGenerator, mode: String, rate: Double?, concurrency: Int?, seed: UInt64
     ) async -> (

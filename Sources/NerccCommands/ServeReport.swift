@@ -219,6 +219,28 @@ struct ServeReport: Codable {
         }
     }
 
+    /// Writes one line per request: when it was due, its latency and status, and the timestamps
+    /// (µs since the epoch) its answer carries (``RequestRecord``; empty where unknown).
+    static func writeRequestLog(_ records: [RequestRecord], to url: URL) throws {
+        try FileManager.default.createDirectory(
+            at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var lines = [
+            "due_us,latency_ms,status,published_us,sent_us,received_us,encoded_us,manifest_received_us,task_received_us,result_sent_us,ready_us,decoded_us,first_reply_us"
+        ]
+        for r in records.sorted(by: { $0.dueMicroseconds < $1.dueMicroseconds }) {
+            let t = r.timing
+            let fields: [String] =
+                ["\(r.dueMicroseconds)", r.latencyMilliseconds.map { String(format: "%.3f", $0) } ?? "", r.status]
+                + [
+                    r.publishedMicroseconds, t?.sentMicroseconds, t?.receivedMicroseconds, t?.encodedMicroseconds,
+                    t?.manifestReceivedMicroseconds, t?.taskReceivedMicroseconds, t?.resultSentMicroseconds,
+                    t?.readyMicroseconds, t?.decodedMicroseconds, r.firstReplyMicroseconds,
+                ].map { $0.map(String.init) ?? "" }
+            lines.append(fields.joined(separator: ","))
+        }
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
+    }
+
     static func fileName(_ text: String) -> String {
         text.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }.reduce("") { $0 + String($1) }
     }

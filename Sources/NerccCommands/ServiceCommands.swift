@@ -492,6 +492,15 @@ struct DecoderCommand: AsyncParsableCommand {
 
     @Option(
         help:
+            "The adaptive hedge delay: a hedged batch (one whose encoder held its other copies back) is asked for after this multiple of the upper quartile of how long recent hedged batches took from being encoded to being decodable, never before --hedge-least-ms and never after its manifest's after_ms (the encoder's --hedge-after-ms). 0: the manifest's after_ms (env NERCC_HEDGE_GAP_MULTIPLE)."
+    )
+    var hedgeGapMultiple: Double = Environment.double("NERCC_HEDGE_GAP_MULTIPLE", 2)
+
+    @Option(help: "The shortest adaptive hedge delay, ms (env NERCC_HEDGE_LEAST_MS).")
+    var hedgeLeastMs: Int = Environment.int("NERCC_HEDGE_LEAST_MS", 2)
+
+    @Option(
+        help:
             "The quarantine of Byzantine workers: for batches decoded with --adversaries, a worker (x-nercc-worker with its user_id) that the robust decoder flagged in more than half of the last 16 batches it answered (at least 8) has its results left out for this many seconds, and each batch it answers tolerates one adversary fewer among the rest; 0: off (env NERCC_QUARANTINE_SECONDS)."
     )
     var quarantineSeconds: Int = Environment.int("NERCC_QUARANTINE_SECONDS", 0)
@@ -520,7 +529,16 @@ struct DecoderCommand: AsyncParsableCommand {
             throw ValidationError(
                 "--resend-gap-multiple must be in 0...1000 (0: a fixed trigger), got \(resendGapMultiple)")
         }
-        try Environment.validate(["NERCC_EARLY_DECODE_EXTRA_SHARE", "NERCC_RESEND_GAP_MULTIPLE"], as: .number)
+        guard hedgeGapMultiple.isFinite, (0...1_000).contains(hedgeGapMultiple) else {
+            throw ValidationError(
+                "--hedge-gap-multiple must be in 0...1000 (0: the manifests' after_ms), got \(hedgeGapMultiple)")
+        }
+        guard (0...10_000).contains(hedgeLeastMs) else {
+            throw ValidationError("--hedge-least-ms must be in 0...10000, got \(hedgeLeastMs)")
+        }
+        try Environment.validate(
+            ["NERCC_EARLY_DECODE_EXTRA_SHARE", "NERCC_RESEND_GAP_MULTIPLE", "NERCC_HEDGE_GAP_MULTIPLE"], as: .number)
+        try Environment.validate(["NERCC_HEDGE_LEAST_MS"], as: .integer)
         guard (0...86_400).contains(quarantineSeconds) else {
             throw ValidationError("--quarantine-seconds must be in 0...86400 (0: off), got \(quarantineSeconds)")
         }
@@ -565,7 +583,8 @@ struct DecoderCommand: AsyncParsableCommand {
                 earlyDecodeExtraShare: earlyDecodeExtraShare,
                 earlyDecodeFloorAfterMilliseconds: earlyDecodeFloorAfterMs > 0 ? Int64(earlyDecodeFloorAfterMs) : nil,
                 resendAfterMilliseconds: resendAfterMs > 0 ? Int64(resendAfterMs) : nil,
-                resendGapMultiple: resendGapMultiple, authenticator: authenticator,
+                resendGapMultiple: resendGapMultiple, hedgeGapMultiple: hedgeGapMultiple,
+                hedgeLeastMilliseconds: Int64(hedgeLeastMs), authenticator: authenticator,
                 quarantine: quarantineSeconds > 0
                     ? DecoderConfiguration.defaultQuarantine.lasting(Int64(quarantineSeconds) * 1_000) : nil,
                 outputChecks: outputChecks),

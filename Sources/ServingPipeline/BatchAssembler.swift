@@ -655,9 +655,10 @@ public struct BatchAssembler: Sendable {
     }
 }
 
-/// How long recent batches took from holding the straggler wait's first-stage results to being
-/// decodable (``BatchAssembler/EarlyDecode/resendGapMultiple``): the last 256, `Int64.max` for
-/// those that were not decodable in full without asking for copies.
+/// How long recent batches took to become decodable, for an adaptive trigger: from holding the
+/// straggler wait's first-stage results (``BatchAssembler/EarlyDecode/resendGapMultiple``), or
+/// from being encoded (``HedgeSchedule``). The last 256, `Int64.max` for those that were not
+/// decodable in full without asking for copies.
 struct RecentGaps {
     static let capacity = 256
     /// Samples before the quartile is trusted.

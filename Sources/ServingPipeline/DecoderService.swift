@@ -62,6 +62,12 @@ public struct DecoderConfiguration: Sendable {
     /// The adaptive resend trigger's multiple of recent batches' upper quartile
     /// (``BatchAssembler/EarlyDecode/resendGapMultiple``; 0: the fixed `resendAfterMilliseconds`).
     public var resendGapMultiple: Double
+    /// The adaptive hedge delay's multiple of recent hedged batches' upper quartile from being
+    /// encoded to being decodable (``HedgeSchedule``; 0: the manifests' `after_ms`, which also caps
+    /// the adaptive delay).
+    public var hedgeGapMultiple: Double
+    /// The shortest adaptive hedge delay, in milliseconds.
+    public var hedgeLeastMilliseconds: Int64
     /// The key shared with the encoders (nil: off): a result must echo its task's token, manifests
     /// and abandonments must carry theirs, and manifest copies count only with their token; what
     /// does not verify is dead-lettered as `bad-token` (copies are ignored). Hedge requests carry
@@ -91,9 +97,12 @@ public struct DecoderConfiguration: Sendable {
         cancelGraceMilliseconds: Int64 = 10, acceptsManifestCopies: Bool = true,
         earlyDecodeAfterMilliseconds: Int64? = 30, earlyDecodeExtraShare: Double = 0.5,
         earlyDecodeFloorAfterMilliseconds: Int64? = 100, resendAfterMilliseconds: Int64? = 5,
-        resendGapMultiple: Double = 3, authenticator: MessageAuthenticator? = nil,
-        quarantine: QuarantinePolicy? = nil, outputChecks: [ModelOutputCheck] = []
+        resendGapMultiple: Double = 3, hedgeGapMultiple: Double = 2, hedgeLeastMilliseconds: Int64 = 2,
+        authenticator: MessageAuthenticator? = nil, quarantine: QuarantinePolicy? = nil,
+        outputChecks: [ModelOutputCheck] = []
     ) {
+        self.hedgeGapMultiple = hedgeGapMultiple.isFinite ? max(0, hedgeGapMultiple) : 0
+        self.hedgeLeastMilliseconds = max(0, hedgeLeastMilliseconds)
         self.quarantine = quarantine
         self.outputChecks = outputChecks
         self.resendGapMultiple = resendGapMultiple.isFinite ? max(0, resendGapMultiple) : 0
@@ -254,7 +263,8 @@ public final class DecoderService: Sendable {
             var finishedBatches: [String] = []
             var announcing = false
             // Hedged batches still collecting, and when to ask their encoder for the held-back copies.
-            var hedges = HedgeSchedule()
+            var hedges = HedgeSchedule(
+                gapMultiple: configuration.hedgeGapMultiple, leastMilliseconds: configuration.hedgeLeastMilliseconds)
             // When each open batch's manifest arrived (µs), for the stage breakdown.
             var manifestArrivals: [String: Int64] = [:]
             // Which batch answers each query (exactly one answer per query); the batches whose
@@ -382,7 +392,7 @@ public final class DecoderService: Sendable {
                         let ready = clock.microseconds()
                         // Copies held back by the encoder and never asked for are not outstanding.
                         let neverPublished = HedgeSchedule.neverPublished(
-                            job.manifest, asked: hedges.finished(batchID: batchID))
+                            job.manifest, asked: hedges.finished(job.manifest, decodable: !timedOut, now: now))
                         if configuration.cancelsLeftovers {
                             schedule.finished(
                                 batchID: job.manifest.batchID,
@@ -423,6 +433,10 @@ public final class DecoderService: Sendable {
                 {
                     // The trigger in force; the straggler wait's length when batches do not ask.
                     metrics.set("resend_after_ms", Double(min(trigger, wait)))
+                }
+                if configuration.hedgeGapMultiple > 0 {
+                    // The adaptive hedge delay in force (0: the manifests' after_ms applies).
+                    metrics.set("hedge_delay_ms", Double(hedges.adaptiveMilliseconds ?? 0))
                 }
                 if consumersLeft == 0 && inFlight == 0 && !announcing { break }
             }

@@ -62,6 +62,15 @@ public struct HeldCopies<Message: Sendable>: Sendable {
 
 /// The decoder's side: when to ask for the copies of each hedged batch that is still collecting
 /// (a pure state machine, driven by the decoder's timer).
+///
+/// The delay **adapts** (`gapMultiple` > 0): a batch is asked for `gapMultiple` times the upper
+/// quartile of how long recent hedged batches took from being encoded to being decodable, never
+/// sooner than `leastMilliseconds` and never later than its manifest's `after_ms`. A batch that was
+/// asked for, or timed out, counts as not decodable in that time, so the quartile holds while fewer
+/// than a quarter of the hedged batches are late; beyond that (or before 32 batches have been seen)
+/// the manifest's delay applies. At light load a first result comes back within a few
+/// milliseconds, and a late first task is then hedged after about twice that instead of the fixed
+/// delay; when queues build, the quartile grows and hedging backs off to `after_ms`.
 public struct HedgeSchedule: Sendable {
     private struct Entry: Comparable {
         var at: Int64
@@ -74,18 +83,57 @@ public struct HedgeSchedule: Sendable {
     /// Hedged batches asked for and not finished yet.
     private var asked = Set<String>()
     private var due = Heap<Entry>()
+    /// The adaptive delay's multiple of the recent upper quartile (0: the manifest's `after_ms`).
+    public let gapMultiple: Double
+    /// The shortest adaptive delay, ms.
+    public let leastMilliseconds: Int64
+    /// How long recent hedged batches took from being encoded to being decodable.
+    private var recentGaps = RecentGaps()
 
-    /// Creates an empty schedule.
-    public init() {}
+    /// Creates an empty schedule. `gapMultiple`: the adaptive delay's multiple of the recent upper
+    /// quartile, 0 for the manifests' fixed `after_ms`; `leastMilliseconds`: the shortest delay it
+    /// sets.
+    public init(gapMultiple: Double = 0, leastMilliseconds: Int64 = 2) {
+        self.gapMultiple = gapMultiple.isFinite ? max(0, gapMultiple) : 0
+        self.leastMilliseconds = max(0, leastMilliseconds)
+    }
+
+    /// The adaptive delay in force, ms, before the manifests' `after_ms` caps it; nil while the
+    /// manifests' delay applies (adaptation off, too few samples, or a quarter of them late).
+    public var adaptiveMilliseconds: Int64? {
+        guard gapMultiple > 0, let quartile = recentGaps.upperQuartile, quartile < Int64.max else { return nil }
+        let scaled = (Double(quartile) * gapMultiple).rounded(.up)
+        return max(leastMilliseconds, scaled < 1e15 ? Int64(scaled) : Int64.max)
+    }
+
+    /// The delay a hedged batch whose manifest says `afterMilliseconds` is asked for after, now.
+    public func delay(afterMilliseconds: Int64) -> Int64 {
+        adaptiveMilliseconds.map { min(afterMilliseconds, $0) } ?? afterMilliseconds
+    }
 
     /// A hedged batch's manifest arrived while the batch is still collecting: ask for its copies at
-    /// `encoded_us` + `after_ms` (`now` + `after_ms` when the manifest has no encoding time). A batch
-    /// already scheduled or asked for is left as it is.
+    /// `encoded_us` + the delay (``delay(afterMilliseconds:)``; from `now` when the manifest has no
+    /// encoding time). A batch already scheduled or asked for is left as it is.
     public mutating func expect(batchID: String, hedge: BatchManifest.Hedge, encodedMicroseconds: Int64?, now: Int64) {
         guard pending[batchID] == nil, !asked.contains(batchID) else { return }
         pending[batchID] = hedge.queue
         due.insert(
-            Entry(at: (encodedMicroseconds.map { $0 / 1000 } ?? now) + hedge.afterMilliseconds, batchID: batchID))
+            Entry(
+                at: (encodedMicroseconds.map { $0 / 1000 } ?? now) + delay(afterMilliseconds: hedge.afterMilliseconds),
+                batchID: batchID))
+    }
+
+    /// A batch was decoded (`decodable`) or timed out at `now`: a hedged one's time from being
+    /// encoded to being decodable is a sample of the adaptive delay (`Int64.max` when it was asked
+    /// for first, or timed out). Returns whether its copies were asked for, as
+    /// ``finished(batchID:)``.
+    @discardableResult
+    public mutating func finished(_ manifest: BatchManifest, decodable: Bool, now: Int64) -> Bool {
+        let wasAsked = finished(batchID: manifest.batchID)
+        if gapMultiple > 0, manifest.hedge != nil, let encoded = manifest.encodedMicroseconds {
+            recentGaps.record(decodable && !wasAsked ? now - encoded / 1000 : Int64.max)
+        }
+        return wasAsked
     }
 
     /// Whether `batchID` is scheduled or asked for.

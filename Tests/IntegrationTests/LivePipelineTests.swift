@@ -296,6 +296,54 @@ struct LivePipelineTests {
         _ = services
     }
 
+    /// The hedge delay adapts: with the encoder's `--hedge-after-ms` at 10 s, the decoder learns
+    /// from 40 batches of one query answered by their first task that first results come within
+    /// milliseconds (its `hedge_delay_ms` gauge), and a query whose first task then goes to a worker
+    /// that never answers is answered by its copies within 10 s (the copies are kept 2 s, so
+    /// without adapting it would not be answered before its one-minute deadline).
+    @Test func theHedgeDelayAdaptsToHowSoonFirstResultsCome() async throws {
+        let prefix = LiveSystem.prefix()
+        let port = 19_000 + Int.random(in: 0..<900)
+        var services = try await Self.system(
+            prefix: prefix,
+            scheme: [
+                "--scheme", "nercc", "--workers", "12", "--batch", "4", "--stragglers", "3", "--deadline-ms", "60000",
+                "--hedge-after-ms", "10000",
+            ],
+            workers: [[]], decoder: ["--http-port", "\(port)"])
+        let client = try await TestClient.connect(prefix: prefix)
+        func gauge(_ name: String) async throws -> Double? {
+            let (_, metrics) = try await LiveObservabilityTests.get("http://127.0.0.1:\(port)/metrics")
+            return metrics.split(separator: "\n").first { $0.hasPrefix("nercc_decoder_\(name) ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        for i in 0..<40 {
+            try await client.send(queries: [Self.images[i]], id: "warm\(i)")
+            _ = try await client.collect { TestClient.answered($0) >= 1 }
+        }
+        let delay = try #require(try await gauge("hedge_delay_ms"))
+        #expect(delay > 0 && delay < 2_000, "the adapted hedge delay is \(delay) ms")
+        services.append(
+            try ServiceProcess(
+                [
+                    "worker", "--model", LiveSystem.modelPath, "--worker-id", "\(prefix)-silent", "--never-reply",
+                    "--prefetch", "1",
+                ], prefix: prefix, name: "silent"))
+        #expect(
+            try await LiveSystem.waitForConsumers("\(prefix).tasks.mnist-mlp", 2), "the silent worker did not start")
+        var hedged = false
+        for i in 0..<20 where !hedged {
+            try await client.send(queries: [Self.images[i]], id: "q\(i)")
+            let replies = try await client.collect(seconds: 10) { TestClient.answered($0) >= 1 }
+            let record = try #require(TestClient.predictions(replies).first, "q\(i) was not answered within 10 s")
+            #expect(record.status == .ok, "q\(i): \(record.status)")
+            hedged = (try await gauge("hedge_requests_sent_total") ?? 0) >= 1
+        }
+        #expect(hedged, "no query's first task went to the silent worker")
+        await client.transport.close()
+        _ = services
+    }
+
     /// nercc (40, 10) with `--adversaries 3` and a worker process that negates every output (slowed,
     /// so that it holds few tasks of a batch): the predictions agree with the local model, every
     /// prediction says what it excluded, and the decoder's /metrics count the liar's results

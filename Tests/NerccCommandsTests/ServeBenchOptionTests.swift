@@ -37,6 +37,30 @@ import Testing
         }
     }
 
+    /// In rounds, every straggler model is measured in every round (the services restarted with
+    /// its injection), in an order that rotates, after every model's saturation runs; in one
+    /// round, each model once.
+    @Test func roundsTakeEveryStragglerModelInTurn() {
+        let none = BenchServeCommand.StragglerModel(name: "none", flags: { _, _ in [] })
+        let slow = BenchServeCommand.StragglerModel(name: "tasks:0.15:400", flags: { _, _ in [] })
+        func plan(_ rounds: Int, saturation: Bool) -> [String] {
+            BenchServeCommand.phases(models: [none, slow], rounds: rounds, saturation: saturation).map {
+                switch $0.1 {
+                case .everything: "\($0.0.name)"
+                case .saturation: "\($0.0.name) saturation"
+                case .round(let r): "\($0.0.name) r\(r)"
+                }
+            }
+        }
+        #expect(plan(1, saturation: true) == ["none", "tasks:0.15:400"])
+        #expect(
+            plan(3, saturation: true) == [
+                "none saturation", "tasks:0.15:400 saturation", "none r1", "tasks:0.15:400 r1", "tasks:0.15:400 r2",
+                "none r2", "none r3", "tasks:0.15:400 r3",
+            ])
+        #expect(plan(2, saturation: false) == ["none r1", "tasks:0.15:400 r1", "tasks:0.15:400 r2", "none r2"])
+    }
+
     @Test func byzantineWorkersAreTheFirstCountOfThePool() throws {
         let command = try BenchServeCommand.parse([
             "--stragglers", "none,byzantine:1:negate,byzantine:2:gaussian:100", "--rates", "10",

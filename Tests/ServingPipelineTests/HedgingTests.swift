@@ -104,6 +104,71 @@ import Testing
         #expect(late.map(\.batchID) == ["late"])
     }
 
+    /// A hedged manifest of batch `id`, encoded at `encoded` ms.
+    static func hedged(_ id: String, encoded: Int64) -> BatchManifest {
+        var m = manifest
+        m.batchID = id
+        m.encodedMicroseconds = encoded * 1_000
+        return m
+    }
+
+    @Test func theAdaptiveDelayIsTwiceTheRecentUpperQuartileCappedByTheManifest() {
+        var schedule = HedgeSchedule(gapMultiple: 2, leastMilliseconds: 2)
+        // Until 32 batches have been seen, the manifest's 15 ms.
+        #expect(schedule.delay(afterMilliseconds: 15) == 15)
+        #expect(schedule.adaptiveMilliseconds == nil)
+        // 40 batches decodable 1, 2, 3 or 4 ms after being encoded: the upper quartile is 4 ms.
+        for i in 0..<40 {
+            schedule.finished(Self.hedged("b\(i)", encoded: 1_000), decodable: true, now: 1_001 + Int64(i % 4))
+        }
+        #expect(schedule.adaptiveMilliseconds == 8)
+        #expect(schedule.delay(afterMilliseconds: 15) == 8)
+        // The manifest's delay caps it.
+        #expect(schedule.delay(afterMilliseconds: 5) == 5)
+        schedule.expect(batchID: "x", hedge: Self.hedge, encodedMicroseconds: 2_000_000, now: 2_001)
+        #expect(schedule.nextDeadline == 2_008)
+        let early = schedule.requests(now: 2_007)
+        #expect(early.isEmpty)
+        let asked = schedule.requests(now: 2_008)
+        #expect(asked.map(\.batchID) == ["x"])
+    }
+
+    @Test func whenAQuarterOfHedgedBatchesAreLateTheManifestsDelayApplies() {
+        var schedule = HedgeSchedule(gapMultiple: 2, leastMilliseconds: 2)
+        for i in 0..<32 {
+            schedule.finished(Self.hedged("b\(i)", encoded: 1_000), decodable: true, now: 1_003)
+        }
+        #expect(schedule.delay(afterMilliseconds: 15) == 6)
+        // 16 of 48 asked for first (a third): not decodable in time.
+        for i in 0..<16 {
+            let id = "late\(i)"
+            schedule.expect(batchID: id, hedge: Self.hedge, encodedMicroseconds: 2_000_000, now: 2_001)
+            _ = schedule.requests(now: 2_100)
+            let asked = schedule.finished(Self.hedged(id, encoded: 2_000), decodable: true, now: 2_200)
+            #expect(asked)
+        }
+        #expect(schedule.adaptiveMilliseconds == nil)
+        #expect(schedule.delay(afterMilliseconds: 15) == 15)
+    }
+
+    @Test func theAdaptiveDelayIsNeverBelowItsLeast() {
+        var schedule = HedgeSchedule(gapMultiple: 2, leastMilliseconds: 3)
+        for i in 0..<32 {
+            schedule.finished(Self.hedged("b\(i)", encoded: 1_000), decodable: true, now: 1_000)
+        }
+        #expect(schedule.delay(afterMilliseconds: 15) == 3)
+        // Timed-out batches count as late; unhedged batches are no samples.
+        var unhedged = Self.hedged("u", encoded: 1_000)
+        unhedged.hedge = nil
+        var fixed = HedgeSchedule()
+        for i in 0..<40 {
+            fixed.finished(Self.hedged("b\(i)", encoded: 1_000), decodable: true, now: 1_001)
+            schedule.finished(unhedged, decodable: true, now: 9_000)
+        }
+        #expect(fixed.adaptiveMilliseconds == nil)
+        #expect(schedule.delay(afterMilliseconds: 15) == 3)
+    }
+
     /// An encoder, a decoder and one worker that holds one task and never answers; `good` workers
     /// that answer are started once the silent worker holds the batch's first task. `key`: the
     /// encoder and decoder share it.
