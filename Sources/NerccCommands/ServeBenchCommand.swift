@@ -97,7 +97,9 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     @Option(
         help: """
-            Rounds of the open-loop points; above 1 every straggler model's saturation runs come first, \
+            Rounds of the open-loop points; above 1 every straggler model's saturation runs come first \
+            (each scheme's measured up to 3 times, the schemes taking turns; the reference rate of --load \
+            is the median of the first scheme's), \
             then each round measures every straggler model in turn (the decoder and workers restarted \
             with its injection), and at each offered rate the schemes take turns (the encoder restarted \
             for every point); both orders rotate each round, so that every scheme and straggler model \
@@ -435,14 +437,21 @@ struct BenchServeCommand: AsyncParsableCommand {
                         try await stopEncoder(encoder)
                     }
                 case .saturation:
-                    // Saturation of every scheme; the rounds come after every model's.
-                    for spec in specs {
-                        let encoder = try await startEncoder(spec)
-                        let point = try await record(
-                            spec, mode: "closed", rate: nil, concurrency: saturationConcurrency, round: nil)
-                        if reference == nil, !fractions.isEmpty { reference = point.achievedRequestsPerSecond }
-                        try await stopEncoder(encoder)
+                    // Saturation of every scheme, in turn, measured as many times as there are rounds
+                    // (at most 3); the rounds come after every model's. The reference is the median of
+                    // the first scheme's runs, so that one fast or slow minute does not set every
+                    // offered load.
+                    var firstRates: [Double] = []
+                    for _ in 0..<Self.saturationRepeats(rounds: rounds) {
+                        for (index, spec) in specs.enumerated() {
+                            let encoder = try await startEncoder(spec)
+                            let point = try await record(
+                                spec, mode: "closed", rate: nil, concurrency: saturationConcurrency, round: nil)
+                            if index == 0 { firstRates.append(point.achievedRequestsPerSecond) }
+                            try await stopEncoder(encoder)
+                        }
                     }
+                    if reference == nil, !fractions.isEmpty { reference = Self.median(firstRates) }
                 case .round(let round):
                     // At each rate every scheme in turn, in an order that rotates each round.
                     let offered = fractions.isEmpty ? absolute : fractions.map { $0 * (reference ?? 0) }
@@ -479,6 +488,16 @@ struct BenchServeCommand: AsyncParsableCommand {
     }
 
     /// One measured run, with the services' counters over it.
+    /// How many times each scheme's saturation is measured in rounds: as many as the rounds, at most 3.
+    static func saturationRepeats(rounds: Int) -> Int { max(1, min(rounds, 3)) }
+
+    /// The median of `values` (the mean of the middle two for an even count; nil when empty).
+    static func median(_ values: [Double]) -> Double? {
+        guard !values.isEmpty else { return nil }
+        let v = values.sorted()
+        return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+    }
+
     /// What each start of the services (decoder and workers, with one straggler model) measures.
     enum Phase: Equatable {
         /// In one round: every point of the model.

@@ -321,7 +321,10 @@ struct ServeReport: Codable {
         var out = ["Machine: \(machine).", "", "Command: `nercc \(command)`", ""]
         if let reference {
             out.append(
-                String(format: "Reference saturated rate (first scheme, no stragglers): %.0f requests/s.", reference))
+                String(
+                    format:
+                        "Reference saturated rate (first scheme, no stragglers; in rounds, the median of its closed-loop runs): %.0f requests/s.",
+                    reference))
             out.append("")
         }
         let shown = summaryPoints

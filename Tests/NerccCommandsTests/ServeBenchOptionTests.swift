@@ -61,6 +61,17 @@ import Testing
         #expect(plan(2, saturation: false) == ["none r1", "tasks:0.15:400 r1", "tasks:0.15:400 r2", "none r2"])
     }
 
+    /// In rounds, each scheme's saturation is measured up to three times, and the reference rate is
+    /// the median of the first scheme's runs: one fast minute does not set every offered load.
+    @Test func theReferenceIsTheMedianOfTheFirstSchemesSaturationRuns() {
+        #expect(BenchServeCommand.saturationRepeats(rounds: 1) == 1)
+        #expect(BenchServeCommand.saturationRepeats(rounds: 2) == 2)
+        #expect(BenchServeCommand.saturationRepeats(rounds: 5) == 3)
+        #expect(BenchServeCommand.median([2_380, 1_649, 1_700]) == 1_700)
+        #expect(BenchServeCommand.median([1_600, 1_700]) == 1_650)
+        #expect(BenchServeCommand.median([]) == nil)
+    }
+
     @Test func byzantineWorkersAreTheFirstCountOfThePool() throws {
         let command = try BenchServeCommand.parse([
             "--stragglers", "none,byzantine:1:negate,byzantine:2:gaussian:100", "--rates", "10",
