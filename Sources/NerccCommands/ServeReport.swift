@@ -259,16 +259,12 @@ struct ServeReport: Codable {
         return order.map { key in
             let group = groups[key]!
             guard group.count > 1 else { return group[0] }
-            func median(_ values: [Double]) -> Double {
-                let v = values.sorted()
-                return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
-            }
             let byP99 = group.sorted { $0.latency.p99 < $1.latency.p99 }
             var out = byP99[(byP99.count - 1) / 2]
-            out.latency.p50 = median(group.map(\.latency.p50))
-            out.latency.p90 = median(group.map(\.latency.p90))
-            out.latency.p99 = median(group.map(\.latency.p99))
-            out.latency.p999 = median(group.map(\.latency.p999))
+            out.latency.p50 = BenchServeCommand.median(group.map(\.latency.p50)) ?? out.latency.p50
+            out.latency.p90 = BenchServeCommand.median(group.map(\.latency.p90)) ?? out.latency.p90
+            out.latency.p99 = BenchServeCommand.median(group.map(\.latency.p99)) ?? out.latency.p99
+            out.latency.p999 = BenchServeCommand.median(group.map(\.latency.p999)) ?? out.latency.p999
             out.latency.max = group.map(\.latency.max).max() ?? out.latency.max
             out.achievedRequestsPerSecond = group.map(\.achievedRequestsPerSecond).reduce(0, +) / Double(group.count)
             out.achievedQueriesPerSecond = group.map(\.achievedQueriesPerSecond).reduce(0, +) / Double(group.count)
