@@ -4,11 +4,17 @@
     python3 ops/bench/doc_tables.py stages docs/bench/serve-3x/serve.json [loads]   # stage breakdown
     python3 ops/bench/doc_tables.py effects docs/bench/effects                      # one row per variant
     python3 ops/bench/doc_tables.py points docs/bench/serve-3x/serve.json           # every point, one line
+    python3 ops/bench/doc_tables.py stalls <output-dir>/requests [ms]             # request-queue stalls
 
 `stages` prints p50 / p99 ms of each stage for the lowest `loads` (default 2) offered loads, without
 stragglers and with the first straggler model that has delays; `effects` reads
-`<dir>/<variant>/serve.json` for every variant of ops/bench/effects.sh.
+`<dir>/<variant>/serve.json` for every variant of ops/bench/effects.sh; `stalls` reads the per-request
+logs of `nercc bench serve --request-log` and, for each point, finds the **stalls**: runs of requests
+that waited more than `ms` (default 20) in the request queue (published to received by an encoder),
+runs closer than 100 ms merged, and says how many of the point's slowest 1% fell in one.
 """
+import csv
+import glob
 import json
 import os
 import sys
@@ -111,6 +117,34 @@ def every_point(path):
         )
 
 
+def stalls(directory, threshold_ms=20.0):
+    print("| point | requests | p99 ms | stalls | longest request-queue wait ms | slowest 1% in a stall |")
+    print("|---|---|---|---|---|---|")
+    for path in sorted(glob.glob(os.path.join(directory, "*.csv"))):
+        rows = [r for r in csv.DictReader(open(path)) if r["status"] == "ok" and r["received_us"]]
+        if not rows:
+            continue
+        due = [int(r["due_us"]) for r in rows]
+        latency = [float(r["latency_ms"]) for r in rows]
+        waits = [(int(r["received_us"]) - int(r["published_us"])) / 1000 for r in rows]
+        ordered = sorted(latency)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        episodes = []  # [first due, last due, longest wait]
+        for d, w in sorted(zip(due, waits)):
+            if w <= threshold_ms:
+                continue
+            if episodes and d - episodes[-1][1] <= 100_000:
+                episodes[-1][1] = d
+                episodes[-1][2] = max(episodes[-1][2], w)
+            else:
+                episodes.append([d, d, w])
+        slowest = [d for d, l in zip(due, latency) if l >= p99]
+        inside = sum(1 for d in slowest if any(a - 100_000 <= d <= b + 100_000 for a, b, _ in episodes))
+        name = os.path.basename(path)[: -len(".csv")]
+        longest = max((e[2] for e in episodes), default=0.0)
+        print(f"| {name} | {len(rows)} | {p99:.1f} | {len(episodes)} | {longest:.1f} | {inside} of {len(slowest)} |")
+
+
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
     if kind == "stages":
@@ -119,5 +153,7 @@ if __name__ == "__main__":
         effects(path)
     elif kind == "points":
         every_point(path)
+    elif kind == "stalls":
+        stalls(path, float(sys.argv[3]) if len(sys.argv) > 3 else 20.0)
     else:
-        sys.exit(f"unknown table '{kind}': stages, effects or points")
+        sys.exit(f"unknown table '{kind}': stages, effects, points or stalls")
