@@ -118,9 +118,12 @@ def every_point(path):
 
 
 def stalls(directory, threshold_ms=20.0):
+    paths = sorted(glob.glob(os.path.join(directory, "*.csv")))
+    if not paths:
+        sys.exit(f"no request logs (*.csv) in '{directory}': run nercc bench serve with --request-log")
     print("| point | requests | p99 ms | stalls | longest request-queue wait ms | slowest 1% in a stall |")
     print("|---|---|---|---|---|---|")
-    for path in sorted(glob.glob(os.path.join(directory, "*.csv"))):
+    for path in paths:
         rows = [r for r in csv.DictReader(open(path)) if r["status"] == "ok" and r["received_us"]]
         if not rows:
             continue
